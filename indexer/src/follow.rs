@@ -1,0 +1,370 @@
+//! The chain follower: backfill with adaptive `eth_getLogs` ranges up to the
+//! reorg window below the target head, then block by block (by hash) inside
+//! the window with parent-hash checks, undoing orphaned blocks on a reorg.
+//! Blocks are applied strictly in order, each commit atomic (see `store`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use alloy::rpc::types::{Filter, Log};
+use alloy::sol_types::SolEvent;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::apply::Watched;
+use crate::contracts::MockUSDC;
+use crate::logs::AdaptiveRange;
+use crate::metrics::IndexerMetrics;
+use crate::rpc::{LogsOutcome, Rpc};
+use crate::store::{Checkpoint, Commit, Store};
+use crate::{Error, Result};
+
+/// Which head the follower chases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadTag {
+    /// `latest` minus the confirmation depth.
+    #[default]
+    Latest,
+    /// The node's `safe` block.
+    Safe,
+    /// The node's `finalized` block.
+    Finalized,
+}
+
+/// Follower tuning.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// First block that can hold one of our events.
+    pub start_block: u64,
+    /// Blocks behind `latest` before a block is applied.
+    pub confirmations: u64,
+    /// Head polling interval.
+    pub poll_interval: Duration,
+    /// Blocks kept with undo records (reorg depth we can handle).
+    pub window: u64,
+    /// Largest `eth_getLogs` range in blocks.
+    pub max_range: u64,
+    /// First `eth_getLogs` range in blocks.
+    pub initial_range: u64,
+    /// Most logs in one atomic commit during backfill.
+    pub max_logs_per_commit: usize,
+    /// Head to follow.
+    pub head: HeadTag,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        Self {
+            start_block: 0,
+            confirmations: 0,
+            poll_interval: Duration::from_secs(1),
+            window: 128,
+            max_range: 10_000,
+            initial_range: 1_000,
+            max_logs_per_commit: 5_000,
+            head: HeadTag::Latest,
+        }
+    }
+}
+
+/// Follows one chain into Redis.
+pub struct Follower {
+    rpc: Rpc,
+    store: Store,
+    watched: Watched,
+    cfg: FollowConfig,
+    range: AdaptiveRange,
+    metrics: Arc<IndexerMetrics>,
+}
+
+impl Follower {
+    /// A follower; nothing happens until [`Follower::run`] or [`Follower::sync`].
+    pub fn new(rpc: Rpc, store: Store, watched: Watched, cfg: FollowConfig, metrics: Arc<IndexerMetrics>) -> Self {
+        let range = AdaptiveRange::new(cfg.initial_range, cfg.max_range);
+        Self {
+            rpc,
+            store,
+            watched,
+            cfg,
+            range,
+            metrics,
+        }
+    }
+
+    /// Follows until `shutdown`; each pass catches up to the head, then waits
+    /// one poll interval. RPC outages are waited out; a deep reorg, lost
+    /// leadership or corrupt state ends the loop with an error.
+    pub async fn run(&mut self, shutdown: CancellationToken) -> Result<()> {
+        loop {
+            let pass = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = self.sync() => r,
+            };
+            match pass {
+                Ok(_) => {}
+                Err(e @ (Error::ReorgTooDeep { .. } | Error::Fenced | Error::Corrupt(_) | Error::WrongChain { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => warn!(target: "chainfront::indexer", error = %e, "pass failed; retrying after the poll interval"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Checks that the RPC serves `expected`.
+    pub async fn check_chain(&self, expected: u64) -> Result<()> {
+        let actual = self.rpc.call("eth_chainId", |p| async move { p.get_chain_id().await }).await?;
+        if actual != expected {
+            return Err(Error::WrongChain { expected, actual });
+        }
+        Ok(())
+    }
+
+    /// One pass: applies every block up to the current target. Returns the
+    /// checkpoint reached.
+    pub async fn sync(&mut self) -> Result<Option<u64>> {
+        let target = self.target().await?;
+        loop {
+            let cp = self.store.checkpoint().await?;
+            let next = cp.map_or(self.cfg.start_block, |c| c.number + 1);
+            if next > target {
+                // A lagging provider may report a head below our checkpoint:
+                // nothing to do, and no reason to suspect a reorg.
+                return Ok(cp.map(|c| c.number));
+            }
+            let deep_end = target.saturating_sub(self.cfg.window);
+            if next <= deep_end {
+                self.backfill(next, deep_end).await?;
+                continue;
+            }
+            match self.window_step(next, cp).await? {
+                Step::Applied | Step::Reverted => continue,
+                Step::NotYet => return Ok(cp.map(|c| c.number)),
+            }
+        }
+    }
+
+    async fn target(&self) -> Result<u64> {
+        let head = match self.cfg.head {
+            HeadTag::Latest => {
+                let latest = self
+                    .rpc
+                    .call("eth_blockNumber", |p| async move { p.get_block_number().await })
+                    .await?;
+                self.metrics.head_block.store(latest, Ordering::Relaxed);
+                latest.saturating_sub(self.cfg.confirmations)
+            }
+            tag => {
+                let t = if tag == HeadTag::Safe { BlockNumberOrTag::Safe } else { BlockNumberOrTag::Finalized };
+                let block = self
+                    .rpc
+                    .call("eth_getBlockByNumber", |p| async move { p.get_block_by_number(t).await })
+                    .await?;
+                let n = block.map(|b| b.header.number).unwrap_or_default();
+                self.metrics.head_block.store(n, Ordering::Relaxed);
+                n
+            }
+        };
+        Ok(head)
+    }
+
+    /// Applies `from..=to` (all below the window) in ranges, without undo records.
+    async fn backfill(&mut self, from: u64, to: u64) -> Result<()> {
+        let mut next = from;
+        while next <= to {
+            let (a, b) = self.range.next(next, to);
+            let started = Instant::now();
+            let logs = match self.fetch_range(a, b).await? {
+                LogsOutcome::Ok(logs) => logs,
+                LogsOutcome::Range(advice, message) => {
+                    if !self.range.failed(a, b - a + 1, advice) {
+                        return Err(Error::Unsplittable { block: a, message });
+                    }
+                    debug!(target: "chainfront::indexer", from = a, to = b, next_size = self.range.size(), "range too large; splitting");
+                    continue;
+                }
+            };
+            self.range.succeeded(b - a + 1, logs.len(), started.elapsed());
+            self.commit_range(b, logs).await?;
+            next = b + 1;
+        }
+        Ok(())
+    }
+
+    /// Commits logs of blocks up to `to`, in chunks ending at block boundaries
+    /// so no commit exceeds `max_logs_per_commit` logs.
+    async fn commit_range(&mut self, to: u64, logs: Vec<Log>) -> Result<()> {
+        let mut start = 0;
+        while logs.len() - start > self.cfg.max_logs_per_commit {
+            // End the chunk after the last log of the block that crosses the limit.
+            let mut end = start + self.cfg.max_logs_per_commit;
+            let block = logs[end - 1].block_number;
+            while end < logs.len() && logs[end].block_number == block {
+                end += 1;
+            }
+            let last = &logs[end - 1];
+            let (Some(n), Some(h)) = (last.block_number, last.block_hash) else {
+                return Err(Error::Rpc("a log without block number or hash".into()));
+            };
+            self.commit_logs(&logs[start..end], n, h, false).await?;
+            start = end;
+        }
+        let hash = match logs.last() {
+            Some(l) if l.block_number == Some(to) => l.block_hash,
+            _ => None,
+        };
+        let hash = match hash {
+            Some(h) => h,
+            None => self.header(to).await?.ok_or_else(|| Error::Rpc(format!("block {to} not found")))?.0,
+        };
+        self.commit_logs(&logs[start..], to, hash, false).await
+    }
+
+    async fn commit_logs(&mut self, logs: &[Log], to: u64, to_hash: B256, undo: bool) -> Result<()> {
+        let ops = self.watched.ops_for_logs(logs);
+        let events = logs.len() as u64;
+        self.store
+            .commit(Commit {
+                to,
+                to_hash,
+                ops,
+                undo,
+            })
+            .await?;
+        self.metrics.indexed_block.store(to, Ordering::Relaxed);
+        self.metrics.events_applied.fetch_add(events, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One block inside the window: check its parent, then apply it by hash.
+    async fn window_step(&mut self, n: u64, cp: Option<Checkpoint>) -> Result<Step> {
+        let Some((hash, parent)) = self.header(n).await? else {
+            return Ok(Step::NotYet);
+        };
+        if let Some(cp) = cp
+            && cp.number + 1 == n
+            && cp.hash != parent
+        {
+            self.reorg(cp).await?;
+            return Ok(Step::Reverted);
+        }
+        let logs = match self.fetch_block(hash).await? {
+            Some(logs) => logs,
+            // The block was replaced between the header and the logs: retry.
+            None => return Ok(Step::Reverted),
+        };
+        self.commit_logs(&logs, n, hash, true).await?;
+        Ok(Step::Applied)
+    }
+
+    /// Our checkpoint is not the parent of the canonical next block: walk back
+    /// to the last block whose hash still matches and undo everything above.
+    async fn reorg(&mut self, cp: Checkpoint) -> Result<()> {
+        let mut k = cp.number;
+        loop {
+            let stored = self.store.block_hash(k).await?;
+            let Some(stored) = stored else {
+                return Err(Error::ReorgTooDeep {
+                    block: k,
+                    window: self.cfg.window,
+                });
+            };
+            let canonical = self.header(k).await?.map(|(h, _)| h);
+            if canonical == Some(stored) {
+                break;
+            }
+            if k == 0 || k < self.cfg.start_block || cp.number - k >= self.cfg.window {
+                return Err(Error::ReorgTooDeep {
+                    block: k,
+                    window: self.cfg.window,
+                });
+            }
+            k -= 1;
+        }
+        let depth = cp.number - k;
+        info!(target: "chainfront::indexer", from = cp.number, fork = k, depth, "reorg: undoing orphaned blocks");
+        self.store.revert_to(k).await?;
+        self.metrics.reorgs.fetch_add(1, Ordering::Relaxed);
+        self.metrics.max_reorg_depth.fetch_max(depth, Ordering::Relaxed);
+        self.metrics.indexed_block.store(k, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// (hash, parent hash) of block `n`, `None` if the node does not have it yet.
+    async fn header(&self, n: u64) -> Result<Option<(B256, B256)>> {
+        let block = self
+            .rpc
+            .call("eth_getBlockByNumber", |p| async move {
+                p.get_block_by_number(BlockNumberOrTag::Number(n)).await
+            })
+            .await?;
+        Ok(block.map(|b| (b.header.hash, b.header.parent_hash)))
+    }
+
+    fn filters(&self) -> Vec<Filter> {
+        let mut filters = Vec::new();
+        let contracts = self.watched.contract_addresses();
+        if !contracts.is_empty() {
+            filters.push(Filter::new().address(contracts));
+        }
+        if let (Some(usdc), Some(treasury)) = (self.watched.usdc, self.watched.treasury) {
+            filters.push(
+                Filter::new()
+                    .address(usdc)
+                    .event_signature(MockUSDC::Transfer::SIGNATURE_HASH)
+                    .topic2(treasury.into_word()),
+            );
+        }
+        filters
+    }
+
+    /// Logs of every filter over `from..=to`, merged in chain order.
+    async fn fetch_range(&self, from: u64, to: u64) -> Result<LogsOutcome<Vec<Log>>> {
+        let filters: Vec<Filter> = self.filters().into_iter().map(|f| f.from_block(from).to_block(to)).collect();
+        self.fetch(filters).await
+    }
+
+    /// Logs of one block by hash; `None` if the node no longer has that block.
+    async fn fetch_block(&self, hash: B256) -> Result<Option<Vec<Log>>> {
+        let filters: Vec<Filter> = self.filters().into_iter().map(|f| f.at_block_hash(hash)).collect();
+        match self.fetch(filters).await {
+            Ok(LogsOutcome::Ok(logs)) => Ok(Some(logs)),
+            Ok(LogsOutcome::Range(_, msg)) => Err(Error::Rpc(format!("single-block query rejected: {msg}"))),
+            Err(Error::Rpc(msg)) if msg.contains("not found") || msg.contains("unknown block") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fetch(&self, filters: Vec<Filter>) -> Result<LogsOutcome<Vec<Log>>> {
+        let calls = filters.iter().map(|f| {
+            self.rpc
+                .call_logs("eth_getLogs", move |p| async move { p.get_logs(f).await })
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let mut all = Vec::new();
+        for r in results {
+            match r? {
+                LogsOutcome::Ok(logs) => all.extend(logs),
+                LogsOutcome::Range(a, m) => return Ok(LogsOutcome::Range(a, m)),
+            }
+        }
+        // Logs flagged `removed` belong to an orphaned block: never applied.
+        all.retain(|l| !l.removed);
+        all.sort_by_key(|l| (l.block_number, l.log_index));
+        all.dedup_by_key(|l| (l.block_number, l.log_index));
+        Ok(LogsOutcome::Ok(all))
+    }
+}
+
+enum Step {
+    Applied,
+    Reverted,
+    NotYet,
+}

@@ -1,0 +1,195 @@
+//! The Redis key schema: every key chainfront reads or writes is built here
+//! and nowhere else (documented in `docs/state.md`).
+//!
+//! All keys of one chain share the hash tag `{c<chain_id>}`, so they live in
+//! one Redis Cluster slot and one Lua script can commit a block atomically.
+//! Derived chain state sits under `cf:{c<id>}:s:` (what `state-digest`
+//! hashes); the indexer's own bookkeeping under `cf:{c<id>}:m:`.
+
+use alloy::primitives::{Address, B256, FixedBytes, U256};
+
+/// Key builder for one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainKeys {
+    chain_id: u64,
+    /// `cf:{c<id>}:`
+    base: String,
+}
+
+impl ChainKeys {
+    /// Keys for `chain_id`.
+    pub fn new(chain_id: u64) -> Self {
+        Self {
+            chain_id,
+            base: format!("cf:{{c{chain_id}}}:"),
+        }
+    }
+
+    /// The chain these keys belong to.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    fn s(&self, rest: &str) -> String {
+        format!("{}s:{rest}", self.base)
+    }
+
+    fn m(&self, rest: &str) -> String {
+        format!("{}m:{rest}", self.base)
+    }
+
+    /// Pattern matching every derived-state key of this chain.
+    pub fn state_pattern(&self) -> String {
+        self.s("*")
+    }
+
+    // ---- indexer bookkeeping ----
+
+    /// Hash `{number, hash}`: the last block whose effects are committed.
+    pub fn checkpoint(&self) -> String {
+        self.m("checkpoint")
+    }
+
+    /// Hash block number → block hash for the recent window (reorg detection).
+    pub fn block_hashes(&self) -> String {
+        self.m("hashes")
+    }
+
+    /// String: the undo record of one block in the window.
+    pub fn undo(&self, block: u64) -> String {
+        self.m(&format!("undo:{block}"))
+    }
+
+    /// Pattern matching every undo record.
+    pub fn undo_pattern(&self) -> String {
+        self.m("undo:*")
+    }
+
+    /// String: the current leader's fencing token.
+    pub fn leader(&self) -> String {
+        self.m("leader")
+    }
+
+    /// Counter that hands out fencing tokens.
+    pub fn fence(&self) -> String {
+        self.m("fence")
+    }
+
+    // ---- VMs ----
+
+    /// Hash: one VM NFT (owner, tier, buyer, purchase_date, expires_at, total_cost, ...).
+    pub fn vm(&self, token_id: U256) -> String {
+        self.s(&format!("vm:{token_id}"))
+    }
+
+    /// Set of token ids owned by `owner`.
+    pub fn owner_vms(&self, owner: Address) -> String {
+        self.s(&format!("owner:{}:vms", lower(owner)))
+    }
+
+    /// Set of every minted token id.
+    pub fn vms(&self) -> String {
+        self.s("vms")
+    }
+
+    /// Hash: one tier (price, active, name).
+    pub fn tier(&self, tier: u8) -> String {
+        self.s(&format!("tier:{tier}"))
+    }
+
+    /// Set of configured tier numbers.
+    pub fn tiers(&self) -> String {
+        self.s("tiers")
+    }
+
+    /// Hash: marketplace-wide settings (treasury, paused).
+    pub fn vm_settings(&self) -> String {
+        self.s("vm:settings")
+    }
+
+    // ---- markets ----
+
+    /// Set of market ids (`0x` + 32 hex digits).
+    pub fn markets(&self) -> String {
+        self.s("markets")
+    }
+
+    /// Hash: one market.
+    pub fn market(&self, id: FixedBytes<16>) -> String {
+        self.s(&format!("market:{id}"))
+    }
+
+    /// Sorted set of a market's submission ids (score = id).
+    pub fn market_submissions(&self, id: FixedBytes<16>) -> String {
+        self.s(&format!("market:{id}:subs"))
+    }
+
+    /// Hash: one submission.
+    pub fn submission(&self, id: U256) -> String {
+        self.s(&format!("sub:{id}"))
+    }
+
+    /// String: submission id recorded for a payment transaction hash.
+    pub fn payment(&self, tx: B256) -> String {
+        self.s(&format!("payment:{tx}"))
+    }
+
+    /// Hash: stakes-contract settings (fee_bps, treasury, operator:*, token:*).
+    pub fn stakes_settings(&self) -> String {
+        self.s("stakes:settings")
+    }
+
+    // ---- deposits ----
+
+    /// Hash: one USDC deposit to the treasury, by (tx hash, log index).
+    pub fn deposit(&self, tx: B256, log_index: u64) -> String {
+        self.s(&format!("dep:{tx}:{log_index}"))
+    }
+
+    /// Sorted set of a wallet's deposits (member `tx:logindex`, score = block).
+    pub fn wallet_deposits(&self, wallet: Address) -> String {
+        self.s(&format!("deps:{}", lower(wallet)))
+    }
+
+    /// String: a wallet's running deposit total in USDC base units.
+    pub fn wallet_deposit_total(&self, wallet: Address) -> String {
+        self.s(&format!("deptotal:{}", lower(wallet)))
+    }
+}
+
+/// Addresses in keys are lower-case hex, so lookups need no checksum.
+pub fn lower(a: Address) -> String {
+    format!("{a:#x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_per_chain() {
+        let k = ChainKeys::new(8453);
+        let all = [
+            k.checkpoint(),
+            k.block_hashes(),
+            k.undo(5),
+            k.leader(),
+            k.vm(U256::from(42)),
+            k.owner_vms(Address::repeat_byte(0xAB)),
+            k.tier(3),
+            k.market(FixedBytes::repeat_byte(1)),
+            k.deposit(B256::repeat_byte(2), 7),
+            k.wallet_deposit_total(Address::ZERO),
+        ];
+        for key in &all {
+            assert!(key.starts_with("cf:{c8453}:"), "{key}");
+        }
+        assert_eq!(k.vm(U256::from(42)), "cf:{c8453}:s:vm:42");
+        assert_eq!(
+            k.owner_vms(Address::repeat_byte(0xAB)),
+            format!("cf:{{c8453}}:s:owner:0x{}:vms", "ab".repeat(20))
+        );
+        assert!(k.checkpoint().contains(":m:"), "bookkeeping is outside the state namespace");
+        assert_ne!(ChainKeys::new(1).vm(U256::from(1)), ChainKeys::new(2).vm(U256::from(1)));
+    }
+}

@@ -1,0 +1,114 @@
+//! The leader lock: one indexer process writes a chain, others wait as hot
+//! standbys. The lock value is a fencing token drawn from a counter; every
+//! commit checks it inside the commit script, so a paused ex-leader can never
+//! write after its lock expired.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::keys::ChainKeys;
+use crate::Result;
+
+const RENEW_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// A held leader lock.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    /// The fencing token to pass to the store.
+    pub token: String,
+    /// Cancelled when the lock is lost.
+    pub lost: CancellationToken,
+}
+
+/// Waits until this process holds the lock for `keys`' chain (or `shutdown`),
+/// then keeps renewing it in the background. `ttl` bounds how long a dead
+/// leader blocks its standby.
+pub async fn acquire(
+    mut conn: ConnectionManager,
+    keys: ChainKeys,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) -> Result<Option<Leadership>> {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(100);
+    let mut announced = false;
+    loop {
+        let fence: u64 = redis::cmd("INCR").arg(keys.fence()).query_async(&mut conn).await?;
+        let token = format!("{fence}:{}", std::process::id());
+        let got: Option<String> = redis::cmd("SET")
+            .arg(keys.leader())
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await?;
+        if got.is_some() {
+            info!(target: "chainfront::indexer", chain_id = keys.chain_id(), fence, "leader lock acquired");
+            let lost = CancellationToken::new();
+            tokio::spawn(renew(conn, keys, token.clone(), ttl_ms, lost.clone(), shutdown));
+            return Ok(Some(Leadership { token, lost }));
+        }
+        if !announced {
+            info!(target: "chainfront::indexer", chain_id = keys.chain_id(), "another indexer leads this chain; standing by");
+            announced = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(ttl_ms / 3)) => {}
+        }
+    }
+}
+
+async fn renew(
+    mut conn: ConnectionManager,
+    keys: ChainKeys,
+    token: String,
+    ttl_ms: u64,
+    lost: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let renew = Script::new(RENEW_LUA);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _: redis::RedisResult<i64> =
+                    Script::new(RELEASE_LUA).key(keys.leader()).arg(&token).invoke_async(&mut conn).await;
+                return;
+            }
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(ttl_ms / 3)) => {}
+        }
+        let res: redis::RedisResult<i64> = renew
+            .key(keys.leader())
+            .arg(&token)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match res {
+            Ok(1) => {}
+            Ok(_) => {
+                warn!(target: "chainfront::indexer", chain_id = keys.chain_id(), "leader lock lost");
+                lost.cancel();
+                return;
+            }
+            // Redis unreachable: keep trying; commits are fenced anyway.
+            Err(e) => warn!(target: "chainfront::indexer", error = %e, "leader lock renewal failed"),
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Adaptive `eth_getLogs` ranges: grow while answers are small and quick,
+//! shrink on the range and size errors real providers return, and jump to the
+//! range a provider suggests when it names one.
+
+use std::time::Duration;
+
+/// What a provider's error says about the range that was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeAdvice {
+    /// Too many blocks or logs; no hint given: halve the range.
+    Split,
+    /// The provider names a range that works, starting at the same block.
+    UseRange {
+        /// First block of the suggested range.
+        from: u64,
+        /// Last block of the suggested range.
+        to: u64,
+    },
+    /// The provider names its maximum number of blocks per query.
+    MaxBlocks(u64),
+}
+
+/// Phrases (lower-case) by which providers reject a range as too wide or a
+/// response as too large.
+const SPLIT_PHRASES: &[&str] = &[
+    "query returned more than",       // Infura, Alchemy: `query returned more than 10000 results`
+    "block range too large",          // Base public RPC
+    "block range is too large",
+    "block range is too wide",        // Frontier-style nodes
+    "response is too big",            // geth-style size limit
+    "response size exceeded",         // Alchemy
+    "backend response too large",     // Cloudflare-fronted gateways
+    "logs matched by query exceeds limit",
+    "query exceeds max results",      // reth / anvil: `... retry with the range A-B`
+    "query exceeds max block range",  // reth / anvil
+    "exceed maximum block range",
+    "too many logs",
+    "limit exceeded",
+    "try with this block range",
+    "this block range should work",
+];
+
+/// Phrases of rate-limit answers, which say nothing about the range.
+const RATE_PHRASES: &[&str] = &["rate limit", "too many requests", "request count exceeded", "rate-limited"];
+
+/// JSON-RPC error code of "limit exceeded" (EIP-1474).
+pub const LIMIT_EXCEEDED: i64 = -32005;
+
+/// Reads a provider's `eth_getLogs` error. `None` means the error is not about
+/// the range (retry or fail over instead of splitting).
+pub fn classify(code: Option<i64>, message: &str) -> Option<RangeAdvice> {
+    let lower = message.to_ascii_lowercase();
+    // Some providers use -32005 for rate limits too; those are paced, not split.
+    if RATE_PHRASES.iter().any(|p| lower.contains(p)) {
+        return None;
+    }
+    if let Some((from, to)) = suggested_range(&lower) {
+        return Some(RangeAdvice::UseRange { from, to });
+    }
+    if let Some(n) = limited_to(&lower) {
+        return Some(RangeAdvice::MaxBlocks(n));
+    }
+    if SPLIT_PHRASES.iter().any(|p| lower.contains(p)) || code == Some(LIMIT_EXCEEDED) {
+        return Some(RangeAdvice::Split);
+    }
+    None
+}
+
+/// `[0x1, 0x2]` (Alchemy, Infura) or `retry with the range 24383075-24383096`
+/// (reth, anvil).
+fn suggested_range(msg: &str) -> Option<(u64, u64)> {
+    if let Some(start) = msg.find('[') {
+        let rest = &msg[start + 1..];
+        let end = rest.find(']')?;
+        let mut parts = rest[..end].split(',').map(str::trim);
+        let from = parse_number(parts.next()?)?;
+        let to = parse_number(parts.next()?)?;
+        return (from <= to).then_some((from, to));
+    }
+    let idx = msg.find("retry with the range ")?;
+    let rest = &msg[idx + "retry with the range ".len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '-' || *c == 'x')
+        .collect();
+    let (a, b) = token.split_once('-')?;
+    let (from, to) = (parse_number(a)?, parse_number(b)?);
+    (from <= to).then_some((from, to))
+}
+
+/// `limited to a 10000 range`, `limited to a 10,000 block range`,
+/// `maximum is set to 2000`, `max is 1000`.
+fn limited_to(msg: &str) -> Option<u64> {
+    for marker in ["limited to a ", "limited to ", "maximum is set to ", "max range: ", "maximum block range: "] {
+        if let Some(idx) = msg.find(marker) {
+            let digits: String = msg[idx + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '_')
+                .filter(char::is_ascii_digit)
+                .collect();
+            if let Ok(n) = digits.parse::<u64>()
+                && n > 0
+            {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
+fn parse_number(s: &str) -> Option<u64> {
+    let s = s.trim().trim_matches('"');
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The block span of the next `eth_getLogs` call.
+#[derive(Debug, Clone)]
+pub struct AdaptiveRange {
+    size: u64,
+    min: u64,
+    max: u64,
+    /// A provider's stated maximum, never exceeded once learnt.
+    ceiling: u64,
+}
+
+/// Responses with fewer logs than this (and faster than [`FAST`]) grow the range.
+pub const SMALL_RESPONSE: usize = 2_000;
+/// Responses quicker than this (and smaller than [`SMALL_RESPONSE`]) grow the range.
+pub const FAST: Duration = Duration::from_millis(1_000);
+
+impl AdaptiveRange {
+    /// Starts at `initial` blocks, staying within `1..=max`.
+    pub fn new(initial: u64, max: u64) -> Self {
+        let max = max.max(1);
+        Self {
+            size: initial.clamp(1, max),
+            min: 1,
+            max,
+            ceiling: max,
+        }
+    }
+
+    /// Blocks to ask for next.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The inclusive range starting at `from`, capped at `to`.
+    pub fn next(&self, from: u64, to: u64) -> (u64, u64) {
+        (from, to.min(from.saturating_add(self.size - 1)))
+    }
+
+    /// A query of `span` blocks returned `logs` logs in `took`.
+    pub fn succeeded(&mut self, span: u64, logs: usize, took: Duration) {
+        if logs < SMALL_RESPONSE && took < FAST && span >= self.size {
+            self.size = self.size.saturating_mul(2).min(self.ceiling);
+        } else if logs > SMALL_RESPONSE * 4 {
+            self.size = (self.size / 2).max(self.min);
+        }
+    }
+
+    /// A query from `from` of `span` blocks failed with `advice`. Returns false
+    /// when the range cannot shrink any further (a single block failed).
+    pub fn failed(&mut self, from: u64, span: u64, advice: RangeAdvice) -> bool {
+        let next = match advice {
+            RangeAdvice::Split => span / 2,
+            RangeAdvice::UseRange { from: f, to } if f == from => to - f + 1,
+            RangeAdvice::UseRange { from: f, to } => (to.saturating_sub(f) + 1).min(span / 2),
+            RangeAdvice::MaxBlocks(n) => {
+                self.ceiling = n.clamp(1, self.max);
+                n.min(span.saturating_sub(1))
+            }
+        };
+        if span <= 1 {
+            return false;
+        }
+        self.size = next.clamp(self.min, self.ceiling).min(span - 1).max(1);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_real_provider_errors() {
+        let cases: &[(Option<i64>, &str, RangeAdvice)] = &[
+            (Some(-32005), "query returned more than 10000 results", RangeAdvice::Split),
+            (
+                Some(-32005),
+                "query returned more than 10000 results. Try with this block range [0x3D0900, 0x3D0A23].",
+                RangeAdvice::UseRange { from: 0x3D0900, to: 0x3D0A23 },
+            ),
+            (
+                Some(-32602),
+                "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response. Based on your parameters, this block range should work: [0x0, 0x1f3f]",
+                RangeAdvice::UseRange { from: 0, to: 0x1f3f },
+            ),
+            (Some(-32000), "block range too large", RangeAdvice::Split),
+            (Some(-32000), "eth_getLogs is limited to a 10,000 range", RangeAdvice::MaxBlocks(10_000)),
+            (
+                Some(-32602),
+                "eth_getLogs and eth_newFilter are limited to a 10000 blocks range",
+                RangeAdvice::MaxBlocks(10_000),
+            ),
+            (Some(-32000), "block range is too wide (maximum 10)", RangeAdvice::Split),
+            (Some(-32000), "response is too big", RangeAdvice::Split),
+            (Some(-32603), "backend response too large", RangeAdvice::Split),
+            (Some(-32000), "logs matched by query exceeds limit of 10000", RangeAdvice::Split),
+            (Some(-32005), "limit exceeded", RangeAdvice::Split),
+            (
+                Some(-32602),
+                "query exceeds max results 20000, retry with the range 24383075-24383096",
+                RangeAdvice::UseRange { from: 24_383_075, to: 24_383_096 },
+            ),
+            (Some(-32602), "query exceeds max block range 100000", RangeAdvice::Split),
+        ];
+        for (code, msg, want) in cases {
+            assert_eq!(classify(*code, msg), Some(*want), "{msg}");
+        }
+        assert_eq!(classify(Some(-32000), "execution reverted"), None);
+        assert_eq!(classify(None, "connection refused"), None);
+        assert_eq!(classify(Some(-32005), "daily request count exceeded, request rate limited"), None);
+        assert_eq!(classify(Some(-32603), "try again [not numbers]"), None);
+    }
+
+    #[test]
+    fn grows_while_small_and_fast_and_never_beyond_a_learnt_limit() {
+        let mut r = AdaptiveRange::new(100, 50_000);
+        r.succeeded(100, 10, Duration::from_millis(5));
+        assert_eq!(r.size(), 200);
+        r.succeeded(200, SMALL_RESPONSE, Duration::from_millis(5));
+        assert_eq!(r.size(), 200, "a large answer does not grow the range");
+        r.succeeded(200, 0, FAST);
+        assert_eq!(r.size(), 200, "a slow answer does not grow the range");
+        assert!(r.failed(1000, 200, RangeAdvice::MaxBlocks(150)));
+        assert_eq!(r.size(), 150);
+        for _ in 0..10 {
+            r.succeeded(r.size(), 0, Duration::ZERO);
+        }
+        assert_eq!(r.size(), 150, "the provider's stated maximum is a ceiling");
+    }
+
+    #[test]
+    fn shrinks_to_a_single_block_and_then_gives_up() {
+        let mut r = AdaptiveRange::new(8, 8);
+        let mut span = 8;
+        while r.failed(0, span, RangeAdvice::Split) {
+            assert!(r.size() < span);
+            span = r.size();
+        }
+        assert_eq!(span, 1);
+        let mut r = AdaptiveRange::new(1000, 1000);
+        assert!(r.failed(500, 1000, RangeAdvice::UseRange { from: 500, to: 623 }));
+        assert_eq!(r.size(), 124);
+        assert_eq!(r.next(500, 10_000), (500, 623));
+        assert_eq!(r.next(500, 550), (500, 550));
+    }
+}

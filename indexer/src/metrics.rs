@@ -1,0 +1,27 @@
+//! The indexer's counters and gauges, shared with `/health` and `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live figures of one chain's follower.
+#[derive(Debug, Default)]
+pub struct IndexerMetrics {
+    /// Latest head seen from the RPC.
+    pub head_block: AtomicU64,
+    /// Last block committed to Redis.
+    pub indexed_block: AtomicU64,
+    /// Logs applied since start.
+    pub events_applied: AtomicU64,
+    /// Reorgs handled since start.
+    pub reorgs: AtomicU64,
+    /// Deepest reorg handled since start.
+    pub max_reorg_depth: AtomicU64,
+}
+
+impl IndexerMetrics {
+    /// Blocks between the head and what is indexed.
+    pub fn lag(&self) -> u64 {
+        self.head_block
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.indexed_block.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,361 @@
+//! The one atomic Redis commit. A batch of blocks' effects, the undo record of
+//! a block inside the reorg window, the remembered block hashes and the
+//! checkpoint all go to Redis in a single Lua script call, after the script
+//! checks this process still holds the leader's fencing token. A crash before
+//! the call changes nothing; after it, everything is there.
+
+use std::collections::{BTreeSet, HashMap};
+
+use alloy::primitives::{B256, U256};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::Op;
+use crate::keys::ChainKeys;
+use crate::{Error, Result};
+
+/// Runs a list of commands after checking the fencing token. KEYS[1] is the
+/// leader key; ARGV[1] the expected token ('' skips the check); ARGV[2] the
+/// number of commands; then per command its argument count and arguments.
+const COMMIT_LUA: &str = r"
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED lost leadership')
+end
+local i = 3
+local n = tonumber(ARGV[2])
+for c = 1, n do
+  local argc = tonumber(ARGV[i])
+  i = i + 1
+  redis.call(unpack(ARGV, i, i + argc - 1))
+  i = i + argc
+end
+return n
+";
+
+/// The last committed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Block number.
+    pub number: u64,
+    /// Its hash.
+    pub hash: B256,
+}
+
+/// One commit: the effects of blocks `..=to`, ending at block `to` with hash
+/// `to_hash`.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Last block covered.
+    pub to: u64,
+    /// Its hash.
+    pub to_hash: B256,
+    /// The effects, in chain order.
+    pub ops: Vec<Op>,
+    /// Keep an undo record for this commit (a single block in the reorg window).
+    pub undo: bool,
+}
+
+/// How to restore the keys one block touched.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct UndoRecord {
+    /// The checkpoint before the block.
+    prev_number: u64,
+    prev_hash: B256,
+    /// Key → hex of its `DUMP` before the block, or `None` if it did not exist.
+    keys: Vec<(String, Option<String>)>,
+}
+
+type Cmd = Vec<Vec<u8>>;
+
+fn cmd(parts: &[&[u8]]) -> Cmd {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+/// Redis access for one chain's indexer state.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: ChainKeys,
+    /// The reorg window: undo records and hashes are kept this many blocks.
+    window: u64,
+    /// Fencing token; empty when running without a leader lock.
+    token: String,
+    script: Script,
+}
+
+impl Store {
+    /// A store for `keys` on `conn`.
+    pub fn new(conn: ConnectionManager, keys: ChainKeys, window: u64) -> Self {
+        Self {
+            conn,
+            keys,
+            window: window.max(1),
+            token: String::new(),
+            script: Script::new(COMMIT_LUA),
+        }
+    }
+
+    /// Every later commit checks this fencing token first.
+    pub fn set_fencing_token(&mut self, token: String) {
+        self.token = token;
+    }
+
+    /// The key builder.
+    pub fn keys(&self) -> &ChainKeys {
+        &self.keys
+    }
+
+    /// The connection (for the leader lock and readers).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The last committed block, if any.
+    pub async fn checkpoint(&mut self) -> Result<Option<Checkpoint>> {
+        let (number, hash): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.checkpoint())
+            .arg("number")
+            .arg("hash")
+            .query_async(&mut self.conn)
+            .await?;
+        match (number, hash) {
+            (Some(number), Some(hash)) => Ok(Some(Checkpoint {
+                number,
+                hash: hash.parse().map_err(|_| Error::Corrupt(format!("checkpoint hash `{hash}`")))?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The remembered hash of block `n`, if it is inside the window.
+    pub async fn block_hash(&mut self, n: u64) -> Result<Option<B256>> {
+        let h: Option<String> = self.conn.hget(self.keys.block_hashes(), n).await?;
+        h.map(|h| h.parse().map_err(|_| Error::Corrupt(format!("block hash `{h}`"))))
+            .transpose()
+    }
+
+    /// Commits `c` atomically.
+    pub async fn commit(&mut self, c: Commit) -> Result<()> {
+        let mut cmds: Vec<Cmd> = Vec::with_capacity(c.ops.len() + 6);
+        let totals = self.resolve_totals(&c.ops).await?;
+        let mut written_totals = BTreeSet::new();
+        for op in &c.ops {
+            match op {
+                Op::HSet { key, fields } => {
+                    let mut parts: Cmd = vec![b"HSET".to_vec(), key.as_bytes().to_vec()];
+                    for (f, v) in fields {
+                        parts.push(f.as_bytes().to_vec());
+                        parts.push(v.as_bytes().to_vec());
+                    }
+                    cmds.push(parts);
+                }
+                Op::HIncr { key, field, by } => {
+                    cmds.push(cmd(&[b"HINCRBY", key.as_bytes(), field.as_bytes(), by.to_string().as_bytes()]))
+                }
+                Op::SAdd { key, member } => cmds.push(cmd(&[b"SADD", key.as_bytes(), member.as_bytes()])),
+                Op::SRem { key, member } => cmds.push(cmd(&[b"SREM", key.as_bytes(), member.as_bytes()])),
+                Op::ZAdd { key, score, member } => {
+                    cmds.push(cmd(&[b"ZADD", key.as_bytes(), score.to_string().as_bytes(), member.as_bytes()]))
+                }
+                Op::Set { key, value } => cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()])),
+                Op::AddU256 { key, field, .. } => {
+                    // One write per total, with the batch's final value.
+                    let id = (key.clone(), field.clone());
+                    if written_totals.insert(id.clone()) {
+                        let value = totals.get(&id).copied().unwrap_or_default().to_string();
+                        match field {
+                            Some(f) => cmds.push(cmd(&[b"HSET", key.as_bytes(), f.as_bytes(), value.as_bytes()])),
+                            None => cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()])),
+                        }
+                    }
+                }
+            }
+        }
+        if c.undo {
+            let prev = self.checkpoint().await?;
+            let record = self.undo_record(&c.ops, prev).await?;
+            let json = serde_json::to_string(&record).map_err(|e| Error::Corrupt(e.to_string()))?;
+            cmds.push(cmd(&[b"SET", self.keys.undo(c.to).as_bytes(), json.as_bytes()]));
+        }
+        let hashes = self.keys.block_hashes();
+        cmds.push(cmd(&[b"HSET", hashes.as_bytes(), c.to.to_string().as_bytes(), c.to_hash.to_string().as_bytes()]));
+        if let Some(old) = c.to.checked_sub(self.window) {
+            cmds.push(cmd(&[b"HDEL", hashes.as_bytes(), old.to_string().as_bytes()]));
+            cmds.push(cmd(&[b"DEL", self.keys.undo(old).as_bytes()]));
+        }
+        cmds.push(cmd(&[
+            b"HSET",
+            self.keys.checkpoint().as_bytes(),
+            b"number",
+            c.to.to_string().as_bytes(),
+            b"hash",
+            c.to_hash.to_string().as_bytes(),
+        ]));
+        self.run(cmds).await
+    }
+
+    /// Undoes the committed blocks above `number`, newest first, each in its
+    /// own atomic step. Fails if any of them has no undo record (the reorg is
+    /// deeper than the window).
+    pub async fn revert_to(&mut self, number: u64) -> Result<()> {
+        while let Some(cp) = self.checkpoint().await?
+            && cp.number > number
+        {
+            let raw: Option<String> = self.conn.get(self.keys.undo(cp.number)).await?;
+            let Some(raw) = raw else {
+                return Err(Error::ReorgTooDeep {
+                    block: cp.number,
+                    window: self.window,
+                });
+            };
+            let record: UndoRecord = serde_json::from_str(&raw).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let mut cmds: Vec<Cmd> = Vec::with_capacity(record.keys.len() + 4);
+            for (key, dump) in &record.keys {
+                match dump {
+                    Some(hex) => {
+                        let bytes = alloy::hex::decode(hex).map_err(|e| Error::Corrupt(e.to_string()))?;
+                        cmds.push(vec![b"RESTORE".to_vec(), key.as_bytes().to_vec(), b"0".to_vec(), bytes, b"REPLACE".to_vec()]);
+                    }
+                    None => cmds.push(cmd(&[b"DEL", key.as_bytes()])),
+                }
+            }
+            cmds.push(cmd(&[b"DEL", self.keys.undo(cp.number).as_bytes()]));
+            cmds.push(cmd(&[b"HDEL", self.keys.block_hashes().as_bytes(), cp.number.to_string().as_bytes()]));
+            if record.prev_hash == B256::ZERO && record.prev_number == 0 {
+                cmds.push(cmd(&[b"DEL", self.keys.checkpoint().as_bytes()]));
+            } else {
+                cmds.push(cmd(&[
+                    b"HSET",
+                    self.keys.checkpoint().as_bytes(),
+                    b"number",
+                    record.prev_number.to_string().as_bytes(),
+                    b"hash",
+                    record.prev_hash.to_string().as_bytes(),
+                ]));
+            }
+            self.run(cmds).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes this chain's derived state, checkpoint, hashes and undo
+    /// records (not the leader lock), for `reindex`. The caller holds the lock.
+    pub async fn wipe(&mut self) -> Result<()> {
+        let mut keys = scan(&mut self.conn, &self.keys.state_pattern()).await?;
+        keys.extend(scan(&mut self.conn, &self.keys.undo_pattern()).await?);
+        keys.push(self.keys.checkpoint());
+        keys.push(self.keys.block_hashes());
+        for chunk in keys.chunks(500) {
+            let _: () = self.conn.del(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, cmds: Vec<Cmd>) -> Result<()> {
+        let mut inv = self.script.key(self.keys.leader());
+        inv.arg(self.token.as_bytes()).arg(cmds.len());
+        for c in &cmds {
+            inv.arg(c.len());
+            for part in c {
+                inv.arg(part.as_slice());
+            }
+        }
+        let res: redis::RedisResult<i64> = inv.invoke_async(&mut self.conn).await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("FENCED") => Err(Error::Fenced),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Current values of every total the ops add to, plus the additions.
+    async fn resolve_totals(&mut self, ops: &[Op]) -> Result<HashMap<(String, Option<String>), U256>> {
+        let mut totals: HashMap<(String, Option<String>), U256> = HashMap::new();
+        let ids: Vec<(String, Option<String>)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddU256 { key, field, .. } => Some((key.clone(), field.clone())),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(totals);
+        }
+        let mut pipe = redis::pipe();
+        for (key, field) in &ids {
+            match field {
+                Some(f) => pipe.hget(key, f),
+                None => pipe.get(key),
+            };
+        }
+        let current: Vec<Option<String>> = pipe.query_async(&mut self.conn).await?;
+        for (id, value) in ids.into_iter().zip(current) {
+            let v = match value {
+                Some(s) => s.parse::<U256>().map_err(|_| Error::Corrupt(format!("total {} = `{s}`", id.0)))?,
+                None => U256::ZERO,
+            };
+            totals.insert(id, v);
+        }
+        for op in ops {
+            if let Op::AddU256 { key, field, amount } = op {
+                let t = totals.entry((key.clone(), field.clone())).or_default();
+                *t = t.checked_add(*amount).ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn undo_record(&mut self, ops: &[Op], prev: Option<Checkpoint>) -> Result<UndoRecord> {
+        let keys: Vec<String> = ops
+            .iter()
+            .map(|op| op.key().to_owned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let dumps: Vec<Option<Vec<u8>>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("DUMP").arg(k);
+            }
+            pipe.query_async(&mut self.conn).await?
+        };
+        Ok(UndoRecord {
+            prev_number: prev.map(|p| p.number).unwrap_or_default(),
+            prev_hash: prev.map(|p| p.hash).unwrap_or_default(),
+            keys: keys
+                .into_iter()
+                .zip(dumps)
+                .map(|(k, d)| (k, d.map(alloy::hex::encode)))
+                .collect(),
+        })
+    }
+}
+
+/// Every key matching `pattern`, via SCAN (never KEYS).
+pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        out.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}

@@ -1,0 +1,66 @@
+//! `GET /health`: liveness plus what a client needs to find the contracts.
+
+use std::time::Duration;
+
+use alloy::providers::Provider;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chainfront_indexer::keys::ChainKeys;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+/// How long a dependency may take before it counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let mut redis = state.redis.clone();
+    let keys = ChainKeys::new(state.home.deployment.chain_id);
+    let checkpoint = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        redis::cmd("HGET")
+            .arg(keys.checkpoint())
+            .arg("number")
+            .query_async::<Option<u64>>(&mut redis),
+    );
+    let head = tokio::time::timeout(PROBE_TIMEOUT, state.chain.get_block_number());
+    let (checkpoint, head) = tokio::join!(checkpoint, head);
+    let (redis_ok, indexed_block) = match checkpoint {
+        Ok(Ok(n)) => (true, n),
+        _ => (false, None),
+    };
+    let head_block = match head {
+        Ok(Ok(n)) => Some(n),
+        _ => None,
+    };
+    let healthy = redis_ok && head_block.is_some();
+    let d = &state.home.deployment;
+    let body = json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "chain": state.home.name,
+        "chain_id": d.chain_id,
+        "contracts": {
+            "vm_marketplace": d.vm_marketplace,
+            "submission_stakes": d.submission_stakes,
+            "usdc": d.usdc,
+            "cbbtc": d.cbbtc,
+            "treasury": d.treasury,
+        },
+        "start_block": d.start_block,
+        "head_block": head_block,
+        "indexed_block": indexed_block,
+        "lag": head_block.zip(indexed_block).map(|(h, i)| h.saturating_sub(i)),
+        "rpc": if head_block.is_some() { "ok" } else { "unreachable" },
+        "redis": if redis_ok { "ok" } else { "unreachable" },
+        "timestamp": crate::time::now_iso8601(),
+    });
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}

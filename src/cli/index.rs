@@ -1,0 +1,19 @@
+//! `chainfront index`: only the indexers, no API.
+
+use std::path::Path;
+
+use crate::config::Config;
+use crate::{Result, cli, node, telemetry};
+
+/// Arguments of `index`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Follows every configured chain until Ctrl-C or SIGTERM.
+pub async fn run(file: Option<&Path>, _args: Args) -> Result<()> {
+    let config = Config::load(file)?;
+    telemetry::init(&config.log);
+    let redis = node::connect_redis(&config.redis.url).await?;
+    let shutdown = cli::shutdown_on_signal();
+    node::run_indexers(&config, redis, shutdown).await
+}

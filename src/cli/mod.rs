@@ -1,0 +1,91 @@
+//! The `chainfront` command line: one module per subcommand, dispatched from
+//! `main.rs`. Results go to stdout, logs and messages to stderr.
+
+pub mod config_check;
+pub mod deploy;
+pub mod dev;
+pub mod index;
+pub mod reindex;
+pub mod run;
+pub mod state_digest;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// chainfront: indexer + REST API for VM NFTs, USDC deposits and prediction-market stakes on Base.
+#[derive(Debug, Parser)]
+#[command(name = "chainfront", version, about)]
+pub struct Cli {
+    /// Config file (TOML). Every key can be overridden by CHAINFRONT_* env vars.
+    #[arg(long, short, global = true, env = "CHAINFRONT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Local stack: start anvil and redis-server, deploy and seed the contracts, run the node.
+    Dev(dev::Args),
+    /// Run the node (indexer + API) from a config.
+    Run(run::Args),
+    /// Run only the indexers (no API).
+    Index(index::Args),
+    /// Drop a chain's derived state and rebuild it up to the head, then print its digest.
+    Reindex(reindex::Args),
+    /// Print a deterministic hash of each chain's derived state.
+    StateDigest(state_digest::Args),
+    /// Deploy the contracts to any RPC endpoint and write a deployment file.
+    Deploy(deploy::Args),
+    /// Configuration commands.
+    Config {
+        /// What to do with the configuration.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `chainfront config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration, then print it with secrets redacted.
+    Check(config_check::Args),
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(target: "chainfront::cli", "shutdown requested");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

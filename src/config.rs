@@ -1,0 +1,795 @@
+//! Configuration: defaults, then a TOML file from `config/`, then `CHAINFRONT_*`
+//! environment variables (nested keys joined by `__`, e.g.
+//! `CHAINFRONT_CHAINS__BASE__RPC_URLS='["https://a", "https://b"]'`), resolved in
+//! [`Config::load`] and nowhere else. Secrets never come from a TOML file: each
+//! is read from its own environment variable or from the file that variable's
+//! `_FILE` twin names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy::primitives::{Address, ChainId};
+use chainfront_indexer::apply::Watched;
+use chainfront_indexer::chain::ChainSpec;
+use chainfront_indexer::deployment::Deployment;
+use chainfront_indexer::follow::{FollowConfig, HeadTag};
+use chainfront_indexer::keys::ChainKeys;
+use chainfront_indexer::retry::RetryPolicy;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Prefix of every environment variable chainfront reads.
+pub const ENV_PREFIX: &str = "CHAINFRONT_";
+
+/// Environment variables under [`ENV_PREFIX`] that are not config keys.
+const NON_KEY_VARS: &[&str] = &["config"];
+
+/// The secrets, by config name. Each is read from `CHAINFRONT_<NAME>` or from
+/// the file named by `CHAINFRONT_<NAME>_FILE`.
+pub const SECRET_NAMES: &[&str] = &["deployer_key", "jwt_secret", "admin_key_hash", "master_key"];
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name (key in `chains`) of the chain that carries the VM marketplace and
+    /// the submission stakes.
+    pub home_chain: String,
+    /// HTTP API settings.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Redis connection.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Indexer settings.
+    #[serde(default)]
+    pub indexer: IndexerConfig,
+    /// Every chain followed, by name.
+    pub chains: BTreeMap<String, ChainConfig>,
+    /// Secrets, never serialised and never read from TOML.
+    #[serde(skip)]
+    pub secrets: Secrets,
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Peers allowed to set `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Accept ClawCloud's documented bearer form (a signature of
+    /// `ClawCloud Access Request: {tokenId}`), which never expires. On by default
+    /// for compatibility; operators should switch it off once clients moved on.
+    pub legacy_bearer_auth: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            trusted_proxies: Vec::new(),
+            legacy_bearer_auth: true,
+        }
+    }
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` URL.
+    pub url: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for production log shippers.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,chainfront=debug`. `RUST_LOG`
+    /// wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// One followed chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// EIP-155 chain id; checked against every RPC endpoint.
+    pub chain_id: ChainId,
+    /// JSON-RPC endpoints, tried in order with failover.
+    pub rpc_urls: Vec<String>,
+    /// Optional WebSocket endpoint for new-head subscriptions.
+    #[serde(default)]
+    pub ws_url: Option<String>,
+    /// Blocks behind head before an event counts (0 is fine on anvil).
+    #[serde(default)]
+    pub confirmations: u64,
+    /// How often to poll for new heads, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// A deployment file (written by `chainfront deploy` / `dev`) that supplies
+    /// any contract address or start block not set here.
+    #[serde(default)]
+    pub deployment_file: Option<PathBuf>,
+    /// First block to index.
+    #[serde(default)]
+    pub start_block: Option<u64>,
+    /// USDC token on this chain.
+    #[serde(default)]
+    pub usdc: Option<Address>,
+    /// Wrapped-BTC stake token on this chain.
+    #[serde(default)]
+    pub cbbtc: Option<Address>,
+    /// Where payments and deposits go.
+    #[serde(default)]
+    pub treasury: Option<Address>,
+    /// The VM marketplace (home chain only).
+    #[serde(default)]
+    pub vm_marketplace: Option<Address>,
+    /// The submission stakes contract (home chain only).
+    #[serde(default)]
+    pub submission_stakes: Option<Address>,
+    /// Blocks kept with undo records: the deepest reorg handled.
+    #[serde(default = "default_reorg_window")]
+    pub reorg_window: u64,
+    /// Largest `eth_getLogs` range, in blocks.
+    #[serde(default = "default_max_log_range")]
+    pub max_log_range: u64,
+    /// Head to follow: `latest` (minus `confirmations`), `safe` or `finalized`.
+    #[serde(default)]
+    pub head: HeadConfig,
+}
+
+/// Which head a chain's indexer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadConfig {
+    /// `latest` minus `confirmations`.
+    #[default]
+    Latest,
+    /// The node's `safe` block.
+    Safe,
+    /// The node's `finalized` block.
+    Finalized,
+}
+
+fn default_reorg_window() -> u64 {
+    128
+}
+
+fn default_max_log_range() -> u64 {
+    10_000
+}
+
+/// Indexer settings shared by every chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexerConfig {
+    /// Run the indexer inside `chainfront run`.
+    pub enabled: bool,
+    /// Leader lock time-to-live in ms: how long a dead leader blocks its standby.
+    pub leader_ttl_ms: u64,
+    /// Per-request RPC timeout in ms.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            leader_ttl_ms: 5_000,
+            rpc_timeout_ms: 10_000,
+        }
+    }
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+
+impl ChainConfig {
+    /// The poll interval as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// A secret value; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself. Callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Secrets, each optional until a command needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// Private key (hex) that `deploy` signs with.
+    pub deployer_key: Option<Secret>,
+    /// HMAC secret for the API's JWTs.
+    pub jwt_secret: Option<Secret>,
+    /// SHA-256 (hex) of the admin API key.
+    pub admin_key_hash: Option<Secret>,
+    /// Master key for encryption at rest.
+    pub master_key: Option<Secret>,
+}
+
+impl Secrets {
+    /// Reads every secret from `vars` (the process environment in production).
+    pub fn from_env(vars: &BTreeMap<String, String>) -> Result<Self> {
+        let read = |name: &str| -> Result<Option<Secret>> {
+            let var = format!("{ENV_PREFIX}{}", name.to_uppercase());
+            let file_var = format!("{var}_FILE");
+            match (vars.get(&var), vars.get(&file_var)) {
+                (Some(_), Some(_)) => Err(Error::Config {
+                    key: name.into(),
+                    message: format!("set either {var} or {file_var}, not both"),
+                }),
+                (Some(v), None) => Ok(Some(Secret::new(v.trim()))),
+                (None, Some(path)) => {
+                    let v = std::fs::read_to_string(path).map_err(|e| Error::Config {
+                        key: name.into(),
+                        message: format!("cannot read {file_var}={path}: {e}"),
+                    })?;
+                    Ok(Some(Secret::new(v.trim())))
+                }
+                (None, None) => Ok(None),
+            }
+        };
+        Ok(Self {
+            deployer_key: read("deployer_key")?,
+            jwt_secret: read("jwt_secret")?,
+            admin_key_hash: read("admin_key_hash")?,
+            master_key: read("master_key")?,
+        })
+    }
+}
+
+/// The home chain's contracts, fully resolved.
+#[derive(Debug, Clone)]
+pub struct HomeChain {
+    /// Name of the chain in `chains`.
+    pub name: String,
+    /// Its settings.
+    pub chain: ChainConfig,
+    /// Its contracts.
+    pub deployment: Deployment,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(file, &vars)
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so precedence can be
+    /// tested without touching the process's.
+    pub fn load_with_env(file: Option<&Path>, vars: &BTreeMap<String, String>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Defaults::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Config {
+                    key: "config".into(),
+                    message: format!("config file {} does not exist", path.display()),
+                });
+            }
+            let toml_layer = Figment::from(Toml::file_exact(path));
+            for name in SECRET_NAMES {
+                if toml_layer.find_value(name).is_ok() {
+                    return Err(Error::Config {
+                        key: (*name).into(),
+                        message: format!(
+                            "secrets are not read from config files ({}); set {ENV_PREFIX}{} or {ENV_PREFIX}{}_FILE",
+                            path.display(),
+                            name.to_uppercase(),
+                            name.to_uppercase()
+                        ),
+                    });
+                }
+            }
+            figment = figment.merge(toml_layer);
+        }
+        figment = figment.merge(env_provider(vars));
+        let mut config: Config = figment.extract().map_err(Error::from_figment)?;
+        config.secrets = Secrets::from_env(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what can be checked without a network.
+    pub fn validate(&self) -> Result<()> {
+        if !self.chains.contains_key(&self.home_chain) {
+            return Err(Error::Config {
+                key: "home_chain".into(),
+                message: format!(
+                    "names chain `{}`, but no [chains.{}] section is configured (have: {})",
+                    self.home_chain,
+                    self.home_chain,
+                    self.chains.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        for (name, chain) in &self.chains {
+            let key = |field: &str| format!("chains.{name}.{field}");
+            if chain.chain_id == 0 {
+                return Err(Error::Config {
+                    key: key("chain_id"),
+                    message: "must be a non-zero EIP-155 chain id".into(),
+                });
+            }
+            if chain.rpc_urls.is_empty() {
+                return Err(Error::Config {
+                    key: key("rpc_urls"),
+                    message: "needs at least one JSON-RPC URL".into(),
+                });
+            }
+            for url in &chain.rpc_urls {
+                check_url(&key("rpc_urls"), url, &["http", "https"])?;
+            }
+            if let Some(ws) = &chain.ws_url {
+                check_url(&key("ws_url"), ws, &["ws", "wss"])?;
+            }
+            if chain.reorg_window == 0 {
+                return Err(Error::Config {
+                    key: key("reorg_window"),
+                    message: "must be at least 1".into(),
+                });
+            }
+            if chain.max_log_range == 0 {
+                return Err(Error::Config {
+                    key: key("max_log_range"),
+                    message: "must be at least 1".into(),
+                });
+            }
+            if chain.poll_interval_ms == 0 {
+                return Err(Error::Config {
+                    key: key("poll_interval_ms"),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
+        if let Some(hash) = &self.secrets.admin_key_hash {
+            let h = hash.expose().trim_start_matches("0x");
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Config {
+                    key: "admin_key_hash".into(),
+                    message: "must be the hex SHA-256 of the admin API key (64 hex digits)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The home chain with its contracts resolved from config and, for anything
+    /// config leaves unset, its deployment file.
+    pub fn home(&self) -> Result<HomeChain> {
+        let name = self.home_chain.clone();
+        let chain = self.chains.get(&name).cloned().ok_or_else(|| Error::Config {
+            key: "home_chain".into(),
+            message: format!("no [chains.{name}] section"),
+        })?;
+        let from_file = match &chain.deployment_file {
+            Some(path) if path.exists() => Some(Deployment::read(path)?),
+            _ => None,
+        };
+        if let Some(d) = &from_file
+            && d.chain_id != chain.chain_id
+        {
+            return Err(Error::Config {
+                key: format!("chains.{name}.deployment_file"),
+                message: format!(
+                    "deployment is for chain id {}, but chains.{name}.chain_id is {}",
+                    d.chain_id, chain.chain_id
+                ),
+            });
+        }
+        let missing = |field: &str| Error::Config {
+            key: format!("chains.{name}.{field}"),
+            message: match &chain.deployment_file {
+                Some(p) => format!(
+                    "is not set and the deployment file {} does not exist (run `chainfront deploy` or `chainfront dev`)",
+                    p.display()
+                ),
+                None => "is not set (set it, or point deployment_file at the output of `chainfront deploy`)".into(),
+            },
+        };
+        let f = from_file.as_ref();
+        let deployment = Deployment {
+            chain_id: chain.chain_id,
+            start_block: chain.start_block.or(f.map(|d| d.start_block)).unwrap_or(0),
+            usdc: chain.usdc.or(f.map(|d| d.usdc)).ok_or_else(|| missing("usdc"))?,
+            cbbtc: chain.cbbtc.or(f.and_then(|d| d.cbbtc)),
+            vm_marketplace: chain
+                .vm_marketplace
+                .or(f.map(|d| d.vm_marketplace))
+                .ok_or_else(|| missing("vm_marketplace"))?,
+            submission_stakes: chain.submission_stakes.or(f.and_then(|d| d.submission_stakes)),
+            treasury: chain.treasury.or(f.map(|d| d.treasury)).ok_or_else(|| missing("treasury"))?,
+            deployer: f.and_then(|d| d.deployer),
+        };
+        Ok(HomeChain { name, chain, deployment })
+    }
+
+    /// One indexer spec per followed chain: the home chain with its contracts
+    /// and deposits, every other chain with a USDC address for deposits to the
+    /// treasury (the home treasury unless the chain sets its own).
+    pub fn chain_specs(&self) -> Result<Vec<ChainSpec>> {
+        let home = self.home()?;
+        let mut specs = Vec::new();
+        for (name, chain) in &self.chains {
+            let is_home = *name == home.name;
+            let watched = if is_home {
+                let d = &home.deployment;
+                Watched {
+                    keys: ChainKeys::new(chain.chain_id),
+                    vm_marketplace: Some(d.vm_marketplace),
+                    submission_stakes: d.submission_stakes,
+                    usdc: Some(d.usdc),
+                    treasury: Some(d.treasury),
+                }
+            } else {
+                let Some(usdc) = chain.usdc else { continue };
+                Watched {
+                    keys: ChainKeys::new(chain.chain_id),
+                    vm_marketplace: None,
+                    submission_stakes: None,
+                    usdc: Some(usdc),
+                    treasury: Some(chain.treasury.unwrap_or(home.deployment.treasury)),
+                }
+            };
+            let start_block = if is_home {
+                home.deployment.start_block
+            } else {
+                chain.start_block.unwrap_or(0)
+            };
+            specs.push(ChainSpec {
+                name: name.clone(),
+                chain_id: chain.chain_id,
+                rpc_urls: chain.rpc_urls.clone(),
+                rpc_timeout: Duration::from_millis(self.indexer.rpc_timeout_ms),
+                retry: RetryPolicy::default(),
+                watched,
+                follow: FollowConfig {
+                    start_block,
+                    confirmations: chain.confirmations,
+                    poll_interval: chain.poll_interval(),
+                    window: chain.reorg_window,
+                    max_range: chain.max_log_range,
+                    initial_range: chain.max_log_range.min(1_000),
+                    head: match chain.head {
+                        HeadConfig::Latest => HeadTag::Latest,
+                        HeadConfig::Safe => HeadTag::Safe,
+                        HeadConfig::Finalized => HeadTag::Finalized,
+                    },
+                    ..FollowConfig::default()
+                },
+                leader_ttl: Duration::from_millis(self.indexer.leader_ttl_ms),
+            });
+        }
+        Ok(specs)
+    }
+
+    /// The configuration as TOML, secrets shown only as set / unset.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut out = toml_string(self);
+        out.push_str("\n# secrets (from the environment or *_FILE)\n");
+        let s = &self.secrets;
+        for (name, set) in [
+            ("deployer_key", s.deployer_key.is_some()),
+            ("jwt_secret", s.jwt_secret.is_some()),
+            ("admin_key_hash", s.admin_key_hash.is_some()),
+            ("master_key", s.master_key.is_some()),
+        ] {
+            out.push_str(&format!("# {name}: {}\n", if set { "set" } else { "unset" }));
+        }
+        out
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // Serialising plain data to JSON cannot fail; TOML is built from it by hand
+    // to avoid another dependency just for `config check`.
+    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut out = String::new();
+    render_toml(&mut out, "", &value);
+    out
+}
+
+fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
+    let Some(map) = value.as_object() else { return };
+    for (k, v) in map {
+        if !v.is_object() && !v.is_null() {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    for (k, v) in map {
+        if v.is_object() {
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if v.as_object().is_some_and(|m| m.values().any(|x| !x.is_object() && !x.is_null())) {
+                out.push_str(&format!("\n[{path}]\n"));
+            }
+            render_toml(out, &path, v);
+        }
+    }
+}
+
+fn env_provider(vars: &BTreeMap<String, String>) -> impl figment::Provider {
+    // The same rules as figment's `Env::prefixed(..).split("__")` (lower-cased
+    // keys, `__` nests, values parsed as TOML-like literals), but fed from `vars`
+    // rather than the process environment so precedence is testable.
+    let mut dict = figment::value::Dict::new();
+    for (k, v) in vars {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
+        let key = rest.to_lowercase();
+        if NON_KEY_VARS.contains(&key.as_str())
+            || SECRET_NAMES.iter().any(|s| key == *s || key == format!("{s}_file"))
+        {
+            continue;
+        }
+        let value: figment::value::Value = v.parse().unwrap_or_else(|_| v.clone().into());
+        insert_path(&mut dict, &key.split("__").collect::<Vec<_>>(), value);
+    }
+    Serialized::defaults(dict)
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[&str], value: figment::value::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict
+                .entry((*head).to_owned())
+                .or_insert_with(|| figment::value::Dict::new().into());
+            if let figment::value::Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            } else {
+                let mut inner = figment::value::Dict::new();
+                insert_path(&mut inner, rest, value);
+                *entry = inner.into();
+            }
+        }
+    }
+}
+
+fn check_url(key: &str, url: &str, schemes: &[&str]) -> Result<()> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if schemes.contains(&s) && url.len() > s.len() + 3 => Ok(()),
+        _ => Err(Error::Config {
+            key: key.into(),
+            message: format!("`{url}` is not a valid URL (expected {})", schemes.join(" or ")),
+        }),
+    }
+}
+
+/// Defaults for keys that have one; everything else must come from a file or env.
+#[derive(Serialize)]
+#[derive(Default)]
+struct Defaults {
+    api: ApiConfig,
+    redis: RedisConfig,
+    log: LogConfig,
+    indexer: IndexerConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    const MINIMAL: &str = r#"
+home_chain = "local"
+[chains.local]
+chain_id = 31337
+rpc_urls = ["http://127.0.0.1:8545"]
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            &format!("{MINIMAL}\n[api]\nlisten = \"0.0.0.0:9000\"\n"),
+        );
+        let c = Config::load_with_env(Some(&file), &env(&[])).expect("load");
+        assert_eq!(c.api.listen.port(), 9000, "file beats default");
+        assert_eq!(c.redis.url, "redis://127.0.0.1:6379", "default kept");
+        assert_eq!(c.chains["local"].poll_interval_ms, 1000);
+
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[
+                ("CHAINFRONT_API__LISTEN", "127.0.0.1:7000"),
+                ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", "[\"http://a:1\", \"http://b:2\"]"),
+                ("CHAINFRONT_CHAINS__LOCAL__CONFIRMATIONS", "12"),
+                ("CHAINFRONT_REDIS__URL", "redis://10.0.0.1:6380"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.api.listen.port(), 7000, "env beats file");
+        assert_eq!(c.chains["local"].rpc_urls, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(c.chains["local"].confirmations, 12);
+        assert_eq!(c.redis.url, "redis://10.0.0.1:6380");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", MINIMAL);
+        let cases = [
+            ("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID", "abc", "chain_id"),
+            ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", "[\"ftp://x\"]", "chains.local.rpc_urls"),
+            ("CHAINFRONT_CHAINS__LOCAL__USDC", "0x1234", "usdc"),
+            ("CHAINFRONT_HOME_CHAIN", "base", "home_chain"),
+            ("CHAINFRONT_API__LISTEN", "not-an-addr", "listen"),
+            ("CHAINFRONT_ADMIN_KEY_HASH", "abc", "admin_key_hash"),
+            ("CHAINFRONT_API__LISTN", "1", "listn"),
+        ];
+        for (var, value, key) in cases {
+            let err = Config::load_with_env(Some(&file), &env(&[(var, value)]))
+                .expect_err(var)
+                .to_string();
+            assert!(err.contains(key), "{var}={value}: `{err}` should name `{key}`");
+        }
+    }
+
+    #[test]
+    fn secrets_come_only_from_env_or_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", &format!("jwt_secret = \"oops\"\n{MINIMAL}"));
+        let err = Config::load_with_env(Some(&file), &env(&[])).expect_err("secret in toml");
+        assert!(err.to_string().contains("CHAINFRONT_JWT_SECRET"), "{err}");
+
+        let file = write(dir.path(), "ok.toml", MINIMAL);
+        let key_file = write(dir.path(), "jwt", "from-file\n");
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[
+                ("CHAINFRONT_DEPLOYER_KEY", "0xabc"),
+                ("CHAINFRONT_JWT_SECRET_FILE", key_file.to_str().expect("utf8")),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.secrets.deployer_key.as_ref().map(Secret::expose), Some("0xabc"));
+        assert_eq!(c.secrets.jwt_secret.as_ref().map(Secret::expose), Some("from-file"));
+        let shown = format!("{:?}\n{}", c, c.to_redacted_toml());
+        assert!(!shown.contains("0xabc") && !shown.contains("from-file"), "{shown}");
+    }
+
+    #[test]
+    fn home_chain_merges_the_deployment_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dep_path = dir.path().join("deployment.json");
+        let file = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "{MINIMAL}deployment_file = \"{}\"\ntreasury = \"0x{}\"\n",
+                dep_path.display(),
+                "44".repeat(20)
+            ),
+        );
+        let c = Config::load_with_env(Some(&file), &env(&[])).expect("load");
+        let err = c.home().expect_err("no deployment yet").to_string();
+        assert!(err.contains("chains.local.usdc") && err.contains("chainfront dev"), "{err}");
+
+        Deployment {
+            chain_id: 31337,
+            start_block: 5,
+            usdc: Address::repeat_byte(1),
+            cbbtc: None,
+            vm_marketplace: Address::repeat_byte(2),
+            submission_stakes: None,
+            treasury: Address::repeat_byte(3),
+            deployer: None,
+        }
+        .write(&dep_path)
+        .expect("write deployment");
+        let home = c.home().expect("resolved");
+        assert_eq!(home.deployment.vm_marketplace, Address::repeat_byte(2));
+        assert_eq!(home.deployment.start_block, 5);
+        assert_eq!(home.deployment.treasury, Address::repeat_byte(0x44), "config beats file");
+
+        let c = Config::load_with_env(Some(&file), &env(&[("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID", "1")]))
+            .expect("load");
+        let err = c.home().expect_err("chain id mismatch").to_string();
+        assert!(err.contains("deployment_file") && err.contains("31337"), "{err}");
+    }
+
+    #[test]
+    fn shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["local.toml", "base-sepolia.toml", "base-mainnet.toml"] {
+            let c = Config::load_with_env(Some(&root.join(name)), &env(&[])).expect(name);
+            assert!(c.chains.contains_key(&c.home_chain), "{name}");
+        }
+        let mainnet = root.join("base-mainnet.toml");
+        let c = Config::load_with_env(Some(&mainnet), &env(&[])).expect("mainnet");
+        let err = c.home().expect_err("the operator's treasury is not shipped").to_string();
+        assert!(err.contains("chains.base.treasury"), "{err}");
+        let treasury = format!("0x{}", "ab".repeat(20));
+        let c = Config::load_with_env(Some(&mainnet), &env(&[("CHAINFRONT_CHAINS__BASE__TREASURY", &treasury)]))
+            .expect("mainnet");
+        let home = c.home().expect("mainnet addresses are all configured");
+        assert_eq!(home.deployment.chain_id, 8453);
+        assert_eq!(
+            home.deployment.usdc.to_string(),
+            "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+        );
+        assert_eq!(
+            home.deployment.vm_marketplace.to_string(),
+            "0xF708741D37C420518852c6A15aB658066951c852"
+        );
+    }
+}

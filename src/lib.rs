@@ -1,0 +1,19 @@
+//! chainfront: a node that follows chainfront's contracts on Base (VM NFTs
+//! bought with USDC, USDC deposits to a treasury, prediction-market stakes),
+//! keeps the chain-derived state in Redis and serves it over a REST API that
+//! verifies wallet signatures. This crate holds the API, configuration, the
+//! local dev stack and the CLI's commands; the chain follower lives in
+//! `chainfront-indexer`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod deploy;
+pub mod devnet;
+mod error;
+pub mod node;
+pub mod telemetry;
+pub mod time;
+pub mod toolchain;
+
+pub use error::{Error, Result};

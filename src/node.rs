@@ -1,0 +1,149 @@
+//! The running node: connects to the home chain and Redis, checks that the
+//! configuration matches what it finds, and serves the API until shut down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use redis::aio::ConnectionManager;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use chainfront_indexer::chain;
+use chainfront_indexer::metrics::IndexerMetrics;
+use tracing::{error, info};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::{Error, Result};
+
+/// How long start-up waits for Redis and the RPC endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A read-only provider for `url`.
+pub fn read_provider(url: &str) -> Result<DynProvider> {
+    let parsed = url
+        .parse()
+        .map_err(|e| Error::chain(format!("invalid RPC URL `{url}`: {e}")))?;
+    Ok(ProviderBuilder::new().connect_http(parsed).erased())
+}
+
+/// Opens a reconnecting, multiplexed Redis connection.
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client)).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(Error::Config {
+            key: "redis.url".into(),
+            message: format!("no Redis answered at {url} within {}s", CONNECT_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
+/// Connects everything the API needs and checks the chain is the configured one.
+pub async fn connect(config: Config) -> Result<AppState> {
+    let home = config.home()?;
+    let url = home.chain.rpc_urls.first().cloned().unwrap_or_default();
+    let chain = read_provider(&url)?;
+    let key = |f: &str| format!("chains.{}.{f}", home.name);
+    let chain_id = tokio::time::timeout(CONNECT_TIMEOUT, chain.get_chain_id())
+        .await
+        .map_err(|_| Error::Config {
+            key: key("rpc_urls"),
+            message: format!("{url} did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        })?
+        .map_err(|e| Error::Config {
+            key: key("rpc_urls"),
+            message: format!("{url} failed: {e}"),
+        })?;
+    if chain_id != home.chain.chain_id {
+        return Err(Error::Config {
+            key: key("chain_id"),
+            message: format!("is {}, but {url} serves chain id {chain_id}", home.chain.chain_id),
+        });
+    }
+    let code = chain
+        .get_code_at(home.deployment.vm_marketplace)
+        .await
+        .map_err(Error::chain)?;
+    if code.is_empty() {
+        return Err(Error::Config {
+            key: key("vm_marketplace"),
+            message: format!("no contract at {} on chain {chain_id}", home.deployment.vm_marketplace),
+        });
+    }
+    let redis = connect_redis(&config.redis.url).await?;
+    Ok(AppState {
+        config: Arc::new(config),
+        home: Arc::new(home),
+        redis,
+        chain,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then drains.
+pub async fn serve(state: AppState, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let addr = listener.local_addr().ok();
+    info!(target: "chainfront::api", addr = ?addr, "API listening");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| Error::Io {
+            context: "serving the API".into(),
+            source,
+        })
+}
+
+/// Runs one indexer per configured chain until `shutdown`. The first fatal
+/// indexer error (a reorg deeper than the window, corrupt state) cancels
+/// `shutdown` so the whole node stops with that error.
+pub async fn run_indexers(config: &Config, redis: ConnectionManager, shutdown: CancellationToken) -> Result<()> {
+    let specs = config.chain_specs()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in specs {
+        let (conn, stop) = (redis.clone(), shutdown.clone());
+        let metrics = Arc::new(IndexerMetrics::default());
+        tasks.spawn(async move {
+            let name = spec.name.clone();
+            chain::run(conn, spec, metrics, stop).await.map_err(|e| (name, e))
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let failure = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err((name, e))) => format!("indexer for chain `{name}` stopped: {e}"),
+            Err(e) => format!("indexer task failed: {e}"),
+        };
+        error!(target: "chainfront::indexer", error = %failure, "indexer stopped; shutting the node down");
+        shutdown.cancel();
+        first_error.get_or_insert(Error::chain(failure));
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Binds the configured address and runs the node (API and, unless disabled,
+/// the indexers) until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let listen = config.api.listen;
+    let state = connect(config).await?;
+    let listener = TcpListener::bind(listen).await.map_err(|source| Error::Io {
+        context: format!("binding the API to {listen} (api.listen)"),
+        source,
+    })?;
+    run_on(state, listener, shutdown).await
+}
+
+/// Runs the API on `listener` and, unless `indexer.enabled` is off, the
+/// indexers, until `shutdown` (or an indexer's fatal error).
+pub async fn run_on(state: AppState, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let config = state.config.clone();
+    let indexers = async {
+        if config.indexer.enabled {
+            run_indexers(&config, state.redis.clone(), shutdown.clone()).await
+        } else {
+            Ok(())
+        }
+    };
+    let (api, indexed) = tokio::join!(serve(state.clone(), listener, shutdown.clone()), indexers);
+    indexed.and(api)
+}

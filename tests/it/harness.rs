@@ -1,0 +1,129 @@
+//! The shared test stack: anvil + redis-server + deployed and seeded contracts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use alloy::node_bindings::AnvilInstance;
+use alloy::primitives::Address;
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use chainfront::config::Config;
+use chainfront::deploy::{self, DEFAULT_FEE_BPS, DEFAULT_TIERS, DeployPlan};
+use chainfront::devnet::{self, RedisServer};
+use chainfront_indexer::deployment::Deployment;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running local chain + Redis with chainfront's contracts deployed.
+pub struct Stack {
+    pub anvil: AnvilInstance,
+    pub redis: RedisServer,
+    pub deployment: Deployment,
+    /// Signs as the deployer (contract owner, operator, oracle).
+    pub deployer: DynProvider,
+    pub owner: Address,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts everything; tiers seeded, the demo market open, wallets 1..=3 funded.
+    pub async fn start() -> Stack {
+        let anvil = devnet::start_anvil(31337, None).expect("anvil starts");
+        let redis = RedisServer::start().expect("redis-server starts");
+        let owner_key = anvil_signer(&anvil, 0);
+        let owner = owner_key.address();
+        let deployer = deploy::signing_provider(&anvil.endpoint(), owner_key).expect("provider");
+        let plan = DeployPlan {
+            treasury: anvil_signer(&anvil, 9).address(),
+            usdc: None,
+            cbbtc: None,
+            fee_bps: DEFAULT_FEE_BPS,
+        };
+        let deployment = deploy::deploy(&deployer, owner, &plan).await.expect("deploy");
+        deploy::seed_tiers(&deployer, deployment.vm_marketplace, &DEFAULT_TIERS)
+            .await
+            .expect("tiers");
+        deploy::seed_demo_market(&deployer, deployment.submission_stakes.expect("stakes"), owner)
+            .await
+            .expect("market");
+        let wallets: Vec<Address> = (1..=3).map(|i| anvil_signer(&anvil, i).address()).collect();
+        deploy::fund_demo_wallets(&deployer, &deployment, &wallets)
+            .await
+            .expect("fund");
+        let dir = tempfile::tempdir().expect("tempdir");
+        deployment
+            .write(&dir.path().join("deployment.json"))
+            .expect("deployment file");
+        Stack {
+            anvil,
+            redis,
+            deployment,
+            deployer,
+            owner,
+            dir,
+        }
+    }
+
+    /// anvil dev key `i` as a signer.
+    pub fn signer(&self, i: usize) -> PrivateKeySigner {
+        anvil_signer(&self.anvil, i)
+    }
+
+    /// A provider that signs as anvil dev key `i`.
+    pub fn wallet(&self, i: usize) -> DynProvider {
+        deploy::signing_provider(&self.anvil.endpoint(), self.signer(i)).expect("provider")
+    }
+
+    /// The environment that points `config/local.toml` at this stack.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        [
+            ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", format!("[\"{}\"]", self.anvil.endpoint())),
+            ("CHAINFRONT_REDIS__URL", self.redis.url()),
+            (
+                "CHAINFRONT_CHAINS__LOCAL__DEPLOYMENT_FILE",
+                self.deployment_file().display().to_string(),
+            ),
+            ("CHAINFRONT_API__LISTEN", "127.0.0.1:0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Where this stack's deployment file is.
+    pub fn deployment_file(&self) -> PathBuf {
+        self.dir.path().join("deployment.json")
+    }
+
+    /// `config/local.toml` pointed at this stack.
+    pub fn config(&self) -> Config {
+        Config::load_with_env(Some(&local_toml()), &self.env()).expect("config loads")
+    }
+}
+
+/// The shipped local config.
+pub fn local_toml() -> PathBuf {
+    repo_root().join("config/local.toml")
+}
+
+fn anvil_signer(anvil: &AnvilInstance, i: usize) -> PrivateKeySigner {
+    PrivateKeySigner::from(anvil.keys()[i].clone())
+}
+
+/// Runs `program` from the repository root and returns (success, stdout, stderr).
+pub fn run_in_repo(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_root())
+        .output()
+        .expect("spawn");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,244 @@
+//! The indexer against a real anvil and redis-server: backfill equals live,
+//! reorgs end where a fresh reindex ends, restarts resume exactly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use chainfront_indexer::chain::ChainSpec;
+use chainfront_indexer::digest::state_digest;
+use chainfront_indexer::follow::Follower;
+use chainfront_indexer::keys::ChainKeys;
+use chainfront_indexer::metrics::IndexerMetrics;
+use chainfront_indexer::rpc::Rpc;
+use chainfront_indexer::store::Store;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::Stack;
+use crate::seed::{self, Action};
+
+fn spec(stack: &Stack) -> ChainSpec {
+    let mut specs = stack.config().chain_specs().expect("specs");
+    assert_eq!(specs.len(), 1);
+    let mut spec = specs.remove(0);
+    spec.follow.poll_interval = Duration::from_millis(20);
+    spec.follow.initial_range = 4;
+    spec.follow.max_range = 64;
+    spec.follow.max_logs_per_commit = 100;
+    spec
+}
+
+async fn conn(stack: &Stack, db: u8) -> ConnectionManager {
+    let client = redis::Client::open(format!("{}/{db}", stack.redis.url())).expect("client");
+    ConnectionManager::new(client).await.expect("redis")
+}
+
+async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, ConnectionManager) {
+    let conn = conn(stack, db).await;
+    let store = Store::new(conn.clone(), spec.watched.keys.clone(), spec.follow.window);
+    let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout).expect("rpc");
+    let f = Follower::new(rpc, store, spec.watched.clone(), spec.follow.clone(), Arc::new(IndexerMetrics::default()));
+    (f, conn)
+}
+
+async fn digest(conn: &mut ConnectionManager, spec: &ChainSpec) -> String {
+    state_digest(conn, &spec.watched.keys).await.expect("digest").0
+}
+
+/// Deposits, purchases and VM transfers from wallets 1..=4.
+fn workload(n: usize) -> Vec<Action> {
+    let mut actions: Vec<Action> = (1..=4).map(|w| Action::Approve { wallet: w }).collect();
+    let mut token = 0u64;
+    for i in 0..n {
+        let w = 1 + i % 4;
+        actions.push(match i % 5 {
+            0 | 1 | 2 => Action::Deposit { wallet: w, amount: 1_000 + i as u64 },
+            3 => {
+                token += 1;
+                Action::Purchase { wallet: w, tier: (i % 8) as u8, days: 1 + (i % 30) as u16 }
+            }
+            _ if token > 0 => Action::TransferVm { from: 1 + ((token as usize - 1) * 5 + 3) % 4, to: 5, token_id: token },
+            _ => Action::Deposit { wallet: w, amount: 7 },
+        });
+    }
+    actions
+}
+
+fn deposited_by(actions: &[Action], wallet: usize) -> u64 {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deposit { wallet: w, amount } if *w == wallet => Some(*amount),
+            _ => None,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn backfill_and_live_following_reach_the_same_state() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    // Live: follow while the events are being mined.
+    let (mut live, mut live_conn) = follower(&stack, 1, &spec).await;
+    let stop = CancellationToken::new();
+    let live_task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            live.run(stop).await.expect("live follower");
+            live
+        })
+    };
+    let actions = workload(1_500);
+    seed::run(&stack, &actions, 25).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    // Let the live follower reach the head, then stop it.
+    let keys = spec.watched.keys.clone();
+    for _ in 0..500 {
+        let n: Option<u64> = live_conn.hget(keys.checkpoint(), "number").await.expect("checkpoint");
+        if n == Some(head) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let _ = live_task.await.expect("join");
+    let live_digest = digest(&mut live_conn, &spec).await;
+
+    // Backfill: one pass over the finished chain.
+    let (mut backfill, mut backfill_conn) = follower(&stack, 2, &spec).await;
+    let reached = backfill.sync().await.expect("backfill");
+    assert_eq!(reached, Some(head));
+    let backfill_digest = digest(&mut backfill_conn, &spec).await;
+    assert_eq!(live_digest, backfill_digest, "live and backfill disagree");
+
+    // And the state is the chain's, not merely equal: check what we sent.
+    let wallet1 = stack.signer(1).address();
+    let total: String = backfill_conn
+        .get(keys.wallet_deposit_total(wallet1))
+        .await
+        .expect("total");
+    assert_eq!(total, deposited_by(&actions, 1).to_string());
+    let owned_by_5: Vec<String> = backfill_conn.smembers(keys.owner_vms(stack.signer(5).address())).await.expect("set");
+    assert!(!owned_by_5.is_empty(), "transferred VMs belong to wallet 5");
+    let vm = chainfront_indexer::contracts::VMMarketplace::new(stack.deployment.vm_marketplace, &stack.deployer);
+    for id in owned_by_5.iter().take(5) {
+        let id: U256 = id.parse().expect("token id");
+        assert_eq!(vm.ownerOf(id).call().await.expect("ownerOf"), stack.signer(5).address());
+    }
+}
+
+/// Forks the chain `depth` blocks back with different transactions (removed,
+/// replaced, reordered), and checks the follower ends where a fresh reindex of
+/// the final chain ends.
+async fn reorg_case(depth: u64) {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    seed::run(&stack, &workload(60), 10).await;
+    let (mut f, mut c) = follower(&stack, 1, &spec).await;
+    f.sync().await.expect("initial sync");
+
+    let provider = &stack.deployer;
+    let snapshot: U256 = provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
+    // The orphaned branch: `depth` blocks of deposits, purchases and transfers.
+    let branch_a: Vec<Action> = (0..depth as usize)
+        .flat_map(|i| {
+            [
+                Action::Deposit { wallet: 1 + i % 4, amount: 500 + i as u64 },
+                Action::Purchase { wallet: 2, tier: 1, days: 3 },
+                Action::TransferVm { from: 4, to: 6, token_id: 4 },
+            ]
+        })
+        .collect();
+    seed::run(&stack, &branch_a, 3).await;
+    f.sync().await.expect("sync onto branch A");
+    let on_a: String = c
+        .get(spec.watched.keys.wallet_deposit_total(stack.signer(1).address()))
+        .await
+        .expect("total");
+
+    let _: bool = provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
+    // The canonical branch: other deposits, in another order, one block longer.
+    let branch_b: Vec<Action> = (0..=depth as usize)
+        .flat_map(|i| {
+            [
+                Action::Deposit { wallet: 4 - i % 4, amount: 9_000 + i as u64 },
+                Action::Deposit { wallet: 1, amount: 1 },
+            ]
+        })
+        .collect();
+    seed::run(&stack, &branch_b, 2).await;
+    f.sync().await.expect("sync through the reorg");
+    let after = digest(&mut c, &spec).await;
+
+    let (mut fresh, mut fresh_conn) = follower(&stack, 2, &spec).await;
+    fresh.sync().await.expect("fresh reindex");
+    assert_eq!(after, digest(&mut fresh_conn, &spec).await, "depth {depth}: reorged state differs from a fresh reindex");
+    let on_b: String = c
+        .get(spec.watched.keys.wallet_deposit_total(stack.signer(1).address()))
+        .await
+        .expect("total");
+    assert_ne!(on_a, on_b, "the orphaned deposits must be gone");
+
+    // After the reorg it keeps following.
+    seed::run(&stack, &[Action::Deposit { wallet: 3, amount: 42 }], 1).await;
+    let head = provider.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("keeps following"), Some(head));
+}
+
+#[tokio::test]
+async fn reorg_depth_1() {
+    reorg_case(1).await;
+}
+
+#[tokio::test]
+async fn reorg_depth_5() {
+    reorg_case(5).await;
+}
+
+#[tokio::test]
+async fn reorg_depth_20() {
+    reorg_case(20).await;
+}
+
+#[tokio::test]
+async fn a_reorg_deeper_than_the_window_stops_with_a_clear_error() {
+    let stack = Stack::start().await;
+    let mut spec = spec(&stack);
+    spec.follow.window = 3;
+    let provider = &stack.deployer;
+    let snapshot: U256 = provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
+    seed::run(&stack, &workload(40), 4).await;
+    let (mut f, _c) = follower(&stack, 1, &spec).await;
+    f.sync().await.expect("sync");
+    let _: bool = provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
+    seed::run(&stack, &[Action::Deposit { wallet: 2, amount: 1 }; 60], 3).await;
+    let err = f.sync().await.expect_err("must refuse to guess");
+    assert!(matches!(err, chainfront_indexer::Error::ReorgTooDeep { .. }), "{err}");
+    assert!(err.to_string().contains("reindex"), "{err}");
+}
+
+#[tokio::test]
+async fn a_lagging_provider_causes_no_false_reorg_and_the_store_keys_are_chain_scoped() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    seed::run(&stack, &workload(20), 5).await;
+    let (mut f, mut c) = follower(&stack, 1, &spec).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("sync"), Some(head));
+    let before = digest(&mut c, &spec).await;
+    // Simulate a provider behind our checkpoint: a follower configured with a
+    // confirmation depth sees a lower target. It must neither revert nor fail.
+    let mut lagging = spec.clone();
+    lagging.follow.confirmations = 5;
+    let store = Store::new(c.clone(), lagging.watched.keys.clone(), lagging.follow.window);
+    let rpc = Rpc::new(&lagging.rpc_urls, lagging.retry, lagging.rpc_timeout).expect("rpc");
+    let mut behind = Follower::new(rpc, store, lagging.watched.clone(), lagging.follow.clone(), Arc::default());
+    assert_eq!(behind.sync().await.expect("no false reorg"), Some(head));
+    assert_eq!(before, digest(&mut c, &spec).await);
+    let keys = ChainKeys::new(spec.chain_id);
+    let n: u64 = c.hget(keys.checkpoint(), "number").await.expect("checkpoint");
+    assert_eq!(n, head);
+}

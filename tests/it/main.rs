@@ -1,0 +1,11 @@
+//! Integration tests: one binary, a module per topic. Each test starts its own
+//! anvil and redis-server through `harness` (free ports, temp dirs, killed on
+//! drop), deploys the real contracts and signs with real keys.
+
+mod abi;
+mod cli;
+mod contracts;
+mod harness;
+mod health;
+mod indexer;
+mod seed;
