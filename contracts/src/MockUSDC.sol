@@ -4,13 +4,15 @@ pragma solidity 0.8.30;
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 
 /// @title MockUSDC
 /// @notice USDC for local chains: 6 decimals, open mint, and the signed-transfer
 /// surface of Circle's FiatToken v2 (EIP-2612 permit and EIP-3009) with the same
 /// EIP-712 domain (name "USD Coin", version "2") and type hashes, so real x402
-/// clients can pay with it.
+/// clients can pay with it. As in FiatToken v2.2, signatures are checked with
+/// ECDSA first and, for a signer with code, ERC-1271 second.
 contract MockUSDC is ERC20, EIP712, Nonces {
     bytes32 public constant PERMIT_TYPEHASH =
         keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)");
@@ -37,6 +39,11 @@ contract MockUSDC is ERC20, EIP712, Nonces {
     /// @notice Local-chain faucet: anyone may mint.
     function mint(address to, uint256 amount) external {
         _mint(to, amount);
+    }
+
+    /// @notice The EIP-712 domain version, as FiatToken's `version()`.
+    function version() external pure returns (string memory) {
+        return "2";
     }
 
     // solhint-disable-next-line func-name-mixedcase
@@ -123,6 +130,22 @@ contract MockUSDC is ERC20, EIP712, Nonces {
         );
     }
 
+    /// @notice receiveWithAuthorization with a packed signature (FiatToken v2.2 overload).
+    function receiveWithAuthorization(
+        address from,
+        address to,
+        uint256 value,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        bytes memory signature
+    ) external {
+        require(to == msg.sender, "FiatTokenV2: caller must be the payee");
+        _transferWithAuthorization(
+            RECEIVE_WITH_AUTHORIZATION_TYPEHASH, from, to, value, validAfter, validBefore, nonce, signature
+        );
+    }
+
     /// @notice EIP-3009: cancel an unused authorization.
     function cancelAuthorization(address authorizer, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external {
         require(!_authorizationStates[authorizer][nonce], "FiatTokenV2: authorization is used or canceled");
@@ -153,7 +176,12 @@ contract MockUSDC is ERC20, EIP712, Nonces {
     }
 
     function _requireSignedBy(address signer, bytes32 structHash, bytes memory signature) private view {
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), signature);
-        require(err == ECDSA.RecoverError.NoError && recovered == signer, "FiatTokenV2: invalid signature");
+        bytes32 digest = _hashTypedDataV4(structHash);
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        bool valid = err == ECDSA.RecoverError.NoError && recovered == signer;
+        if (!valid && signer.code.length != 0) {
+            valid = SignatureChecker.isValidERC1271SignatureNow(signer, digest, signature);
+        }
+        require(valid, "FiatTokenV2: invalid signature");
     }
 }

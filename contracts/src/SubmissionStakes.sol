@@ -6,6 +6,7 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 
 /// @title SubmissionStakes
 /// @notice Prediction-market submissions with stakes (Clockchain). Operators open
@@ -54,6 +55,7 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
     mapping(bytes16 => Market) private _markets;
     mapping(uint256 => Submission) private _submissions;
     mapping(bytes32 => bool) public isPaymentUsed;
+    /// @notice Stakes a market took in an asset (unchanged by the payout; see poolClaimed).
     mapping(bytes16 => mapping(address => uint256)) public marketPool;
     mapping(bytes16 => mapping(address => bool)) public poolClaimed;
     /// @notice Stakes held per asset; anything above it is unaccounted (a
@@ -105,6 +107,7 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
     error PaymentAlreadyUsed(bytes32 paymentTxHash);
     error ZeroPaymentHash();
     error SubmissionNotInMarket(uint256 submissionId);
+    error SubmissionNotFound(uint256 submissionId);
     error NothingToClaim();
     error NotWinner();
     error InvalidFee(uint16 feeBps);
@@ -164,15 +167,18 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
         if (m.endTime != 0) revert MarketExists(marketId);
         if (endTime <= startTime) revert InvalidTimes();
         if (oracles.length == 0) revert NoOracles();
+        for (uint256 i = 0; i < oracles.length; i++) {
+            if (oracles[i] == address(0)) revert ZeroAddress();
+        }
         m.startTime = startTime;
         m.endTime = endTime;
         m.oracles = oracles;
         emit MarketCreated(marketId, startTime, endTime, oracles, metadata);
     }
 
-    /// @notice The fee on a stake: feeBps of it, rounded up.
+    /// @notice The fee on a stake: feeBps of it, rounded up (never undercharged).
     function feeFor(uint256 stake) public view returns (uint256) {
-        return (stake * feeBps + FEE_DENOMINATOR - 1) / FEE_DENOMINATOR;
+        return Math.mulDiv(stake, feeBps, FEE_DENOMINATOR, Math.Rounding.Ceil);
     }
 
     function isStakeTokenAllowed(address token) public view returns (bool) {
@@ -216,9 +222,11 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
         if (paymentTxHash == bytes32(0)) revert ZeroPaymentHash();
         if (isPaymentUsed[paymentTxHash]) revert PaymentAlreadyUsed(paymentTxHash);
         if (creator == address(0)) revert ZeroAddress();
+        // Checked before the balance is read, so an arbitrary address is never called.
+        if (!isStakeTokenAllowed(stakeToken)) revert TokenNotAllowed(stakeToken);
         isPaymentUsed[paymentTxHash] = true;
         uint256 fee = feeFor(stake);
-        uint256 available = _balance(stakeToken) - escrowed[stakeToken];
+        uint256 available = unaccountedBalance(stakeToken);
         if (available < stake + fee) revert InsufficientPayment(stake + fee, available);
         submissionId = _record(marketId, creator, submissionType, predictedText, stakeToken, stake, fee, paymentTxHash);
         if (stakeToken == NATIVE) {
@@ -234,7 +242,9 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
         if (!_isOracle(m, msg.sender)) revert NotOracle();
         if (block.timestamp < m.endTime) revert MarketNotEnded(marketId);
         if (m.resolved) revert MarketAlreadyResolved(marketId);
-        if (_submissions[winningSubmissionId].marketId != marketId || winningSubmissionId == 0) {
+        // A never-created id reads as creator 0 and market 0, which the all-zero market id would match.
+        Submission storage winner = _submissions[winningSubmissionId];
+        if (winner.creator == address(0) || winner.marketId != marketId) {
             revert SubmissionNotInMarket(winningSubmissionId);
         }
         m.resolved = true;
@@ -278,6 +288,16 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
         return (m.startTime, m.endTime, m.resolved, m.winningSubmissionId, m.submissionCount, m.hasOriginal);
     }
 
+    /// @notice What this contract holds of an asset beyond the escrowed stakes:
+    /// plain transfers that recordSubmission has not yet accounted for.
+    function unaccountedBalance(address stakeToken) public view returns (uint256) {
+        return Math.saturatingSub(_balance(stakeToken), escrowed[stakeToken]);
+    }
+
+    function isOracle(bytes16 marketId, address account) external view returns (bool) {
+        return _isOracle(_market(marketId), account);
+    }
+
     function getMarketOracles(bytes16 marketId) external view returns (address[] memory) {
         return _market(marketId).oracles;
     }
@@ -288,6 +308,7 @@ contract SubmissionStakes is Ownable, ReentrancyGuard {
         returns (bytes16 marketId, address creator, SubmissionType submissionType, address stakeToken, uint256 stake)
     {
         Submission storage s = _submissions[submissionId];
+        if (s.creator == address(0)) revert SubmissionNotFound(submissionId);
         return (s.marketId, s.creator, s.submissionType, s.stakeToken, s.stake);
     }
 

@@ -119,9 +119,8 @@ contract VMMarketplace is ERC721, Ownable, Pausable {
     ) external whenNotPaused returns (uint256 tokenId) {
         if (buyer == address(0)) revert ZeroAddress();
         uint256 totalCost = _quote(tier, durationDays);
-        IReceiveWithAuthorization(address(usdc)).receiveWithAuthorization(
-            buyer, address(this), totalCost, validAfter, validBefore, nonce, v, r, s
-        );
+        IReceiveWithAuthorization(address(usdc))
+            .receiveWithAuthorization(buyer, address(this), totalCost, validAfter, validBefore, nonce, v, r, s);
         usdc.safeTransfer(treasury, totalCost);
         return _mintVM(buyer, tier, durationDays, totalCost);
     }
