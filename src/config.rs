@@ -405,7 +405,11 @@ impl Config {
                 });
             }
         }
-        check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
+        check_url(
+            "redis.url",
+            &self.redis.url,
+            &["redis", "rediss", "redis+unix", "unix"],
+        )?;
         if let Some(hash) = &self.secrets.admin_key_hash {
             let h = hash.expose().trim_start_matches("0x");
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -422,10 +426,14 @@ impl Config {
     /// config leaves unset, its deployment file.
     pub fn home(&self) -> Result<HomeChain> {
         let name = self.home_chain.clone();
-        let chain = self.chains.get(&name).cloned().ok_or_else(|| Error::Config {
-            key: "home_chain".into(),
-            message: format!("no [chains.{name}] section"),
-        })?;
+        let chain = self
+            .chains
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| Error::Config {
+                key: "home_chain".into(),
+                message: format!("no [chains.{name}] section"),
+            })?;
         let from_file = match &chain.deployment_file {
             Some(path) if path.exists() => Some(Deployment::read(path)?),
             _ => None,
@@ -441,7 +449,8 @@ impl Config {
                 ),
             });
         }
-        let missing = |field: &str| Error::Config {
+        let missing = |field: &str| {
+            Error::Config {
             key: format!("chains.{name}.{field}"),
             message: match &chain.deployment_file {
                 Some(p) => format!(
@@ -450,22 +459,35 @@ impl Config {
                 ),
                 None => "is not set (set it, or point deployment_file at the output of `chainfront deploy`)".into(),
             },
+        }
         };
         let f = from_file.as_ref();
         let deployment = Deployment {
             chain_id: chain.chain_id,
             start_block: chain.start_block.or(f.map(|d| d.start_block)).unwrap_or(0),
-            usdc: chain.usdc.or(f.map(|d| d.usdc)).ok_or_else(|| missing("usdc"))?,
+            usdc: chain
+                .usdc
+                .or(f.map(|d| d.usdc))
+                .ok_or_else(|| missing("usdc"))?,
             cbbtc: chain.cbbtc.or(f.and_then(|d| d.cbbtc)),
             vm_marketplace: chain
                 .vm_marketplace
                 .or(f.map(|d| d.vm_marketplace))
                 .ok_or_else(|| missing("vm_marketplace"))?,
-            submission_stakes: chain.submission_stakes.or(f.and_then(|d| d.submission_stakes)),
-            treasury: chain.treasury.or(f.map(|d| d.treasury)).ok_or_else(|| missing("treasury"))?,
+            submission_stakes: chain
+                .submission_stakes
+                .or(f.and_then(|d| d.submission_stakes)),
+            treasury: chain
+                .treasury
+                .or(f.map(|d| d.treasury))
+                .ok_or_else(|| missing("treasury"))?,
             deployer: f.and_then(|d| d.deployer),
         };
-        Ok(HomeChain { name, chain, deployment })
+        Ok(HomeChain {
+            name,
+            chain,
+            deployment,
+        })
     }
 
     /// One indexer spec per followed chain: the home chain with its contracts
@@ -538,7 +560,10 @@ impl Config {
             ("admin_key_hash", s.admin_key_hash.is_some()),
             ("master_key", s.master_key.is_some()),
         ] {
-            out.push_str(&format!("# {name}: {}\n", if set { "set" } else { "unset" }));
+            out.push_str(&format!(
+                "# {name}: {}\n",
+                if set { "set" } else { "unset" }
+            ));
         }
         out
     }
@@ -562,8 +587,14 @@ fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
     }
     for (k, v) in map {
         if v.is_object() {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-            if v.as_object().is_some_and(|m| m.values().any(|x| !x.is_object() && !x.is_null())) {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if v.as_object()
+                .is_some_and(|m| m.values().any(|x| !x.is_object() && !x.is_null()))
+            {
                 out.push_str(&format!("\n[{path}]\n"));
             }
             render_toml(out, &path, v);
@@ -577,10 +608,14 @@ fn env_provider(vars: &BTreeMap<String, String>) -> impl figment::Provider {
     // rather than the process environment so precedence is testable.
     let mut dict = figment::value::Dict::new();
     for (k, v) in vars {
-        let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let key = rest.to_lowercase();
         if NON_KEY_VARS.contains(&key.as_str())
-            || SECRET_NAMES.iter().any(|s| key == *s || key == format!("{s}_file"))
+            || SECRET_NAMES
+                .iter()
+                .any(|s| key == *s || key == format!("{s}_file"))
         {
             continue;
         }
@@ -617,14 +652,16 @@ fn check_url(key: &str, url: &str, schemes: &[&str]) -> Result<()> {
         Some(s) if schemes.contains(&s) && url.len() > s.len() + 3 => Ok(()),
         _ => Err(Error::Config {
             key: key.into(),
-            message: format!("`{url}` is not a valid URL (expected {})", schemes.join(" or ")),
+            message: format!(
+                "`{url}` is not a valid URL (expected {})",
+                schemes.join(" or ")
+            ),
         }),
     }
 }
 
 /// Defaults for keys that have one; everything else must come from a file or env.
-#[derive(Serialize)]
-#[derive(Default)]
+#[derive(Serialize, Default)]
 struct Defaults {
     api: ApiConfig,
     redis: RedisConfig,
@@ -650,7 +687,10 @@ rpc_urls = ["http://127.0.0.1:8545"]
 "#;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -670,7 +710,10 @@ rpc_urls = ["http://127.0.0.1:8545"]
             Some(&file),
             &env(&[
                 ("CHAINFRONT_API__LISTEN", "127.0.0.1:7000"),
-                ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", "[\"http://a:1\", \"http://b:2\"]"),
+                (
+                    "CHAINFRONT_CHAINS__LOCAL__RPC_URLS",
+                    "[\"http://a:1\", \"http://b:2\"]",
+                ),
                 ("CHAINFRONT_CHAINS__LOCAL__CONFIRMATIONS", "12"),
                 ("CHAINFRONT_REDIS__URL", "redis://10.0.0.1:6380"),
                 ("OTHER_VAR", "ignored"),
@@ -689,7 +732,11 @@ rpc_urls = ["http://127.0.0.1:8545"]
         let file = write(dir.path(), "c.toml", MINIMAL);
         let cases = [
             ("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID", "abc", "chain_id"),
-            ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", "[\"ftp://x\"]", "chains.local.rpc_urls"),
+            (
+                "CHAINFRONT_CHAINS__LOCAL__RPC_URLS",
+                "[\"ftp://x\"]",
+                "chains.local.rpc_urls",
+            ),
             ("CHAINFRONT_CHAINS__LOCAL__USDC", "0x1234", "usdc"),
             ("CHAINFRONT_HOME_CHAIN", "base", "home_chain"),
             ("CHAINFRONT_API__LISTEN", "not-an-addr", "listen"),
@@ -700,14 +747,21 @@ rpc_urls = ["http://127.0.0.1:8545"]
             let err = Config::load_with_env(Some(&file), &env(&[(var, value)]))
                 .expect_err(var)
                 .to_string();
-            assert!(err.contains(key), "{var}={value}: `{err}` should name `{key}`");
+            assert!(
+                err.contains(key),
+                "{var}={value}: `{err}` should name `{key}`"
+            );
         }
     }
 
     #[test]
     fn secrets_come_only_from_env_or_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = write(dir.path(), "c.toml", &format!("jwt_secret = \"oops\"\n{MINIMAL}"));
+        let file = write(
+            dir.path(),
+            "c.toml",
+            &format!("jwt_secret = \"oops\"\n{MINIMAL}"),
+        );
         let err = Config::load_with_env(Some(&file), &env(&[])).expect_err("secret in toml");
         assert!(err.to_string().contains("CHAINFRONT_JWT_SECRET"), "{err}");
 
@@ -717,14 +771,26 @@ rpc_urls = ["http://127.0.0.1:8545"]
             Some(&file),
             &env(&[
                 ("CHAINFRONT_DEPLOYER_KEY", "0xabc"),
-                ("CHAINFRONT_JWT_SECRET_FILE", key_file.to_str().expect("utf8")),
+                (
+                    "CHAINFRONT_JWT_SECRET_FILE",
+                    key_file.to_str().expect("utf8"),
+                ),
             ]),
         )
         .expect("load");
-        assert_eq!(c.secrets.deployer_key.as_ref().map(Secret::expose), Some("0xabc"));
-        assert_eq!(c.secrets.jwt_secret.as_ref().map(Secret::expose), Some("from-file"));
+        assert_eq!(
+            c.secrets.deployer_key.as_ref().map(Secret::expose),
+            Some("0xabc")
+        );
+        assert_eq!(
+            c.secrets.jwt_secret.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
         let shown = format!("{:?}\n{}", c, c.to_redacted_toml());
-        assert!(!shown.contains("0xabc") && !shown.contains("from-file"), "{shown}");
+        assert!(
+            !shown.contains("0xabc") && !shown.contains("from-file"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -742,7 +808,10 @@ rpc_urls = ["http://127.0.0.1:8545"]
         );
         let c = Config::load_with_env(Some(&file), &env(&[])).expect("load");
         let err = c.home().expect_err("no deployment yet").to_string();
-        assert!(err.contains("chains.local.usdc") && err.contains("chainfront dev"), "{err}");
+        assert!(
+            err.contains("chains.local.usdc") && err.contains("chainfront dev"),
+            "{err}"
+        );
 
         Deployment {
             chain_id: 31337,
@@ -759,12 +828,22 @@ rpc_urls = ["http://127.0.0.1:8545"]
         let home = c.home().expect("resolved");
         assert_eq!(home.deployment.vm_marketplace, Address::repeat_byte(2));
         assert_eq!(home.deployment.start_block, 5);
-        assert_eq!(home.deployment.treasury, Address::repeat_byte(0x44), "config beats file");
+        assert_eq!(
+            home.deployment.treasury,
+            Address::repeat_byte(0x44),
+            "config beats file"
+        );
 
-        let c = Config::load_with_env(Some(&file), &env(&[("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID", "1")]))
-            .expect("load");
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID", "1")]),
+        )
+        .expect("load");
         let err = c.home().expect_err("chain id mismatch").to_string();
-        assert!(err.contains("deployment_file") && err.contains("31337"), "{err}");
+        assert!(
+            err.contains("deployment_file") && err.contains("31337"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -776,11 +855,17 @@ rpc_urls = ["http://127.0.0.1:8545"]
         }
         let mainnet = root.join("base-mainnet.toml");
         let c = Config::load_with_env(Some(&mainnet), &env(&[])).expect("mainnet");
-        let err = c.home().expect_err("the operator's treasury is not shipped").to_string();
+        let err = c
+            .home()
+            .expect_err("the operator's treasury is not shipped")
+            .to_string();
         assert!(err.contains("chains.base.treasury"), "{err}");
         let treasury = format!("0x{}", "ab".repeat(20));
-        let c = Config::load_with_env(Some(&mainnet), &env(&[("CHAINFRONT_CHAINS__BASE__TREASURY", &treasury)]))
-            .expect("mainnet");
+        let c = Config::load_with_env(
+            Some(&mainnet),
+            &env(&[("CHAINFRONT_CHAINS__BASE__TREASURY", &treasury)]),
+        )
+        .expect("mainnet");
         let home = c.home().expect("mainnet addresses are all configured");
         assert_eq!(home.deployment.chain_id, 8453);
         assert_eq!(

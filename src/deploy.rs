@@ -27,14 +27,46 @@ pub struct TierSpec {
 /// The eight ClawCloud tiers with realistic prices: 0-3 are Vultr-style VMs,
 /// 4-7 RunPod-style GPUs (per-hour market rates × 24).
 pub const DEFAULT_TIERS: [TierSpec; 8] = [
-    TierSpec { tier: 0, name: "1 vCPU, 1 GB RAM", price_per_day: 200_000 },
-    TierSpec { tier: 1, name: "1 vCPU, 2 GB RAM", price_per_day: 400_000 },
-    TierSpec { tier: 2, name: "2 vCPU, 4 GB RAM", price_per_day: 800_000 },
-    TierSpec { tier: 3, name: "4 vCPU, 8 GB RAM", price_per_day: 1_600_000 },
-    TierSpec { tier: 4, name: "NVIDIA GeForce RTX 4090", price_per_day: 16_560_000 },
-    TierSpec { tier: 5, name: "NVIDIA A100 40GB PCIe", price_per_day: 28_800_000 },
-    TierSpec { tier: 6, name: "NVIDIA A100 80GB PCIe", price_per_day: 39_360_000 },
-    TierSpec { tier: 7, name: "NVIDIA H100 PCIe", price_per_day: 57_360_000 },
+    TierSpec {
+        tier: 0,
+        name: "1 vCPU, 1 GB RAM",
+        price_per_day: 200_000,
+    },
+    TierSpec {
+        tier: 1,
+        name: "1 vCPU, 2 GB RAM",
+        price_per_day: 400_000,
+    },
+    TierSpec {
+        tier: 2,
+        name: "2 vCPU, 4 GB RAM",
+        price_per_day: 800_000,
+    },
+    TierSpec {
+        tier: 3,
+        name: "4 vCPU, 8 GB RAM",
+        price_per_day: 1_600_000,
+    },
+    TierSpec {
+        tier: 4,
+        name: "NVIDIA GeForce RTX 4090",
+        price_per_day: 16_560_000,
+    },
+    TierSpec {
+        tier: 5,
+        name: "NVIDIA A100 40GB PCIe",
+        price_per_day: 28_800_000,
+    },
+    TierSpec {
+        tier: 6,
+        name: "NVIDIA A100 80GB PCIe",
+        price_per_day: 39_360_000,
+    },
+    TierSpec {
+        tier: 7,
+        name: "NVIDIA H100 PCIe",
+        price_per_day: 57_360_000,
+    },
 ];
 
 /// The demo market's UUID (the one in the Clockchain reference's examples).
@@ -76,7 +108,10 @@ pub fn parse_key(hex: &str) -> Result<PrivateKeySigner> {
 }
 
 /// Waits for a sent transaction and fails unless it succeeded.
-pub async fn mined(pending: PendingTransactionBuilder<Ethereum>, what: &str) -> Result<TransactionReceipt> {
+pub async fn mined(
+    pending: PendingTransactionBuilder<Ethereum>,
+    what: &str,
+) -> Result<TransactionReceipt> {
     let receipt = pending
         .get_receipt()
         .await
@@ -98,7 +133,11 @@ fn created(receipt: &TransactionReceipt, what: &str) -> Result<Address> {
 
 /// Deploys the contracts as `plan` says, owned by the provider's signer
 /// `owner`, and returns where they are.
-pub async fn deploy(provider: &DynProvider, owner: Address, plan: &DeployPlan) -> Result<Deployment> {
+pub async fn deploy(
+    provider: &DynProvider,
+    owner: Address,
+    plan: &DeployPlan,
+) -> Result<Deployment> {
     let chain_id = provider.get_chain_id().await.map_err(Error::chain)?;
     let mut start_block = None;
     let mut note = |r: &TransactionReceipt| {
@@ -110,13 +149,27 @@ pub async fn deploy(provider: &DynProvider, owner: Address, plan: &DeployPlan) -
     let (usdc, cbbtc) = match plan.usdc {
         Some(usdc) => (usdc, plan.cbbtc),
         None => {
-            let r = mined(MockUSDC::deploy_builder(provider).send().await.map_err(Error::chain)?, "deploy MockUSDC").await?;
+            let r = mined(
+                MockUSDC::deploy_builder(provider)
+                    .send()
+                    .await
+                    .map_err(Error::chain)?,
+                "deploy MockUSDC",
+            )
+            .await?;
             note(&r);
             let usdc = created(&r, "MockUSDC")?;
             let cbbtc = match plan.cbbtc {
                 Some(a) => a,
                 None => {
-                    let r = mined(MockCbBTC::deploy_builder(provider).send().await.map_err(Error::chain)?, "deploy MockCbBTC").await?;
+                    let r = mined(
+                        MockCbBTC::deploy_builder(provider)
+                            .send()
+                            .await
+                            .map_err(Error::chain)?,
+                        "deploy MockCbBTC",
+                    )
+                    .await?;
                     created(&r, "MockCbBTC")?
                 }
             };
@@ -147,13 +200,21 @@ pub async fn deploy(provider: &DynProvider, owner: Address, plan: &DeployPlan) -
     let stakes = SubmissionStakes::new(submission_stakes, provider);
     for token in std::iter::once(usdc).chain(cbbtc) {
         mined(
-            stakes.setStakeToken(token, true).send().await.map_err(Error::chain)?,
+            stakes
+                .setStakeToken(token, true)
+                .send()
+                .await
+                .map_err(Error::chain)?,
             "allow stake token",
         )
         .await?;
     }
     mined(
-        stakes.setOperator(owner, true).send().await.map_err(Error::chain)?,
+        stakes
+            .setOperator(owner, true)
+            .send()
+            .await
+            .map_err(Error::chain)?,
         "set operator",
     )
     .await?;
@@ -173,7 +234,11 @@ pub async fn deploy(provider: &DynProvider, owner: Address, plan: &DeployPlan) -
 }
 
 /// Sets each tier on the marketplace (the provider's signer must own it).
-pub async fn seed_tiers(provider: &DynProvider, vm_marketplace: Address, tiers: &[TierSpec]) -> Result<()> {
+pub async fn seed_tiers(
+    provider: &DynProvider,
+    vm_marketplace: Address,
+    tiers: &[TierSpec],
+) -> Result<()> {
     let vm = VMMarketplace::new(vm_marketplace, provider);
     for t in tiers {
         mined(
@@ -190,12 +255,17 @@ pub async fn seed_tiers(provider: &DynProvider, vm_marketplace: Address, tiers: 
 
 /// A market UUID as the contract's `bytes16` id.
 pub fn market_id(uuid: &str) -> Result<FixedBytes<16>> {
-    let id = uuid::Uuid::parse_str(uuid).map_err(|e| Error::chain(format!("market id `{uuid}`: {e}")))?;
+    let id = uuid::Uuid::parse_str(uuid)
+        .map_err(|e| Error::chain(format!("market id `{uuid}`: {e}")))?;
     Ok(FixedBytes::from(*id.as_bytes()))
 }
 
 /// Opens the demo market for a week, with `oracle` as its oracle.
-pub async fn seed_demo_market(provider: &DynProvider, submission_stakes: Address, oracle: Address) -> Result<()> {
+pub async fn seed_demo_market(
+    provider: &DynProvider,
+    submission_stakes: Address,
+    oracle: Address,
+) -> Result<()> {
     let stakes = SubmissionStakes::new(submission_stakes, provider);
     let now = provider
         .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
@@ -210,7 +280,13 @@ pub async fn seed_demo_market(provider: &DynProvider, submission_stakes: Address
     .to_string();
     mined(
         stakes
-            .createMarket(market_id(DEMO_MARKET_UUID)?, now.saturating_sub(60), now + 7 * 86_400, vec![oracle], metadata)
+            .createMarket(
+                market_id(DEMO_MARKET_UUID)?,
+                now.saturating_sub(60),
+                now + 7 * 86_400,
+                vec![oracle],
+                metadata,
+            )
             .send()
             .await
             .map_err(Error::chain)?,
@@ -221,11 +297,18 @@ pub async fn seed_demo_market(provider: &DynProvider, submission_stakes: Address
 }
 
 /// Mints demo balances (mock tokens only): 10,000 USDC and 1 cbBTC each.
-pub async fn fund_demo_wallets(provider: &DynProvider, deployment: &Deployment, wallets: &[Address]) -> Result<()> {
+pub async fn fund_demo_wallets(
+    provider: &DynProvider,
+    deployment: &Deployment,
+    wallets: &[Address],
+) -> Result<()> {
     let usdc = MockUSDC::new(deployment.usdc, provider);
     for w in wallets {
         mined(
-            usdc.mint(*w, U256::from(10_000_000_000u64)).send().await.map_err(Error::chain)?,
+            usdc.mint(*w, U256::from(10_000_000_000u64))
+                .send()
+                .await
+                .map_err(Error::chain)?,
             "mint demo USDC",
         )
         .await?;

@@ -19,10 +19,13 @@ pub fn free_port() -> Result<u16> {
         context: "binding a free port".into(),
         source,
     })?;
-    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io {
-        context: "reading a bound port".into(),
-        source,
-    })
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            context: "reading a bound port".into(),
+            source,
+        })
 }
 
 /// Starts anvil from the npm Foundry package on a free port. `block_time`
@@ -83,8 +86,22 @@ impl RedisServer {
     fn spawn(port: u16, dir: &Path) -> Result<Child> {
         let bin = toolchain::redis_server()?;
         let mut child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--protected-mode",
+                "yes",
+            ])
             .arg("--dir")
             .arg(dir)
             .stdin(Stdio::null())

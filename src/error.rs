@@ -49,11 +49,18 @@ impl Error {
         };
         let mut parts = err.path.clone();
         parts.extend(leaf);
-        let key = if parts.is_empty() { "config".to_owned() } else { parts.join(".") };
+        let key = if parts.is_empty() {
+            "config".to_owned()
+        } else {
+            parts.join(".")
+        };
         let message = match &err.kind {
             figment::error::Kind::MissingField(_) => "is required but not set".to_owned(),
             figment::error::Kind::UnknownField(_, expected) => {
-                format!("is not a known key (expected one of: {})", expected.join(", "))
+                format!(
+                    "is not a known key (expected one of: {})",
+                    expected.join(", ")
+                )
             }
             kind => format!("is invalid: {kind}"),
         };

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use chainfront_indexer::chain;
+use chainfront_indexer::metrics::IndexerMetrics;
 use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use chainfront_indexer::chain;
-use chainfront_indexer::metrics::IndexerMetrics;
 use tracing::{error, info};
 
 use crate::api::{self, AppState};
@@ -34,7 +34,10 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager> {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(Error::Config {
             key: "redis.url".into(),
-            message: format!("no Redis answered at {url} within {}s", CONNECT_TIMEOUT.as_secs()),
+            message: format!(
+                "no Redis answered at {url} within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
         }),
     }
 }
@@ -58,7 +61,10 @@ pub async fn connect(config: Config) -> Result<AppState> {
     if chain_id != home.chain.chain_id {
         return Err(Error::Config {
             key: key("chain_id"),
-            message: format!("is {}, but {url} serves chain id {chain_id}", home.chain.chain_id),
+            message: format!(
+                "is {}, but {url} serves chain id {chain_id}",
+                home.chain.chain_id
+            ),
         });
     }
     let code = chain
@@ -68,7 +74,10 @@ pub async fn connect(config: Config) -> Result<AppState> {
     if code.is_empty() {
         return Err(Error::Config {
             key: key("vm_marketplace"),
-            message: format!("no contract at {} on chain {chain_id}", home.deployment.vm_marketplace),
+            message: format!(
+                "no contract at {} on chain {chain_id}",
+                home.deployment.vm_marketplace
+            ),
         });
     }
     let redis = connect_redis(&config.redis.url).await?;
@@ -81,7 +90,11 @@ pub async fn connect(config: Config) -> Result<AppState> {
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains.
-pub async fn serve(state: AppState, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let addr = listener.local_addr().ok();
     info!(target: "chainfront::api", addr = ?addr, "API listening");
     axum::serve(listener, api::router(state))
@@ -96,7 +109,11 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
 /// Runs one indexer per configured chain until `shutdown`. The first fatal
 /// indexer error (a reorg deeper than the window, corrupt state) cancels
 /// `shutdown` so the whole node stops with that error.
-pub async fn run_indexers(config: &Config, redis: ConnectionManager, shutdown: CancellationToken) -> Result<()> {
+pub async fn run_indexers(
+    config: &Config,
+    redis: ConnectionManager,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let specs = config.chain_specs()?;
     let mut tasks = tokio::task::JoinSet::new();
     for spec in specs {
@@ -104,7 +121,9 @@ pub async fn run_indexers(config: &Config, redis: ConnectionManager, shutdown: C
         let metrics = Arc::new(IndexerMetrics::default());
         tasks.spawn(async move {
             let name = spec.name.clone();
-            chain::run(conn, spec, metrics, stop).await.map_err(|e| (name, e))
+            chain::run(conn, spec, metrics, stop)
+                .await
+                .map_err(|e| (name, e))
         });
     }
     let mut first_error = None;
@@ -126,16 +145,22 @@ pub async fn run_indexers(config: &Config, redis: ConnectionManager, shutdown: C
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let listen = config.api.listen;
     let state = connect(config).await?;
-    let listener = TcpListener::bind(listen).await.map_err(|source| Error::Io {
-        context: format!("binding the API to {listen} (api.listen)"),
-        source,
-    })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("binding the API to {listen} (api.listen)"),
+            source,
+        })?;
     run_on(state, listener, shutdown).await
 }
 
 /// Runs the API on `listener` and, unless `indexer.enabled` is off, the
 /// indexers, until `shutdown` (or an indexer's fatal error).
-pub async fn run_on(state: AppState, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+pub async fn run_on(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let config = state.config.clone();
     let indexers = async {
         if config.indexer.enabled {

@@ -15,7 +15,11 @@ pub fn init(log: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Pretty => builder.with_target(true).try_init(),
     };
 }

@@ -105,7 +105,10 @@ pub struct Watched {
 impl Watched {
     /// Contracts whose every event matters.
     pub fn contract_addresses(&self) -> Vec<Address> {
-        self.vm_marketplace.into_iter().chain(self.submission_stakes).collect()
+        self.vm_marketplace
+            .into_iter()
+            .chain(self.submission_stakes)
+            .collect()
     }
 
     /// The ops for a batch of logs sorted by (block, log index). A USDC
@@ -122,7 +125,8 @@ impl Watched {
         logs.iter()
             .filter(|l| {
                 !(Some(l.address()) == self.usdc
-                    && l.transaction_hash.is_some_and(|t| paid_through_contract.contains(&t)))
+                    && l.transaction_hash
+                        .is_some_and(|t| paid_through_contract.contains(&t)))
             })
             .flat_map(|l| self.ops(l))
             .collect()
@@ -150,7 +154,13 @@ impl Watched {
             && let Ok(ev) = MockUSDC::Transfer::decode_log(&log.inner)
             && ev.to == treasury
         {
-            return self.deposit_ops(ev.from, ev.value, block, tx, log.log_index.unwrap_or_default());
+            return self.deposit_ops(
+                ev.from,
+                ev.value,
+                block,
+                tx,
+                log.log_index.unwrap_or_default(),
+            );
         }
         Vec::new()
     }
@@ -160,7 +170,9 @@ impl Watched {
         let k = &self.keys;
         match ev {
             E::VMPurchased(e) => {
-                let expires = e.purchaseDate.saturating_add(U256::from(u64::from(e.durationDays)) * U256::from(86_400u64));
+                let expires = e
+                    .purchaseDate
+                    .saturating_add(U256::from(u64::from(e.durationDays)) * U256::from(86_400u64));
                 vec![
                     Op::HSet {
                         key: k.vm(e.tokenId),
@@ -180,7 +192,10 @@ impl Watched {
                         field: Some("total_cost".into()),
                         amount: e.totalCost,
                     },
-                    Op::SAdd { key: k.vms(), member: e.tokenId.to_string() },
+                    Op::SAdd {
+                        key: k.vms(),
+                        member: e.tokenId.to_string(),
+                    },
                 ]
             }
             E::VMExtended(e) => vec![
@@ -201,10 +216,16 @@ impl Watched {
                     fields: vec![f("owner", lower(e.to)), f("owner_since_block", block)],
                 }];
                 if e.from != Address::ZERO {
-                    ops.push(Op::SRem { key: k.owner_vms(e.from), member: id.clone() });
+                    ops.push(Op::SRem {
+                        key: k.owner_vms(e.from),
+                        member: id.clone(),
+                    });
                 }
                 if e.to != Address::ZERO {
-                    ops.push(Op::SAdd { key: k.owner_vms(e.to), member: id });
+                    ops.push(Op::SAdd {
+                        key: k.owner_vms(e.to),
+                        member: id,
+                    });
                 }
                 ops
             }
@@ -218,19 +239,33 @@ impl Watched {
                         f("name", e.name),
                     ],
                 },
-                Op::SAdd { key: k.tiers(), member: e.tier.to_string() },
+                Op::SAdd {
+                    key: k.tiers(),
+                    member: e.tier.to_string(),
+                },
             ],
             E::TreasuryUpdated(e) => vec![Op::HSet {
                 key: k.vm_settings(),
                 fields: vec![f("treasury", lower(e.treasury))],
             }],
-            E::Paused(_) => vec![Op::HSet { key: k.vm_settings(), fields: vec![f("paused", 1)] }],
-            E::Unpaused(_) => vec![Op::HSet { key: k.vm_settings(), fields: vec![f("paused", 0)] }],
+            E::Paused(_) => vec![Op::HSet {
+                key: k.vm_settings(),
+                fields: vec![f("paused", 1)],
+            }],
+            E::Unpaused(_) => vec![Op::HSet {
+                key: k.vm_settings(),
+                fields: vec![f("paused", 0)],
+            }],
             _ => Vec::new(),
         }
     }
 
-    fn stakes_ops(&self, ev: SubmissionStakes::SubmissionStakesEvents, block: u64, tx: B256) -> Vec<Op> {
+    fn stakes_ops(
+        &self,
+        ev: SubmissionStakes::SubmissionStakesEvents,
+        block: u64,
+        tx: B256,
+    ) -> Vec<Op> {
         use SubmissionStakes::SubmissionStakesEvents as E;
         let k = &self.keys;
         match ev {
@@ -243,14 +278,20 @@ impl Watched {
                             f("market_id", e.marketId),
                             f("start_time", e.startTime),
                             f("end_time", e.endTime),
-                            f("oracles", serde_json::to_string(&oracles).unwrap_or_default()),
+                            f(
+                                "oracles",
+                                serde_json::to_string(&oracles).unwrap_or_default(),
+                            ),
                             f("metadata", e.metadata),
                             f("created_block", block),
                             f("created_tx", tx),
                             f("resolved", 0),
                         ],
                     },
-                    Op::SAdd { key: k.markets(), member: e.marketId.to_string() },
+                    Op::SAdd {
+                        key: k.markets(),
+                        member: e.marketId.to_string(),
+                    },
                 ]
             }
             E::SubmissionCreated(e) => {
@@ -281,7 +322,11 @@ impl Watched {
                         score: u64::try_from(e.submissionId).unwrap_or(u64::MAX),
                         member: e.submissionId.to_string(),
                     },
-                    Op::HIncr { key: k.market(e.marketId), field: "submission_count".into(), by: 1 },
+                    Op::HIncr {
+                        key: k.market(e.marketId),
+                        field: "submission_count".into(),
+                        by: 1,
+                    },
                 ];
                 if kind == "original" {
                     ops.push(Op::HSet {
@@ -290,7 +335,10 @@ impl Watched {
                     });
                 }
                 if e.paymentTxHash != B256::ZERO {
-                    ops.push(Op::Set { key: k.payment(e.paymentTxHash), value: e.submissionId.to_string() });
+                    ops.push(Op::Set {
+                        key: k.payment(e.paymentTxHash),
+                        value: e.submissionId.to_string(),
+                    });
                 }
                 ops
             }
@@ -305,26 +353,45 @@ impl Watched {
             }],
             E::PayoutClaimed(e) => vec![Op::HSet {
                 key: k.market(e.marketId),
-                fields: vec![(format!("payout:{}", lower(e.stakeToken)), e.amount.to_string())],
+                fields: vec![(
+                    format!("payout:{}", lower(e.stakeToken)),
+                    e.amount.to_string(),
+                )],
             }],
-            E::FeeUpdated(e) => vec![Op::HSet { key: k.stakes_settings(), fields: vec![f("fee_bps", e.feeBps)] }],
+            E::FeeUpdated(e) => vec![Op::HSet {
+                key: k.stakes_settings(),
+                fields: vec![f("fee_bps", e.feeBps)],
+            }],
             E::TreasuryUpdated(e) => vec![Op::HSet {
                 key: k.stakes_settings(),
                 fields: vec![f("treasury", lower(e.treasury))],
             }],
             E::OperatorUpdated(e) => vec![Op::HSet {
                 key: k.stakes_settings(),
-                fields: vec![(format!("operator:{}", lower(e.operator)), u8::from(e.enabled).to_string())],
+                fields: vec![(
+                    format!("operator:{}", lower(e.operator)),
+                    u8::from(e.enabled).to_string(),
+                )],
             }],
             E::StakeTokenUpdated(e) => vec![Op::HSet {
                 key: k.stakes_settings(),
-                fields: vec![(format!("token:{}", lower(e.token)), u8::from(e.allowed).to_string())],
+                fields: vec![(
+                    format!("token:{}", lower(e.token)),
+                    u8::from(e.allowed).to_string(),
+                )],
             }],
             _ => Vec::new(),
         }
     }
 
-    fn deposit_ops(&self, from: Address, amount: U256, block: u64, tx: B256, log_index: u64) -> Vec<Op> {
+    fn deposit_ops(
+        &self,
+        from: Address,
+        amount: U256,
+        block: u64,
+        tx: B256,
+        log_index: u64,
+    ) -> Vec<Op> {
         let k = &self.keys;
         vec![
             Op::HSet {
@@ -343,7 +410,11 @@ impl Watched {
                 score: block,
                 member: format!("{tx}:{log_index}"),
             },
-            Op::AddU256 { key: k.wallet_deposit_total(from), field: None, amount },
+            Op::AddU256 {
+                key: k.wallet_deposit_total(from),
+                field: None,
+                amount,
+            },
         ]
     }
 }

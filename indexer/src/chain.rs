@@ -47,13 +47,26 @@ pub async fn run(
 ) -> Result<()> {
     let keys = spec.watched.keys.clone();
     loop {
-        let Some(lead) = leader::acquire(conn.clone(), keys.clone(), spec.leader_ttl, shutdown.clone()).await? else {
+        let Some(lead) = leader::acquire(
+            conn.clone(),
+            keys.clone(),
+            spec.leader_ttl,
+            shutdown.clone(),
+        )
+        .await?
+        else {
             return Ok(());
         };
         let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout)?;
         let mut store = Store::new(conn.clone(), keys.clone(), spec.follow.window);
         store.set_fencing_token(lead.token.clone());
-        let mut follower = Follower::new(rpc, store, spec.watched.clone(), spec.follow.clone(), metrics.clone());
+        let mut follower = Follower::new(
+            rpc,
+            store,
+            spec.watched.clone(),
+            spec.follow.clone(),
+            metrics.clone(),
+        );
         follower.check_chain(spec.chain_id).await?;
         info!(target: "chainfront::indexer", chain = %spec.name, chain_id = spec.chain_id, "following");
         let stop = shutdown.child_token();

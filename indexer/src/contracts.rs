@@ -2,7 +2,7 @@
 //! in `abi/` (written by `scripts/gen-abi` from `contracts/`). Every crate in the
 //! workspace uses these; nothing else declares a contract interface.
 
-#![allow(missing_docs)] // generated code
+#![allow(missing_docs, clippy::too_many_arguments)] // generated code
 
 use alloy::sol;
 

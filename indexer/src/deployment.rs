@@ -56,10 +56,11 @@ impl Deployment {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut text = serde_json::to_string_pretty(self).map_err(|source| Error::DeploymentFormat {
-            path: path.to_owned(),
-            source,
-        })?;
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|source| Error::DeploymentFormat {
+                path: path.to_owned(),
+                source,
+            })?;
         text.push('\n');
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(io)?;
@@ -88,7 +89,10 @@ mod tests {
         d.write(&path).expect("write");
         assert_eq!(Deployment::read(&path).expect("read"), d);
         let text = std::fs::read_to_string(&path).expect("text");
-        assert!(!text.contains("cbbtc"), "absent optional fields are omitted: {text}");
+        assert!(
+            !text.contains("cbbtc"),
+            "absent optional fields are omitted: {text}"
+        );
     }
 
     #[test]

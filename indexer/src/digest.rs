@@ -10,15 +10,24 @@ use crate::store::scan;
 
 /// SHA-256 (hex) over every state key of the chain, sorted, with its type and
 /// canonically ordered content. Bookkeeping (checkpoint, undo, leader) is left out.
-pub async fn state_digest(conn: &mut ConnectionManager, keys: &ChainKeys) -> Result<(String, usize)> {
+pub async fn state_digest(
+    conn: &mut ConnectionManager,
+    keys: &ChainKeys,
+) -> Result<(String, usize)> {
     let names = scan(conn, &keys.state_pattern()).await?;
     let mut h = Sha256::new();
     for key in &names {
         let kind: String = redis::cmd("TYPE").arg(key).query_async(conn).await?;
         let mut items: Vec<String> = match kind.as_str() {
-            "string" => vec![redis::cmd("GET").arg(key).query_async::<String>(conn).await?],
+            "string" => vec![
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<String>(conn)
+                    .await?,
+            ],
             "hash" => {
-                let pairs: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query_async(conn).await?;
+                let pairs: Vec<(String, String)> =
+                    redis::cmd("HGETALL").arg(key).query_async(conn).await?;
                 pairs.into_iter().map(|(f, v)| format!("{f}={v}")).collect()
             }
             "set" => redis::cmd("SMEMBERS").arg(key).query_async(conn).await?,

@@ -83,7 +83,13 @@ pub struct Follower {
 
 impl Follower {
     /// A follower; nothing happens until [`Follower::run`] or [`Follower::sync`].
-    pub fn new(rpc: Rpc, store: Store, watched: Watched, cfg: FollowConfig, metrics: Arc<IndexerMetrics>) -> Self {
+    pub fn new(
+        rpc: Rpc,
+        store: Store,
+        watched: Watched,
+        cfg: FollowConfig,
+        metrics: Arc<IndexerMetrics>,
+    ) -> Self {
         let range = AdaptiveRange::new(cfg.initial_range, cfg.max_range);
         Self {
             rpc,
@@ -106,10 +112,17 @@ impl Follower {
             };
             match pass {
                 Ok(_) => {}
-                Err(e @ (Error::ReorgTooDeep { .. } | Error::Fenced | Error::Corrupt(_) | Error::WrongChain { .. })) => {
+                Err(
+                    e @ (Error::ReorgTooDeep { .. }
+                    | Error::Fenced
+                    | Error::Corrupt(_)
+                    | Error::WrongChain { .. }),
+                ) => {
                     return Err(e);
                 }
-                Err(e) => warn!(target: "chainfront::indexer", error = %e, "pass failed; retrying after the poll interval"),
+                Err(e) => {
+                    warn!(target: "chainfront::indexer", error = %e, "pass failed; retrying after the poll interval")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -120,7 +133,10 @@ impl Follower {
 
     /// Checks that the RPC serves `expected`.
     pub async fn check_chain(&self, expected: u64) -> Result<()> {
-        let actual = self.rpc.call("eth_chainId", |p| async move { p.get_chain_id().await }).await?;
+        let actual = self
+            .rpc
+            .call("eth_chainId", |p| async move { p.get_chain_id().await })
+            .await?;
         if actual != expected {
             return Err(Error::WrongChain { expected, actual });
         }
@@ -156,16 +172,25 @@ impl Follower {
             HeadTag::Latest => {
                 let latest = self
                     .rpc
-                    .call("eth_blockNumber", |p| async move { p.get_block_number().await })
+                    .call(
+                        "eth_blockNumber",
+                        |p| async move { p.get_block_number().await },
+                    )
                     .await?;
                 self.metrics.head_block.store(latest, Ordering::Relaxed);
                 latest.saturating_sub(self.cfg.confirmations)
             }
             tag => {
-                let t = if tag == HeadTag::Safe { BlockNumberOrTag::Safe } else { BlockNumberOrTag::Finalized };
+                let t = if tag == HeadTag::Safe {
+                    BlockNumberOrTag::Safe
+                } else {
+                    BlockNumberOrTag::Finalized
+                };
                 let block = self
                     .rpc
-                    .call("eth_getBlockByNumber", |p| async move { p.get_block_by_number(t).await })
+                    .call("eth_getBlockByNumber", |p| async move {
+                        p.get_block_by_number(t).await
+                    })
                     .await?;
                 let n = block.map(|b| b.header.number).unwrap_or_default();
                 self.metrics.head_block.store(n, Ordering::Relaxed);
@@ -191,7 +216,8 @@ impl Follower {
                     continue;
                 }
             };
-            self.range.succeeded(b - a + 1, logs.len(), started.elapsed());
+            self.range
+                .succeeded(b - a + 1, logs.len(), started.elapsed());
             self.commit_range(b, logs).await?;
             next = b + 1;
         }
@@ -222,12 +248,23 @@ impl Follower {
         };
         let hash = match hash {
             Some(h) => h,
-            None => self.header(to).await?.ok_or_else(|| Error::Rpc(format!("block {to} not found")))?.0,
+            None => {
+                self.header(to)
+                    .await?
+                    .ok_or_else(|| Error::Rpc(format!("block {to} not found")))?
+                    .0
+            }
         };
         self.commit_logs(&logs[start..], to, hash, false).await
     }
 
-    async fn commit_logs(&mut self, logs: &[Log], to: u64, to_hash: B256, undo: bool) -> Result<()> {
+    async fn commit_logs(
+        &mut self,
+        logs: &[Log],
+        to: u64,
+        to_hash: B256,
+        undo: bool,
+    ) -> Result<()> {
         let ops = self.watched.ops_for_logs(logs);
         let events = logs.len() as u64;
         self.store
@@ -239,7 +276,9 @@ impl Follower {
             })
             .await?;
         self.metrics.indexed_block.store(to, Ordering::Relaxed);
-        self.metrics.events_applied.fetch_add(events, Ordering::Relaxed);
+        self.metrics
+            .events_applied
+            .fetch_add(events, Ordering::Relaxed);
         Ok(())
     }
 
@@ -292,7 +331,9 @@ impl Follower {
         info!(target: "chainfront::indexer", from = cp.number, fork = k, depth, "reorg: undoing orphaned blocks");
         self.store.revert_to(k).await?;
         self.metrics.reorgs.fetch_add(1, Ordering::Relaxed);
-        self.metrics.max_reorg_depth.fetch_max(depth, Ordering::Relaxed);
+        self.metrics
+            .max_reorg_depth
+            .fetch_max(depth, Ordering::Relaxed);
         self.metrics.indexed_block.store(k, Ordering::Relaxed);
         Ok(())
     }
@@ -327,17 +368,29 @@ impl Follower {
 
     /// Logs of every filter over `from..=to`, merged in chain order.
     async fn fetch_range(&self, from: u64, to: u64) -> Result<LogsOutcome<Vec<Log>>> {
-        let filters: Vec<Filter> = self.filters().into_iter().map(|f| f.from_block(from).to_block(to)).collect();
+        let filters: Vec<Filter> = self
+            .filters()
+            .into_iter()
+            .map(|f| f.from_block(from).to_block(to))
+            .collect();
         self.fetch(filters).await
     }
 
     /// Logs of one block by hash; `None` if the node no longer has that block.
     async fn fetch_block(&self, hash: B256) -> Result<Option<Vec<Log>>> {
-        let filters: Vec<Filter> = self.filters().into_iter().map(|f| f.at_block_hash(hash)).collect();
+        let filters: Vec<Filter> = self
+            .filters()
+            .into_iter()
+            .map(|f| f.at_block_hash(hash))
+            .collect();
         match self.fetch(filters).await {
             Ok(LogsOutcome::Ok(logs)) => Ok(Some(logs)),
-            Ok(LogsOutcome::Range(_, msg)) => Err(Error::Rpc(format!("single-block query rejected: {msg}"))),
-            Err(Error::Rpc(msg)) if msg.contains("not found") || msg.contains("unknown block") => Ok(None),
+            Ok(LogsOutcome::Range(_, msg)) => {
+                Err(Error::Rpc(format!("single-block query rejected: {msg}")))
+            }
+            Err(Error::Rpc(msg)) if msg.contains("not found") || msg.contains("unknown block") => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

@@ -189,7 +189,13 @@ mod tests {
             k.owner_vms(Address::repeat_byte(0xAB)),
             format!("cf:{{c8453}}:s:owner:0x{}:vms", "ab".repeat(20))
         );
-        assert!(k.checkpoint().contains(":m:"), "bookkeeping is outside the state namespace");
-        assert_ne!(ChainKeys::new(1).vm(U256::from(1)), ChainKeys::new(2).vm(U256::from(1)));
+        assert!(
+            k.checkpoint().contains(":m:"),
+            "bookkeeping is outside the state namespace"
+        );
+        assert_ne!(
+            ChainKeys::new(1).vm(U256::from(1)),
+            ChainKeys::new(2).vm(U256::from(1))
+        );
     }
 }

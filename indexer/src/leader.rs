@@ -10,8 +10,8 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::keys::ChainKeys;
 use crate::Result;
+use crate::keys::ChainKeys;
 
 const RENEW_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -48,7 +48,10 @@ pub async fn acquire(
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(100);
     let mut announced = false;
     loop {
-        let fence: u64 = redis::cmd("INCR").arg(keys.fence()).query_async(&mut conn).await?;
+        let fence: u64 = redis::cmd("INCR")
+            .arg(keys.fence())
+            .query_async(&mut conn)
+            .await?;
         let token = format!("{fence}:{}", std::process::id());
         let got: Option<String> = redis::cmd("SET")
             .arg(keys.leader())
@@ -61,7 +64,14 @@ pub async fn acquire(
         if got.is_some() {
             info!(target: "chainfront::indexer", chain_id = keys.chain_id(), fence, "leader lock acquired");
             let lost = CancellationToken::new();
-            tokio::spawn(renew(conn, keys, token.clone(), ttl_ms, lost.clone(), shutdown));
+            tokio::spawn(renew(
+                conn,
+                keys,
+                token.clone(),
+                ttl_ms,
+                lost.clone(),
+                shutdown,
+            ));
             return Ok(Some(Leadership { token, lost }));
         }
         if !announced {
@@ -108,7 +118,9 @@ async fn renew(
                 return;
             }
             // Redis unreachable: keep trying; commits are fenced anyway.
-            Err(e) => warn!(target: "chainfront::indexer", error = %e, "leader lock renewal failed"),
+            Err(e) => {
+                warn!(target: "chainfront::indexer", error = %e, "leader lock renewal failed")
+            }
         }
     }
 }

@@ -23,16 +23,16 @@ pub enum RangeAdvice {
 /// Phrases (lower-case) by which providers reject a range as too wide or a
 /// response as too large.
 const SPLIT_PHRASES: &[&str] = &[
-    "query returned more than",       // Infura, Alchemy: `query returned more than 10000 results`
-    "block range too large",          // Base public RPC
+    "query returned more than", // Infura, Alchemy: `query returned more than 10000 results`
+    "block range too large",    // Base public RPC
     "block range is too large",
-    "block range is too wide",        // Frontier-style nodes
-    "response is too big",            // geth-style size limit
-    "response size exceeded",         // Alchemy
-    "backend response too large",     // Cloudflare-fronted gateways
+    "block range is too wide",    // Frontier-style nodes
+    "response is too big",        // geth-style size limit
+    "response size exceeded",     // Alchemy
+    "backend response too large", // Cloudflare-fronted gateways
     "logs matched by query exceeds limit",
-    "query exceeds max results",      // reth / anvil: `... retry with the range A-B`
-    "query exceeds max block range",  // reth / anvil
+    "query exceeds max results", // reth / anvil: `... retry with the range A-B`
+    "query exceeds max block range", // reth / anvil
     "exceed maximum block range",
     "too many logs",
     "limit exceeded",
@@ -41,7 +41,12 @@ const SPLIT_PHRASES: &[&str] = &[
 ];
 
 /// Phrases of rate-limit answers, which say nothing about the range.
-const RATE_PHRASES: &[&str] = &["rate limit", "too many requests", "request count exceeded", "rate-limited"];
+const RATE_PHRASES: &[&str] = &[
+    "rate limit",
+    "too many requests",
+    "request count exceeded",
+    "rate-limited",
+];
 
 /// JSON-RPC error code of "limit exceeded" (EIP-1474).
 pub const LIMIT_EXCEEDED: i64 = -32005;
@@ -91,7 +96,13 @@ fn suggested_range(msg: &str) -> Option<(u64, u64)> {
 /// `limited to a 10000 range`, `limited to a 10,000 block range`,
 /// `maximum is set to 2000`, `max is 1000`.
 fn limited_to(msg: &str) -> Option<u64> {
-    for marker in ["limited to a ", "limited to ", "maximum is set to ", "max range: ", "maximum block range: "] {
+    for marker in [
+        "limited to a ",
+        "limited to ",
+        "maximum is set to ",
+        "max range: ",
+        "maximum block range: ",
+    ] {
         if let Some(idx) = msg.find(marker) {
             let digits: String = msg[idx + marker.len()..]
                 .chars()
@@ -189,42 +200,81 @@ mod tests {
     #[test]
     fn recognises_real_provider_errors() {
         let cases: &[(Option<i64>, &str, RangeAdvice)] = &[
-            (Some(-32005), "query returned more than 10000 results", RangeAdvice::Split),
+            (
+                Some(-32005),
+                "query returned more than 10000 results",
+                RangeAdvice::Split,
+            ),
             (
                 Some(-32005),
                 "query returned more than 10000 results. Try with this block range [0x3D0900, 0x3D0A23].",
-                RangeAdvice::UseRange { from: 0x3D0900, to: 0x3D0A23 },
+                RangeAdvice::UseRange {
+                    from: 0x3D0900,
+                    to: 0x3D0A23,
+                },
             ),
             (
                 Some(-32602),
                 "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on the response size, or you can request any block range with a cap of 10K logs in the response. Based on your parameters, this block range should work: [0x0, 0x1f3f]",
-                RangeAdvice::UseRange { from: 0, to: 0x1f3f },
+                RangeAdvice::UseRange {
+                    from: 0,
+                    to: 0x1f3f,
+                },
             ),
             (Some(-32000), "block range too large", RangeAdvice::Split),
-            (Some(-32000), "eth_getLogs is limited to a 10,000 range", RangeAdvice::MaxBlocks(10_000)),
+            (
+                Some(-32000),
+                "eth_getLogs is limited to a 10,000 range",
+                RangeAdvice::MaxBlocks(10_000),
+            ),
             (
                 Some(-32602),
                 "eth_getLogs and eth_newFilter are limited to a 10000 blocks range",
                 RangeAdvice::MaxBlocks(10_000),
             ),
-            (Some(-32000), "block range is too wide (maximum 10)", RangeAdvice::Split),
+            (
+                Some(-32000),
+                "block range is too wide (maximum 10)",
+                RangeAdvice::Split,
+            ),
             (Some(-32000), "response is too big", RangeAdvice::Split),
-            (Some(-32603), "backend response too large", RangeAdvice::Split),
-            (Some(-32000), "logs matched by query exceeds limit of 10000", RangeAdvice::Split),
+            (
+                Some(-32603),
+                "backend response too large",
+                RangeAdvice::Split,
+            ),
+            (
+                Some(-32000),
+                "logs matched by query exceeds limit of 10000",
+                RangeAdvice::Split,
+            ),
             (Some(-32005), "limit exceeded", RangeAdvice::Split),
             (
                 Some(-32602),
                 "query exceeds max results 20000, retry with the range 24383075-24383096",
-                RangeAdvice::UseRange { from: 24_383_075, to: 24_383_096 },
+                RangeAdvice::UseRange {
+                    from: 24_383_075,
+                    to: 24_383_096,
+                },
             ),
-            (Some(-32602), "query exceeds max block range 100000", RangeAdvice::Split),
+            (
+                Some(-32602),
+                "query exceeds max block range 100000",
+                RangeAdvice::Split,
+            ),
         ];
         for (code, msg, want) in cases {
             assert_eq!(classify(*code, msg), Some(*want), "{msg}");
         }
         assert_eq!(classify(Some(-32000), "execution reverted"), None);
         assert_eq!(classify(None, "connection refused"), None);
-        assert_eq!(classify(Some(-32005), "daily request count exceeded, request rate limited"), None);
+        assert_eq!(
+            classify(
+                Some(-32005),
+                "daily request count exceeded, request rate limited"
+            ),
+            None
+        );
         assert_eq!(classify(Some(-32603), "try again [not numbers]"), None);
     }
 

@@ -37,20 +37,30 @@ fn classify(err: &RpcError<TransportErrorKind>) -> Fault {
             if let Some(advice) = logs::classify(Some(payload.code), &msg) {
                 return Fault::Range(advice, msg);
             }
-            if lower.contains("rate limit") || lower.contains("too many requests") || payload.code == 429 {
+            if lower.contains("rate limit")
+                || lower.contains("too many requests")
+                || payload.code == 429
+            {
                 return Fault::RateLimited(None);
             }
             // Internal errors and "header not found"-style lag are the node's
             // fault, not the request's.
-            if payload.code == -32603 || lower.contains("not found") || lower.contains("unavailable") {
+            if payload.code == -32603
+                || lower.contains("not found")
+                || lower.contains("unavailable")
+            {
                 return Fault::Endpoint(msg);
             }
             Fault::Fatal(msg)
         }
-        RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error, retry_after }) if error.status == 429 => {
+        RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter { error, retry_after })
+            if error.status == 429 =>
+        {
             Fault::RateLimited(Some(*retry_after))
         }
-        RpcError::Transport(TransportErrorKind::HttpError(e)) if e.status == 429 => Fault::RateLimited(None),
+        RpcError::Transport(TransportErrorKind::HttpError(e)) if e.status == 429 => {
+            Fault::RateLimited(None)
+        }
         other => Fault::Endpoint(other.to_string()),
     }
 }
@@ -91,8 +101,13 @@ impl Rpc {
     pub fn new(urls: &[String], policy: RetryPolicy, timeout: Duration) -> Result<Self> {
         let mut endpoints = Vec::with_capacity(urls.len());
         for url in urls {
-            let parsed = url.parse().map_err(|e| Error::Rpc(format!("invalid RPC URL `{url}`: {e}")))?;
-            endpoints.push((redact(url), ProviderBuilder::new().connect_http(parsed).erased()));
+            let parsed = url
+                .parse()
+                .map_err(|e| Error::Rpc(format!("invalid RPC URL `{url}`: {e}")))?;
+            endpoints.push((
+                redact(url),
+                ProviderBuilder::new().connect_http(parsed).erased(),
+            ));
         }
         if endpoints.is_empty() {
             return Err(Error::Rpc("no RPC URL configured".into()));
@@ -108,7 +123,9 @@ impl Rpc {
 
     /// The provider currently in use (for callers that need no retry).
     pub fn provider(&self) -> DynProvider {
-        self.endpoints[self.active.load(Ordering::Relaxed) % self.endpoints.len()].1.clone()
+        self.endpoints[self.active.load(Ordering::Relaxed) % self.endpoints.len()]
+            .1
+            .clone()
     }
 
     /// Runs `f` with retries and failover.
@@ -132,7 +149,12 @@ impl Rpc {
         self.call_inner(what, &f, true).await
     }
 
-    async fn call_inner<T, F, Fut>(&self, what: &'static str, f: &F, ranges: bool) -> Result<LogsOutcome<T>>
+    async fn call_inner<T, F, Fut>(
+        &self,
+        what: &'static str,
+        f: &F,
+        ranges: bool,
+    ) -> Result<LogsOutcome<T>>
     where
         F: Fn(DynProvider) -> Fut,
         Fut: Future<Output = TransportResult<T>>,
@@ -152,7 +174,9 @@ impl Rpc {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             let wait = match fault {
                 Fault::Range(advice, msg) if ranges => return Ok(LogsOutcome::Range(advice, msg)),
-                Fault::Range(_, msg) | Fault::Fatal(msg) => return Err(Error::Rpc(format!("{what} via {label}: {msg}"))),
+                Fault::Range(_, msg) | Fault::Fatal(msg) => {
+                    return Err(Error::Rpc(format!("{what} via {label}: {msg}")));
+                }
                 Fault::RateLimited(after) => {
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                     warn!(target: "chainfront::rpc", endpoint = %label, what, "rate limited");
@@ -168,7 +192,7 @@ impl Rpc {
                     if n > 1 {
                         self.fail_over(idx, label, &msg);
                         // Try every endpoint once before backing off.
-                        if failed_in_a_row % n != 0 {
+                        if !failed_in_a_row.is_multiple_of(n) {
                             continue;
                         }
                     }
@@ -176,7 +200,9 @@ impl Rpc {
                 }
             };
             let Some(delay) = delays.next() else {
-                return Err(Error::Rpc(format!("{what}: every endpoint failed after retries")));
+                return Err(Error::Rpc(format!(
+                    "{what}: every endpoint failed after retries"
+                )));
             };
             tokio::time::sleep(wait.map_or(delay, |w| w.max(delay))).await;
         }
@@ -220,8 +246,14 @@ mod tests {
 
     #[test]
     fn logged_urls_carry_no_secrets() {
-        assert_eq!(redact("https://base-mainnet.g.example.com/v2/SECRETKEY"), "https://base-mainnet.g.example.com");
-        assert_eq!(redact("https://user:pass@node.example:8545/x?key=1"), "https://node.example:8545");
+        assert_eq!(
+            redact("https://base-mainnet.g.example.com/v2/SECRETKEY"),
+            "https://base-mainnet.g.example.com"
+        );
+        assert_eq!(
+            redact("https://user:pass@node.example:8545/x?key=1"),
+            "https://node.example:8545"
+        );
         assert_eq!(redact("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
     }
 }

@@ -122,7 +122,9 @@ impl Store {
         match (number, hash) {
             (Some(number), Some(hash)) => Ok(Some(Checkpoint {
                 number,
-                hash: hash.parse().map_err(|_| Error::Corrupt(format!("checkpoint hash `{hash}`")))?,
+                hash: hash
+                    .parse()
+                    .map_err(|_| Error::Corrupt(format!("checkpoint hash `{hash}`")))?,
             })),
             _ => Ok(None),
         }
@@ -131,8 +133,11 @@ impl Store {
     /// The remembered hash of block `n`, if it is inside the window.
     pub async fn block_hash(&mut self, n: u64) -> Result<Option<B256>> {
         let h: Option<String> = self.conn.hget(self.keys.block_hashes(), n).await?;
-        h.map(|h| h.parse().map_err(|_| Error::Corrupt(format!("block hash `{h}`"))))
-            .transpose()
+        h.map(|h| {
+            h.parse()
+                .map_err(|_| Error::Corrupt(format!("block hash `{h}`")))
+        })
+        .transpose()
     }
 
     /// Commits `c` atomically.
@@ -150,22 +155,39 @@ impl Store {
                     }
                     cmds.push(parts);
                 }
-                Op::HIncr { key, field, by } => {
-                    cmds.push(cmd(&[b"HINCRBY", key.as_bytes(), field.as_bytes(), by.to_string().as_bytes()]))
+                Op::HIncr { key, field, by } => cmds.push(cmd(&[
+                    b"HINCRBY",
+                    key.as_bytes(),
+                    field.as_bytes(),
+                    by.to_string().as_bytes(),
+                ])),
+                Op::SAdd { key, member } => {
+                    cmds.push(cmd(&[b"SADD", key.as_bytes(), member.as_bytes()]))
                 }
-                Op::SAdd { key, member } => cmds.push(cmd(&[b"SADD", key.as_bytes(), member.as_bytes()])),
-                Op::SRem { key, member } => cmds.push(cmd(&[b"SREM", key.as_bytes(), member.as_bytes()])),
-                Op::ZAdd { key, score, member } => {
-                    cmds.push(cmd(&[b"ZADD", key.as_bytes(), score.to_string().as_bytes(), member.as_bytes()]))
+                Op::SRem { key, member } => {
+                    cmds.push(cmd(&[b"SREM", key.as_bytes(), member.as_bytes()]))
                 }
-                Op::Set { key, value } => cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()])),
+                Op::ZAdd { key, score, member } => cmds.push(cmd(&[
+                    b"ZADD",
+                    key.as_bytes(),
+                    score.to_string().as_bytes(),
+                    member.as_bytes(),
+                ])),
+                Op::Set { key, value } => {
+                    cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()]))
+                }
                 Op::AddU256 { key, field, .. } => {
                     // One write per total, with the batch's final value.
                     let id = (key.clone(), field.clone());
                     if written_totals.insert(id.clone()) {
                         let value = totals.get(&id).copied().unwrap_or_default().to_string();
                         match field {
-                            Some(f) => cmds.push(cmd(&[b"HSET", key.as_bytes(), f.as_bytes(), value.as_bytes()])),
+                            Some(f) => cmds.push(cmd(&[
+                                b"HSET",
+                                key.as_bytes(),
+                                f.as_bytes(),
+                                value.as_bytes(),
+                            ])),
                             None => cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()])),
                         }
                     }
@@ -176,12 +198,25 @@ impl Store {
             let prev = self.checkpoint().await?;
             let record = self.undo_record(&c.ops, prev).await?;
             let json = serde_json::to_string(&record).map_err(|e| Error::Corrupt(e.to_string()))?;
-            cmds.push(cmd(&[b"SET", self.keys.undo(c.to).as_bytes(), json.as_bytes()]));
+            cmds.push(cmd(&[
+                b"SET",
+                self.keys.undo(c.to).as_bytes(),
+                json.as_bytes(),
+            ]));
         }
         let hashes = self.keys.block_hashes();
-        cmds.push(cmd(&[b"HSET", hashes.as_bytes(), c.to.to_string().as_bytes(), c.to_hash.to_string().as_bytes()]));
+        cmds.push(cmd(&[
+            b"HSET",
+            hashes.as_bytes(),
+            c.to.to_string().as_bytes(),
+            c.to_hash.to_string().as_bytes(),
+        ]));
         if let Some(old) = c.to.checked_sub(self.window) {
-            cmds.push(cmd(&[b"HDEL", hashes.as_bytes(), old.to_string().as_bytes()]));
+            cmds.push(cmd(&[
+                b"HDEL",
+                hashes.as_bytes(),
+                old.to_string().as_bytes(),
+            ]));
             cmds.push(cmd(&[b"DEL", self.keys.undo(old).as_bytes()]));
         }
         cmds.push(cmd(&[
@@ -209,19 +244,31 @@ impl Store {
                     window: self.window,
                 });
             };
-            let record: UndoRecord = serde_json::from_str(&raw).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let record: UndoRecord =
+                serde_json::from_str(&raw).map_err(|e| Error::Corrupt(e.to_string()))?;
             let mut cmds: Vec<Cmd> = Vec::with_capacity(record.keys.len() + 4);
             for (key, dump) in &record.keys {
                 match dump {
                     Some(hex) => {
-                        let bytes = alloy::hex::decode(hex).map_err(|e| Error::Corrupt(e.to_string()))?;
-                        cmds.push(vec![b"RESTORE".to_vec(), key.as_bytes().to_vec(), b"0".to_vec(), bytes, b"REPLACE".to_vec()]);
+                        let bytes =
+                            alloy::hex::decode(hex).map_err(|e| Error::Corrupt(e.to_string()))?;
+                        cmds.push(vec![
+                            b"RESTORE".to_vec(),
+                            key.as_bytes().to_vec(),
+                            b"0".to_vec(),
+                            bytes,
+                            b"REPLACE".to_vec(),
+                        ]);
                     }
                     None => cmds.push(cmd(&[b"DEL", key.as_bytes()])),
                 }
             }
             cmds.push(cmd(&[b"DEL", self.keys.undo(cp.number).as_bytes()]));
-            cmds.push(cmd(&[b"HDEL", self.keys.block_hashes().as_bytes(), cp.number.to_string().as_bytes()]));
+            cmds.push(cmd(&[
+                b"HDEL",
+                self.keys.block_hashes().as_bytes(),
+                cp.number.to_string().as_bytes(),
+            ]));
             if record.prev_hash == B256::ZERO && record.prev_number == 0 {
                 cmds.push(cmd(&[b"DEL", self.keys.checkpoint().as_bytes()]));
             } else {
@@ -270,7 +317,10 @@ impl Store {
     }
 
     /// Current values of every total the ops add to, plus the additions.
-    async fn resolve_totals(&mut self, ops: &[Op]) -> Result<HashMap<(String, Option<String>), U256>> {
+    async fn resolve_totals(
+        &mut self,
+        ops: &[Op],
+    ) -> Result<HashMap<(String, Option<String>), U256>> {
         let mut totals: HashMap<(String, Option<String>), U256> = HashMap::new();
         let ids: Vec<(String, Option<String>)> = ops
             .iter()
@@ -294,7 +344,9 @@ impl Store {
         let current: Vec<Option<String>> = pipe.query_async(&mut self.conn).await?;
         for (id, value) in ids.into_iter().zip(current) {
             let v = match value {
-                Some(s) => s.parse::<U256>().map_err(|_| Error::Corrupt(format!("total {} = `{s}`", id.0)))?,
+                Some(s) => s
+                    .parse::<U256>()
+                    .map_err(|_| Error::Corrupt(format!("total {} = `{s}`", id.0)))?,
                 None => U256::ZERO,
             };
             totals.insert(id, v);
@@ -302,7 +354,9 @@ impl Store {
         for op in ops {
             if let Op::AddU256 { key, field, amount } = op {
                 let t = totals.entry((key.clone(), field.clone())).or_default();
-                *t = t.checked_add(*amount).ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
+                *t = t
+                    .checked_add(*amount)
+                    .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
             }
         }
         Ok(totals)

@@ -22,13 +22,10 @@ pub(super) fn router() -> Router<AppState> {
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut redis = state.redis.clone();
     let keys = ChainKeys::new(state.home.deployment.chain_id);
-    let checkpoint = tokio::time::timeout(
-        PROBE_TIMEOUT,
-        redis::cmd("HGET")
-            .arg(keys.checkpoint())
-            .arg("number")
-            .query_async::<Option<u64>>(&mut redis),
-    );
+    let mut hget = redis::cmd("HGET");
+    hget.arg(keys.checkpoint()).arg("number");
+    let checkpoint =
+        tokio::time::timeout(PROBE_TIMEOUT, hget.query_async::<Option<u64>>(&mut redis));
     let head = tokio::time::timeout(PROBE_TIMEOUT, state.chain.get_block_number());
     let (checkpoint, head) = tokio::join!(checkpoint, head);
     let (redis_ok, indexed_block) = match checkpoint {
@@ -61,6 +58,10 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         "redis": if redis_ok { "ok" } else { "unreachable" },
         "timestamp": crate::time::now_iso8601(),
     });
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

@@ -54,13 +54,18 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     };
     let key = secrets.deployer_key.ok_or_else(|| Error::Config {
         key: "deployer_key".into(),
-        message: "is not set: export CHAINFRONT_DEPLOYER_KEY or CHAINFRONT_DEPLOYER_KEY_FILE".into(),
+        message: "is not set: export CHAINFRONT_DEPLOYER_KEY or CHAINFRONT_DEPLOYER_KEY_FILE"
+            .into(),
     })?;
     let signer = deploy::parse_key(key.expose())?;
     let owner = signer.address();
     let rpc_url = args
         .rpc_url
-        .or_else(|| home_chain.as_ref().and_then(|c| c.rpc_urls.first().cloned()))
+        .or_else(|| {
+            home_chain
+                .as_ref()
+                .and_then(|c| c.rpc_urls.first().cloned())
+        })
         .ok_or_else(|| Error::Config {
             key: "rpc_url".into(),
             message: "is not set: pass --rpc-url or --config with a home chain".into(),
@@ -72,7 +77,10 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     {
         return Err(Error::Config {
             key: "chain_id".into(),
-            message: format!("the config says {}, but {rpc_url} serves {chain_id}", c.chain_id),
+            message: format!(
+                "the config says {}, but {rpc_url} serves {chain_id}",
+                c.chain_id
+            ),
         });
     }
     if args.mock_tokens && MAINNETS.contains(&chain_id) {
@@ -83,9 +91,13 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     let usdc = if args.mock_tokens {
         None
     } else {
-        Some(home_chain.as_ref().and_then(|c| c.usdc).ok_or_else(|| Error::Config {
-            key: "usdc".into(),
-            message: "no USDC address for this chain: set chains.<name>.usdc or pass --mock-tokens".into(),
+        Some(home_chain.as_ref().and_then(|c| c.usdc).ok_or_else(|| {
+            Error::Config {
+                key: "usdc".into(),
+                message:
+                    "no USDC address for this chain: set chains.<name>.usdc or pass --mock-tokens"
+                        .into(),
+            }
         })?)
     };
     let plan = DeployPlan {

@@ -47,7 +47,9 @@ struct DemoWallet {
 
 /// Runs the local stack until Ctrl-C or SIGTERM.
 pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
-    let path = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let path = file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let mut config = Config::load(Some(&path))?;
     telemetry::init(&config.log);
     let shutdown = cli::shutdown_on_signal();
@@ -135,15 +137,24 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
 
     let listen = config.api.listen;
     let state = node::connect(config).await?;
-    let listener = TcpListener::bind(listen).await.map_err(|source| Error::Io {
-        context: format!("binding the API to {listen} (use --listen to pick another address)"),
-        source,
-    })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("binding the API to {listen} (use --listen to pick another address)"),
+            source,
+        })?;
     let api = listener.local_addr().map_err(|source| Error::Io {
         context: "reading the API address".into(),
         source,
     })?;
-    print_next_steps(api, &rpc_url, &redis_url, &deployment_file, &deployment, &wallets);
+    print_next_steps(
+        api,
+        &rpc_url,
+        &redis_url,
+        &deployment_file,
+        &deployment,
+        &wallets,
+    );
     let served = node::run_on(state, listener, shutdown).await;
     drop(redis_server);
     drop(anvil);
@@ -169,11 +180,25 @@ fn print_next_steps(
     println!("  chain       {rpc_url} (chain id {})", d.chain_id);
     println!("  redis       {redis_url}");
     println!("  deployment  {}", deployment_file.display());
-    println!("  VMMarketplace {}  SubmissionStakes {}", d.vm_marketplace, d.submission_stakes.unwrap_or_default());
-    println!("  USDC {}  cbBTC {}  treasury {}", d.usdc, d.cbbtc.unwrap_or_default(), d.treasury);
+    println!(
+        "  VMMarketplace {}  SubmissionStakes {}",
+        d.vm_marketplace,
+        d.submission_stakes.unwrap_or_default()
+    );
+    println!(
+        "  USDC {}  cbBTC {}  treasury {}",
+        d.usdc,
+        d.cbbtc.unwrap_or_default(),
+        d.treasury
+    );
     println!("  demo market {DEMO_MARKET_UUID} (open for 7 days)");
     for (i, w) in wallets.iter().enumerate() {
-        println!("  demo wallet {}: {} key {} (10,000 USDC, 1 cbBTC)", i + 1, w.address, w.key_hex);
+        println!(
+            "  demo wallet {}: {} key {} (10,000 USDC, 1 cbBTC)",
+            i + 1,
+            w.address,
+            w.key_hex
+        );
     }
     println!("\nTry:");
     println!("  curl -s {api}/health");

@@ -44,14 +44,25 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     let mut conn = node::connect_redis(&config.redis.url).await?;
     let keys = spec.watched.keys.clone();
     let shutdown = CancellationToken::new();
-    let lead = leader::acquire(conn.clone(), keys.clone(), spec.leader_ttl, shutdown.clone())
-        .await?
-        .ok_or_else(|| Error::chain("could not take the leader lock"))?;
+    let lead = leader::acquire(
+        conn.clone(),
+        keys.clone(),
+        spec.leader_ttl,
+        shutdown.clone(),
+    )
+    .await?
+    .ok_or_else(|| Error::chain("could not take the leader lock"))?;
     let mut store = Store::new(conn.clone(), keys.clone(), spec.follow.window);
     store.set_fencing_token(lead.token.clone());
     store.wipe().await?;
     let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout)?;
-    let mut follower = Follower::new(rpc, store, spec.watched.clone(), spec.follow.clone(), Arc::new(IndexerMetrics::default()));
+    let mut follower = Follower::new(
+        rpc,
+        store,
+        spec.watched.clone(),
+        spec.follow.clone(),
+        Arc::new(IndexerMetrics::default()),
+    );
     follower.check_chain(spec.chain_id).await?;
     let reached = follower.sync().await?;
     shutdown.cancel();

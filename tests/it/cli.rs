@@ -51,7 +51,10 @@ fn port_open(port: u16) -> bool {
 fn port_of(line: &str, scheme: &str) -> Option<u16> {
     let rest = &line[line.find(scheme)? + scheme.len()..];
     let rest = rest.strip_prefix("127.0.0.1:")?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `chainfront dev` brings up a node whose /health reports the chain id and
@@ -65,7 +68,10 @@ async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
         .args(["dev", "--config"])
         .arg(local_toml())
         .args(["--listen", &format!("127.0.0.1:{api_port}")])
-        .env("CHAINFRONT_CHAINS__LOCAL__DEPLOYMENT_FILE", &deployment_file)
+        .env(
+            "CHAINFRONT_CHAINS__LOCAL__DEPLOYMENT_FILE",
+            &deployment_file,
+        )
         .env("CHAINFRONT_LOG__FILTER", "warn")
         .current_dir(dir.path())
         .stdout(Stdio::piped())
@@ -104,9 +110,15 @@ async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
             redis_port = port_of(&line, "redis://");
         }
     }
-    let (chain_port, redis_port) = (chain_port.expect("chain port"), redis_port.expect("redis port"));
+    let (chain_port, redis_port) = (
+        chain_port.expect("chain port"),
+        redis_port.expect("redis port"),
+    );
     assert!(port_open(chain_port) && port_open(redis_port));
-    assert!(seen.contains("purchaseVM(uint8,uint16)"), "prints what to try next:\n{seen}");
+    assert!(
+        seen.contains("purchaseVM(uint8,uint16)"),
+        "prints what to try next:\n{seen}"
+    );
 
     let deployment = Deployment::read(&deployment_file).expect("dev wrote the deployment file");
     let body: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{api_port}/health"))
@@ -117,7 +129,10 @@ async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
         .expect("json");
     assert_eq!(body["status"], "healthy", "{body}");
     assert_eq!(body["chain_id"], 31337);
-    assert_eq!(body["contracts"]["vm_marketplace"], deployment.vm_marketplace.to_string());
+    assert_eq!(
+        body["contracts"]["vm_marketplace"],
+        deployment.vm_marketplace.to_string()
+    );
     assert_eq!(body["contracts"]["usdc"], deployment.usdc.to_string());
 
     let status = Command::new("kill")
@@ -135,10 +150,15 @@ async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
     };
     assert!(exit.success(), "dev exits cleanly on Ctrl-C: {exit}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (port_open(chain_port) || port_open(redis_port) || port_open(api_port)) && Instant::now() < deadline {
+    while (port_open(chain_port) || port_open(redis_port) || port_open(api_port))
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!port_open(chain_port), "anvil still running after Ctrl-C");
-    assert!(!port_open(redis_port), "redis-server still running after Ctrl-C");
+    assert!(
+        !port_open(redis_port),
+        "redis-server still running after Ctrl-C"
+    );
     assert!(!port_open(api_port), "API still listening after Ctrl-C");
 }

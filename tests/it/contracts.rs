@@ -18,7 +18,11 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
     let vm = VMMarketplace::new(d.vm_marketplace, &wallet);
 
     let tier = DEFAULT_TIERS[2];
-    let config = vm.getTierConfig(tier.tier).call().await.expect("getTierConfig");
+    let config = vm
+        .getTierConfig(tier.tier)
+        .call()
+        .await
+        .expect("getTierConfig");
     assert_eq!(config.price, U256::from(tier.price_per_day));
     assert!(config.active);
     assert_eq!(config.name, tier.name);
@@ -26,15 +30,25 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
     let days = 30u16;
     let cost = config.price * U256::from(days);
     let treasury_before = usdc.balanceOf(d.treasury).call().await.expect("balance");
-    let buyer_before = usdc.balanceOf(buyer.address()).call().await.expect("balance");
+    let buyer_before = usdc
+        .balanceOf(buyer.address())
+        .call()
+        .await
+        .expect("balance");
     mined(
-        usdc.approve(d.vm_marketplace, cost).send().await.expect("approve"),
+        usdc.approve(d.vm_marketplace, cost)
+            .send()
+            .await
+            .expect("approve"),
         "approve",
     )
     .await
     .expect("approve mined");
     let receipt = mined(
-        vm.purchaseVM(tier.tier, days).send().await.expect("purchase"),
+        vm.purchaseVM(tier.tier, days)
+            .send()
+            .await
+            .expect("purchase"),
         "purchase",
     )
     .await
@@ -54,10 +68,21 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
     assert_eq!(event.totalCost, cost);
     let token_id = event.tokenId;
 
-    assert_eq!(vm.ownerOf(token_id).call().await.expect("ownerOf"), buyer.address());
-    assert!(vm.isTokenValid(token_id).call().await.expect("isTokenValid"));
+    assert_eq!(
+        vm.ownerOf(token_id).call().await.expect("ownerOf"),
+        buyer.address()
+    );
     assert!(
-        !vm.isTokenValid(token_id + U256::from(1)).call().await.expect("isTokenValid"),
+        vm.isTokenValid(token_id)
+            .call()
+            .await
+            .expect("isTokenValid")
+    );
+    assert!(
+        !vm.isTokenValid(token_id + U256::from(1))
+            .call()
+            .await
+            .expect("isTokenValid"),
         "a token that was never minted is not valid"
     );
     assert_eq!(
@@ -66,7 +91,10 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
         "the treasury received the whole price"
     );
     assert_eq!(
-        usdc.balanceOf(buyer.address()).call().await.expect("balance"),
+        usdc.balanceOf(buyer.address())
+            .call()
+            .await
+            .expect("balance"),
         buyer_before - cost
     );
 
@@ -76,9 +104,20 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
         .raw_request("evm_increaseTime".into(), (u64::from(days) * 86_400 + 1,))
         .await
         .expect("increase time");
-    let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.expect("mine");
-    assert_eq!(vm.ownerOf(token_id).call().await.expect("ownerOf"), buyer.address());
-    assert!(!vm.isTokenValid(token_id).call().await.expect("isTokenValid"));
+    let _: serde_json::Value = provider
+        .raw_request("evm_mine".into(), ())
+        .await
+        .expect("mine");
+    assert_eq!(
+        vm.ownerOf(token_id).call().await.expect("ownerOf"),
+        buyer.address()
+    );
+    assert!(
+        !vm.isTokenValid(token_id)
+            .call()
+            .await
+            .expect("isTokenValid")
+    );
 }
 
 #[tokio::test]
@@ -90,12 +129,21 @@ async fn a_transferred_vm_belongs_to_its_new_owner() {
     let usdc = MockUSDC::new(d.usdc, &wallet);
     let vm = VMMarketplace::new(d.vm_marketplace, &wallet);
     let cost = U256::from(DEFAULT_TIERS[0].price_per_day);
-    mined(usdc.approve(d.vm_marketplace, cost).send().await.expect("approve"), "approve")
-        .await
-        .expect("mined");
-    mined(vm.purchaseVM(0, 1).send().await.expect("purchase"), "purchase")
-        .await
-        .expect("mined");
+    mined(
+        usdc.approve(d.vm_marketplace, cost)
+            .send()
+            .await
+            .expect("approve"),
+        "approve",
+    )
+    .await
+    .expect("mined");
+    mined(
+        vm.purchaseVM(0, 1).send().await.expect("purchase"),
+        "purchase",
+    )
+    .await
+    .expect("mined");
     let token_id = vm.nextTokenId().call().await.expect("nextTokenId") - U256::from(1);
     mined(
         vm.transferFrom(seller.address(), buyer.address(), token_id)
@@ -106,10 +154,21 @@ async fn a_transferred_vm_belongs_to_its_new_owner() {
     )
     .await
     .expect("mined");
-    assert_eq!(vm.ownerOf(token_id).call().await.expect("ownerOf"), buyer.address());
+    assert_eq!(
+        vm.ownerOf(token_id).call().await.expect("ownerOf"),
+        buyer.address()
+    );
     // Unknown tiers revert with the contract's custom error, decoded by the bindings.
-    let err = vm.getTierConfig(8).call().await.expect_err("tier 8 does not exist");
+    let err = vm
+        .getTierConfig(8)
+        .call()
+        .await
+        .expect_err("tier 8 does not exist");
     let decoded = err.as_decoded_error::<VMMarketplace::UnknownTier>();
     assert!(decoded.is_some(), "expected UnknownTier, got {err}");
-    let _ = stack.deployer.get_block_number().await.expect("chain alive");
+    let _ = stack
+        .deployer
+        .get_block_number()
+        .await
+        .expect("chain alive");
 }

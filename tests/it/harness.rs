@@ -24,7 +24,6 @@ pub struct Stack {
     pub deployment: Deployment,
     /// Signs as the deployer (contract owner, operator, oracle).
     pub deployer: DynProvider,
-    pub owner: Address,
     pub dir: tempfile::TempDir,
 }
 
@@ -42,13 +41,19 @@ impl Stack {
             cbbtc: None,
             fee_bps: DEFAULT_FEE_BPS,
         };
-        let deployment = deploy::deploy(&deployer, owner, &plan).await.expect("deploy");
+        let deployment = deploy::deploy(&deployer, owner, &plan)
+            .await
+            .expect("deploy");
         deploy::seed_tiers(&deployer, deployment.vm_marketplace, &DEFAULT_TIERS)
             .await
             .expect("tiers");
-        deploy::seed_demo_market(&deployer, deployment.submission_stakes.expect("stakes"), owner)
-            .await
-            .expect("market");
+        deploy::seed_demo_market(
+            &deployer,
+            deployment.submission_stakes.expect("stakes"),
+            owner,
+        )
+        .await
+        .expect("market");
         let wallets: Vec<Address> = (1..=3).map(|i| anvil_signer(&anvil, i).address()).collect();
         deploy::fund_demo_wallets(&deployer, &deployment, &wallets)
             .await
@@ -62,7 +67,7 @@ impl Stack {
             redis,
             deployment,
             deployer,
-            owner,
+
             dir,
         }
     }
@@ -80,7 +85,10 @@ impl Stack {
     /// The environment that points `config/local.toml` at this stack.
     pub fn env(&self) -> BTreeMap<String, String> {
         [
-            ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", format!("[\"{}\"]", self.anvil.endpoint())),
+            (
+                "CHAINFRONT_CHAINS__LOCAL__RPC_URLS",
+                format!("[\"{}\"]", self.anvil.endpoint()),
+            ),
             ("CHAINFRONT_REDIS__URL", self.redis.url()),
             (
                 "CHAINFRONT_CHAINS__LOCAL__DEPLOYMENT_FILE",

@@ -11,7 +11,11 @@ use crate::harness::Stack;
 
 async fn get_health(router: axum::Router) -> (StatusCode, Value) {
     let resp = router
-        .oneshot(Request::get("/health").body(Body::empty()).expect("request"))
+        .oneshot(
+            Request::get("/health")
+                .body(Body::empty())
+                .expect("request"),
+        )
         .await
         .expect("response");
     let status = resp.status();
@@ -22,13 +26,18 @@ async fn get_health(router: axum::Router) -> (StatusCode, Value) {
 #[tokio::test]
 async fn health_reports_chain_and_contracts() {
     let stack = Stack::start().await;
-    let state = chainfront::node::connect(stack.config()).await.expect("node connects");
+    let state = chainfront::node::connect(stack.config())
+        .await
+        .expect("node connects");
     let (status, body) = get_health(chainfront::api::router(state.clone())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["chain_id"], 31337);
     let d = &stack.deployment;
-    assert_eq!(body["contracts"]["vm_marketplace"], d.vm_marketplace.to_string());
+    assert_eq!(
+        body["contracts"]["vm_marketplace"],
+        d.vm_marketplace.to_string()
+    );
     assert_eq!(
         body["contracts"]["submission_stakes"],
         d.submission_stakes.expect("stakes").to_string()
@@ -56,8 +65,13 @@ async fn node_refuses_a_config_for_another_chain() {
     // The deployment file says 31337; point the config at chain 1 and the
     // mismatch must be named, not panicked on.
     env.insert("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID".into(), "1".into());
-    let config = chainfront::config::Config::load_with_env(Some(&crate::harness::local_toml()), &env)
-        .expect("loads");
-    let err = chainfront::node::connect(config).await.err().expect("must refuse").to_string();
+    let config =
+        chainfront::config::Config::load_with_env(Some(&crate::harness::local_toml()), &env)
+            .expect("loads");
+    let err = chainfront::node::connect(config)
+        .await
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(err.contains("chain id") && err.contains("31337"), "{err}");
 }

@@ -40,12 +40,21 @@ async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, Connect
     let conn = conn(stack, db).await;
     let store = Store::new(conn.clone(), spec.watched.keys.clone(), spec.follow.window);
     let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout).expect("rpc");
-    let f = Follower::new(rpc, store, spec.watched.clone(), spec.follow.clone(), Arc::new(IndexerMetrics::default()));
+    let f = Follower::new(
+        rpc,
+        store,
+        spec.watched.clone(),
+        spec.follow.clone(),
+        Arc::new(IndexerMetrics::default()),
+    );
     (f, conn)
 }
 
 async fn digest(conn: &mut ConnectionManager, spec: &ChainSpec) -> String {
-    state_digest(conn, &spec.watched.keys).await.expect("digest").0
+    state_digest(conn, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0
 }
 
 /// Deposits, purchases and VM transfers from wallets 1..=4.
@@ -55,13 +64,27 @@ fn workload(n: usize) -> Vec<Action> {
     for i in 0..n {
         let w = 1 + i % 4;
         actions.push(match i % 5 {
-            0 | 1 | 2 => Action::Deposit { wallet: w, amount: 1_000 + i as u64 },
+            0..=2 => Action::Deposit {
+                wallet: w,
+                amount: 1_000 + i as u64,
+            },
             3 => {
                 token += 1;
-                Action::Purchase { wallet: w, tier: (i % 8) as u8, days: 1 + (i % 30) as u16 }
+                Action::Purchase {
+                    wallet: w,
+                    tier: (i % 8) as u8,
+                    days: 1 + (i % 30) as u16,
+                }
             }
-            _ if token > 0 => Action::TransferVm { from: 1 + ((token as usize - 1) * 5 + 3) % 4, to: 5, token_id: token },
-            _ => Action::Deposit { wallet: w, amount: 7 },
+            _ if token > 0 => Action::TransferVm {
+                from: 1 + ((token as usize - 1) * 5 + 3) % 4,
+                to: 5,
+                token_id: token,
+            },
+            _ => Action::Deposit {
+                wallet: w,
+                amount: 7,
+            },
         });
     }
     actions
@@ -97,7 +120,10 @@ async fn backfill_and_live_following_reach_the_same_state() {
     // Let the live follower reach the head, then stop it.
     let keys = spec.watched.keys.clone();
     for _ in 0..500 {
-        let n: Option<u64> = live_conn.hget(keys.checkpoint(), "number").await.expect("checkpoint");
+        let n: Option<u64> = live_conn
+            .hget(keys.checkpoint(), "number")
+            .await
+            .expect("checkpoint");
         if n == Some(head) {
             break;
         }
@@ -121,12 +147,21 @@ async fn backfill_and_live_following_reach_the_same_state() {
         .await
         .expect("total");
     assert_eq!(total, deposited_by(&actions, 1).to_string());
-    let owned_by_5: Vec<String> = backfill_conn.smembers(keys.owner_vms(stack.signer(5).address())).await.expect("set");
+    let owned_by_5: Vec<String> = backfill_conn
+        .smembers(keys.owner_vms(stack.signer(5).address()))
+        .await
+        .expect("set");
     assert!(!owned_by_5.is_empty(), "transferred VMs belong to wallet 5");
-    let vm = chainfront_indexer::contracts::VMMarketplace::new(stack.deployment.vm_marketplace, &stack.deployer);
+    let vm = chainfront_indexer::contracts::VMMarketplace::new(
+        stack.deployment.vm_marketplace,
+        &stack.deployer,
+    );
     for id in owned_by_5.iter().take(5) {
         let id: U256 = id.parse().expect("token id");
-        assert_eq!(vm.ownerOf(id).call().await.expect("ownerOf"), stack.signer(5).address());
+        assert_eq!(
+            vm.ownerOf(id).call().await.expect("ownerOf"),
+            stack.signer(5).address()
+        );
     }
 }
 
@@ -141,31 +176,58 @@ async fn reorg_case(depth: u64) {
     f.sync().await.expect("initial sync");
 
     let provider = &stack.deployer;
-    let snapshot: U256 = provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
+    let snapshot: U256 = provider
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .expect("snapshot");
     // The orphaned branch: `depth` blocks of deposits, purchases and transfers.
     let branch_a: Vec<Action> = (0..depth as usize)
         .flat_map(|i| {
             [
-                Action::Deposit { wallet: 1 + i % 4, amount: 500 + i as u64 },
-                Action::Purchase { wallet: 2, tier: 1, days: 3 },
-                Action::TransferVm { from: 4, to: 6, token_id: 4 },
+                Action::Deposit {
+                    wallet: 1 + i % 4,
+                    amount: 500 + i as u64,
+                },
+                Action::Purchase {
+                    wallet: 2,
+                    tier: 1,
+                    days: 3,
+                },
+                Action::TransferVm {
+                    from: 4,
+                    to: 6,
+                    token_id: 4,
+                },
             ]
         })
         .collect();
     seed::run(&stack, &branch_a, 3).await;
     f.sync().await.expect("sync onto branch A");
     let on_a: String = c
-        .get(spec.watched.keys.wallet_deposit_total(stack.signer(1).address()))
+        .get(
+            spec.watched
+                .keys
+                .wallet_deposit_total(stack.signer(1).address()),
+        )
         .await
         .expect("total");
 
-    let _: bool = provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
+    let _: bool = provider
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .expect("revert");
     // The canonical branch: other deposits, in another order, one block longer.
     let branch_b: Vec<Action> = (0..=depth as usize)
         .flat_map(|i| {
             [
-                Action::Deposit { wallet: 4 - i % 4, amount: 9_000 + i as u64 },
-                Action::Deposit { wallet: 1, amount: 1 },
+                Action::Deposit {
+                    wallet: 4 - i % 4,
+                    amount: 9_000 + i as u64,
+                },
+                Action::Deposit {
+                    wallet: 1,
+                    amount: 1,
+                },
             ]
         })
         .collect();
@@ -175,15 +237,31 @@ async fn reorg_case(depth: u64) {
 
     let (mut fresh, mut fresh_conn) = follower(&stack, 2, &spec).await;
     fresh.sync().await.expect("fresh reindex");
-    assert_eq!(after, digest(&mut fresh_conn, &spec).await, "depth {depth}: reorged state differs from a fresh reindex");
+    assert_eq!(
+        after,
+        digest(&mut fresh_conn, &spec).await,
+        "depth {depth}: reorged state differs from a fresh reindex"
+    );
     let on_b: String = c
-        .get(spec.watched.keys.wallet_deposit_total(stack.signer(1).address()))
+        .get(
+            spec.watched
+                .keys
+                .wallet_deposit_total(stack.signer(1).address()),
+        )
         .await
         .expect("total");
     assert_ne!(on_a, on_b, "the orphaned deposits must be gone");
 
     // After the reorg it keeps following.
-    seed::run(&stack, &[Action::Deposit { wallet: 3, amount: 42 }], 1).await;
+    seed::run(
+        &stack,
+        &[Action::Deposit {
+            wallet: 3,
+            amount: 42,
+        }],
+        1,
+    )
+    .await;
     let head = provider.get_block_number().await.expect("head");
     assert_eq!(f.sync().await.expect("keeps following"), Some(head));
 }
@@ -209,14 +287,31 @@ async fn a_reorg_deeper_than_the_window_stops_with_a_clear_error() {
     let mut spec = spec(&stack);
     spec.follow.window = 3;
     let provider = &stack.deployer;
-    let snapshot: U256 = provider.raw_request("evm_snapshot".into(), ()).await.expect("snapshot");
+    let snapshot: U256 = provider
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .expect("snapshot");
     seed::run(&stack, &workload(40), 4).await;
     let (mut f, _c) = follower(&stack, 1, &spec).await;
     f.sync().await.expect("sync");
-    let _: bool = provider.raw_request("evm_revert".into(), (snapshot,)).await.expect("revert");
-    seed::run(&stack, &[Action::Deposit { wallet: 2, amount: 1 }; 60], 3).await;
+    let _: bool = provider
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .expect("revert");
+    seed::run(
+        &stack,
+        &[Action::Deposit {
+            wallet: 2,
+            amount: 1,
+        }; 60],
+        3,
+    )
+    .await;
     let err = f.sync().await.expect_err("must refuse to guess");
-    assert!(matches!(err, chainfront_indexer::Error::ReorgTooDeep { .. }), "{err}");
+    assert!(
+        matches!(err, chainfront_indexer::Error::ReorgTooDeep { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("reindex"), "{err}");
 }
 
@@ -233,12 +328,25 @@ async fn a_lagging_provider_causes_no_false_reorg_and_the_store_keys_are_chain_s
     // confirmation depth sees a lower target. It must neither revert nor fail.
     let mut lagging = spec.clone();
     lagging.follow.confirmations = 5;
-    let store = Store::new(c.clone(), lagging.watched.keys.clone(), lagging.follow.window);
+    let store = Store::new(
+        c.clone(),
+        lagging.watched.keys.clone(),
+        lagging.follow.window,
+    );
     let rpc = Rpc::new(&lagging.rpc_urls, lagging.retry, lagging.rpc_timeout).expect("rpc");
-    let mut behind = Follower::new(rpc, store, lagging.watched.clone(), lagging.follow.clone(), Arc::default());
+    let mut behind = Follower::new(
+        rpc,
+        store,
+        lagging.watched.clone(),
+        lagging.follow.clone(),
+        Arc::default(),
+    );
     assert_eq!(behind.sync().await.expect("no false reorg"), Some(head));
     assert_eq!(before, digest(&mut c, &spec).await);
     let keys = ChainKeys::new(spec.chain_id);
-    let n: u64 = c.hget(keys.checkpoint(), "number").await.expect("checkpoint");
+    let n: u64 = c
+        .hget(keys.checkpoint(), "number")
+        .await
+        .expect("checkpoint");
     assert_eq!(n, head);
 }

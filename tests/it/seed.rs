@@ -18,7 +18,11 @@ pub enum Action {
     /// `wallet` buys a VM of `tier` for `days` (it must have approved enough).
     Purchase { wallet: usize, tier: u8, days: u16 },
     /// `from` transfers VM `token_id` to `to`.
-    TransferVm { from: usize, to: usize, token_id: u64 },
+    TransferVm {
+        from: usize,
+        to: usize,
+        token_id: u64,
+    },
     /// `wallet` approves the marketplace for a large USDC amount.
     Approve { wallet: usize },
 }
@@ -32,10 +36,18 @@ pub async fn run(stack: &Stack, actions: &[Action], per_block: usize) -> u64 {
         .await
         .map(|_: serde_json::Value| true)
         .expect("automine off");
-    let wallets: Vec<(Address, DynProvider)> = (0..10).map(|i| (stack.signer(i).address(), stack.wallet(i))).collect();
+    let wallets: Vec<(Address, DynProvider)> = (0..10)
+        .map(|i| (stack.signer(i).address(), stack.wallet(i)))
+        .collect();
     let mut nonces = Vec::new();
     for (addr, _) in &wallets {
-        nonces.push(provider.get_transaction_count(*addr).pending().await.expect("nonce"));
+        nonces.push(
+            provider
+                .get_transaction_count(*addr)
+                .pending()
+                .await
+                .expect("nonce"),
+        );
     }
     let d = &stack.deployment;
     let mut mined = 0u64;
@@ -44,12 +56,20 @@ pub async fn run(stack: &Stack, actions: &[Action], per_block: usize) -> u64 {
             Action::Deposit { wallet, amount } => (
                 wallet,
                 d.usdc,
-                MockUSDC::transferCall { to: d.treasury, value: U256::from(amount) }.abi_encode(),
+                MockUSDC::transferCall {
+                    to: d.treasury,
+                    value: U256::from(amount),
+                }
+                .abi_encode(),
             ),
             Action::Purchase { wallet, tier, days } => (
                 wallet,
                 d.vm_marketplace,
-                VMMarketplace::purchaseVMCall { tier, durationDays: days }.abi_encode(),
+                VMMarketplace::purchaseVMCall {
+                    tier,
+                    durationDays: days,
+                }
+                .abi_encode(),
             ),
             Action::TransferVm { from, to, token_id } => (
                 from,
@@ -64,7 +84,11 @@ pub async fn run(stack: &Stack, actions: &[Action], per_block: usize) -> u64 {
             Action::Approve { wallet } => (
                 wallet,
                 d.usdc,
-                MockUSDC::approveCall { spender: d.vm_marketplace, value: U256::MAX }.abi_encode(),
+                MockUSDC::approveCall {
+                    spender: d.vm_marketplace,
+                    value: U256::MAX,
+                }
+                .abi_encode(),
             ),
         };
         let tx = TransactionRequest::default()
@@ -77,12 +101,12 @@ pub async fn run(stack: &Stack, actions: &[Action], per_block: usize) -> u64 {
             .with_chain_id(31337);
         nonces[who] += 1;
         let _ = wallets[who].1.send_transaction(tx).await.expect("send");
-        if (i + 1) % per_block == 0 {
+        if (i + 1).is_multiple_of(per_block) {
             mine(provider).await;
             mined += 1;
         }
     }
-    if actions.len() % per_block != 0 {
+    if !actions.len().is_multiple_of(per_block) {
         mine(provider).await;
         mined += 1;
     }
@@ -95,5 +119,8 @@ pub async fn run(stack: &Stack, actions: &[Action], per_block: usize) -> u64 {
 
 /// Mines one block.
 pub async fn mine(provider: &DynProvider) {
-    let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await.expect("evm_mine");
+    let _: serde_json::Value = provider
+        .raw_request("evm_mine".into(), ())
+        .await
+        .expect("evm_mine");
 }
