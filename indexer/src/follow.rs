@@ -147,6 +147,7 @@ impl Follower {
     /// checkpoint reached.
     pub async fn sync(&mut self) -> Result<Option<u64>> {
         let target = self.target().await?;
+        let mut checkpoint_verified = false;
         loop {
             let cp = self.store.checkpoint().await?;
             let next = cp.map_or(self.cfg.start_block, |c| c.number + 1);
@@ -157,6 +158,19 @@ impl Follower {
             }
             let deep_end = target.saturating_sub(self.cfg.window);
             if next <= deep_end {
+                // The chain moved more than a window since our checkpoint:
+                // backfill skips the parent-hash check of window mode, so make
+                // sure the checkpoint itself is still canonical first.
+                if let Some(cp) = cp
+                    && !checkpoint_verified
+                {
+                    checkpoint_verified = true;
+                    let canonical = self.header(cp.number).await?.map(|(h, _)| h);
+                    if canonical != Some(cp.hash) {
+                        self.reorg(cp).await?;
+                        continue;
+                    }
+                }
                 self.backfill(next, deep_end).await?;
                 continue;
             }

@@ -61,7 +61,6 @@ fn port_of(line: &str, scheme: &str) -> Option<u16> {
 
 /// `chainfront dev` brings up a node whose /health reports the chain id and
 /// the deployed addresses, and Ctrl-C leaves nothing running.
-#[ignore = "not yet verified green within CI limits; see issue note"]
 #[tokio::test]
 async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -94,7 +93,12 @@ async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
     let (mut chain_port, mut redis_port, mut up) = (None, None, false);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = String::new();
-    while !(up && chain_port.is_some() && redis_port.is_some()) {
+    // The banner ends with the credential-request example.
+    while !(up
+        && chain_port.is_some()
+        && redis_port.is_some()
+        && seen.contains("ClawCloud Access Request"))
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(l) => l,

@@ -28,7 +28,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts everything; tiers seeded, the demo market open, wallets 1..=3 funded.
+    /// Starts everything; tiers seeded, the demo market open, wallets 1..=6 funded.
     pub async fn start() -> Stack {
         let anvil = devnet::start_anvil(31337, None).expect("anvil starts");
         let redis = RedisServer::start().expect("redis-server starts");
@@ -54,7 +54,7 @@ impl Stack {
         )
         .await
         .expect("market");
-        let wallets: Vec<Address> = (1..=3).map(|i| anvil_signer(&anvil, i).address()).collect();
+        let wallets: Vec<Address> = (1..=6).map(|i| anvil_signer(&anvil, i).address()).collect();
         deploy::fund_demo_wallets(&deployer, &deployment, &wallets)
             .await
             .expect("fund");
