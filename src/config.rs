@@ -32,7 +32,13 @@ const NON_KEY_VARS: &[&str] = &["config"];
 
 /// The secrets, by config name. Each is read from `CHAINFRONT_<NAME>` or from
 /// the file named by `CHAINFRONT_<NAME>_FILE`.
-pub const SECRET_NAMES: &[&str] = &["deployer_key", "jwt_secret", "admin_key_hash", "master_key"];
+pub const SECRET_NAMES: &[&str] = &[
+    "deployer_key",
+    "jwt_secret",
+    "admin_key_hash",
+    "master_key",
+    "vultr_api_key",
+];
 
 /// The whole node configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +59,15 @@ pub struct Config {
     /// Indexer settings.
     #[serde(default)]
     pub indexer: IndexerConfig,
+    /// Per-IP, per-route rate limits and automatic bans.
+    #[serde(default)]
+    pub rate_limits: RateLimitConfig,
+    /// Wallet-signature and JWT authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// VM provisioning.
+    #[serde(default)]
+    pub provisioning: ProvisioningConfig,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -202,6 +217,164 @@ fn default_max_log_range() -> u64 {
     10_000
 }
 
+/// One limit: `requests` per `window_secs`, per client IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Requests allowed in one window.
+    pub requests: u32,
+    /// Window length in seconds.
+    pub window_secs: u64,
+}
+
+impl Limit {
+    const fn per(requests: u32, window_secs: u64) -> Self {
+        Self {
+            requests,
+            window_secs,
+        }
+    }
+}
+
+/// Rate limits (ClawCloud v1.3.0 defaults) and the auto-ban policy. Counts
+/// live in Redis so several API replicas share them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Switch every limit off (benchmarks, trusted deployments).
+    pub enabled: bool,
+    /// `GET /tiers`.
+    pub tiers: Limit,
+    /// `GET /credentials/:tokenId`.
+    pub credentials: Limit,
+    /// `GET /vms/:address`.
+    pub vms: Limit,
+    /// `GET /status/:tokenId`.
+    pub status: Limit,
+    /// `POST /agents/generate-wallet`.
+    pub generate_wallet: Limit,
+    /// `/admin/*`.
+    pub admin: Limit,
+    /// `/auth/*` (nonces, sign-in).
+    pub auth: Limit,
+    /// Violations (429s) within `ban_window_secs` that ban an IP.
+    pub ban_threshold: u32,
+    /// Window over which violations are counted.
+    pub ban_window_secs: u64,
+    /// How long an automatic ban lasts.
+    pub ban_secs: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tiers: Limit::per(100, 60),
+            credentials: Limit::per(30, 3_600),
+            vms: Limit::per(30, 60),
+            status: Limit::per(100, 60),
+            generate_wallet: Limit::per(3, 60),
+            admin: Limit::per(20, 60),
+            auth: Limit::per(30, 60),
+            ban_threshold: 10,
+            ban_window_secs: 3_600,
+            ban_secs: 3_600,
+        }
+    }
+}
+
+/// Authentication settings. The secret for JWTs is `CHAINFRONT_JWT_SECRET`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How old a timestamped signature may be, in seconds.
+    pub signature_max_age_secs: u64,
+    /// How long a server nonce stays valid, in seconds.
+    pub nonce_ttl_secs: u64,
+    /// Lifetime of a sign-in JWT, in seconds.
+    pub jwt_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            signature_max_age_secs: 300,
+            nonce_ttl_secs: 300,
+            jwt_ttl_secs: 3_600,
+        }
+    }
+}
+
+/// Which provider creates VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Local stand-in used by `chainfront dev`: answers at once with a local host.
+    #[default]
+    Dev,
+    /// An operator-configured executable (JSON on stdin, JSON on stdout).
+    Command,
+    /// Vultr API v2 (tiers 0-3).
+    Vultr,
+}
+
+/// SSH key type generated per VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SshKeyType {
+    /// Ed25519 (default).
+    #[default]
+    Ed25519,
+    /// RSA 4096, as ClawCloud documents.
+    Rsa4096,
+}
+
+/// VM provisioning settings. The Vultr key is `CHAINFRONT_VULTR_API_KEY`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// Run the provisioning worker and expiry sweeper inside `chainfront run`.
+    pub enabled: bool,
+    /// Which provider creates VMs.
+    pub provider: ProviderKind,
+    /// `command` provider: the executable and its arguments.
+    pub command: Vec<String>,
+    /// `vultr` provider: API base URL.
+    pub vultr_api_url: String,
+    /// `vultr` provider: region.
+    pub vultr_region: String,
+    /// `vultr` provider: OS id.
+    pub vultr_os_id: u32,
+    /// SSH key type generated per VM.
+    pub ssh_key_type: SshKeyType,
+    /// Erase the private key after its first successful delivery.
+    pub one_time_delivery: bool,
+    /// Attempts before a provisioning is left to an operator.
+    pub max_attempts: u32,
+    /// First retry delay in ms (doubles per attempt, with jitter).
+    pub retry_base_ms: u64,
+    /// How often the worker looks for due jobs and expired VMs, in ms.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            provider: ProviderKind::Dev,
+            command: Vec::new(),
+            vultr_api_url: "https://api.vultr.com/v2".into(),
+            vultr_region: "ewr".into(),
+            vultr_os_id: 2136,
+            ssh_key_type: SshKeyType::Ed25519,
+            one_time_delivery: false,
+            max_attempts: 5,
+            retry_base_ms: 2_000,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
 /// Indexer settings shared by every chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -268,6 +441,8 @@ pub struct Secrets {
     pub admin_key_hash: Option<Secret>,
     /// Master key for encryption at rest.
     pub master_key: Option<Secret>,
+    /// Vultr API key for the `vultr` provider.
+    pub vultr_api_key: Option<Secret>,
 }
 
 impl Secrets {
@@ -297,6 +472,7 @@ impl Secrets {
             jwt_secret: read("jwt_secret")?,
             admin_key_hash: read("admin_key_hash")?,
             master_key: read("master_key")?,
+            vultr_api_key: read("vultr_api_key")?,
         })
     }
 }
@@ -667,6 +843,9 @@ struct Defaults {
     redis: RedisConfig,
     log: LogConfig,
     indexer: IndexerConfig,
+    rate_limits: RateLimitConfig,
+    auth: AuthConfig,
+    provisioning: ProvisioningConfig,
 }
 
 #[cfg(test)]

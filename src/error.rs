@@ -29,6 +29,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Encryption, decryption or key handling failed.
+    #[error("crypto: {0}")]
+    Crypto(String),
+    /// A VM provider (cloud API, command) failed.
+    #[error("provider: {0}")]
+    Provider(String),
+    /// An invariant of our own broke.
+    #[error("internal: {0}")]
+    Internal(String),
     /// An I/O error with context.
     #[error("{context}: {source}")]
     Io {

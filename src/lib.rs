@@ -6,12 +6,15 @@
 //! `chainfront-indexer`.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod deploy;
 pub mod devnet;
 mod error;
 pub mod node;
+pub mod provision;
 pub mod telemetry;
 pub mod time;
 pub mod toolchain;

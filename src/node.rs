@@ -10,7 +10,7 @@ use chainfront_indexer::metrics::IndexerMetrics;
 use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -81,11 +81,25 @@ pub async fn connect(config: Config) -> Result<AppState> {
         });
     }
     let redis = connect_redis(&config.redis.url).await?;
+    let master = crate::crypto::ecies::MasterKey::from_secrets(&config.secrets)?.map(Arc::new);
+    if master.is_none() {
+        warn!(target: "chainfront::node", "no master key (CHAINFRONT_MASTER_KEY): wallet generation and VM provisioning are off");
+    }
+    let auth = Arc::new(crate::auth::Auth::new(
+        &config,
+        redis.clone(),
+        chain.clone(),
+    ));
     Ok(AppState {
+        auth,
         config: Arc::new(config),
         home: Arc::new(home),
         redis,
         chain,
+        master,
+        chain_head: Arc::default(),
+        chain_time: Arc::default(),
+        tiers_cache: Arc::default(),
     })
 }
 
@@ -169,6 +183,37 @@ pub async fn run_on(
             Ok(())
         }
     };
-    let (api, indexed) = tokio::join!(serve(state.clone(), listener, shutdown.clone()), indexers);
-    indexed.and(api)
+    let head = tokio::spawn(api::vms::track_head(state.clone(), shutdown.clone()));
+    let provisioning = run_provisioning(&state, shutdown.clone());
+    let (api, indexed, provisioned) = tokio::join!(
+        serve(state.clone(), listener, shutdown.clone()),
+        indexers,
+        provisioning
+    );
+    head.abort();
+    indexed.and(provisioned).and(api)
+}
+
+/// Runs the provisioning worker and expiry sweeper for the home chain until
+/// `shutdown`, when `provisioning.enabled` is on and a master key is set.
+pub async fn run_provisioning(state: &AppState, shutdown: CancellationToken) -> Result<()> {
+    let cfg = &state.config.provisioning;
+    let Some(master) = state.master.clone() else {
+        return Ok(());
+    };
+    if !cfg.enabled {
+        return Ok(());
+    }
+    let provider: Arc<dyn crate::provision::Provider> =
+        Arc::from(crate::provision::from_config(&state.config)?);
+    info!(target: "chainfront::provision", provider = provider.name(), "provisioning worker started");
+    let worker = crate::provision::worker::Worker::new(
+        state.redis.clone(),
+        chainfront_indexer::keys::ChainKeys::new(state.home.deployment.chain_id),
+        provider,
+        master,
+        cfg.clone(),
+    );
+    worker.run(shutdown).await;
+    Ok(())
 }

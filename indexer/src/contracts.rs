@@ -33,3 +33,12 @@ sol!(
     SubmissionStakes,
     "../abi/SubmissionStakes.json"
 );
+
+sol!(
+    /// ERC-1271: contract wallets that validate signatures themselves.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IERC1271 {
+        function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4 magicValue);
+    }
+);

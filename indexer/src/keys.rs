@@ -157,6 +157,67 @@ impl ChainKeys {
     }
 }
 
+impl ChainKeys {
+    /// `cf:{c<id>}:p:<rest>`: node-owned state about this chain's VMs
+    /// (provisioning, encrypted credentials). Same hash tag as the VM it
+    /// describes, so one round trip reads both.
+    fn p(&self, rest: &str) -> String {
+        format!("{}p:{rest}", self.base)
+    }
+
+    // ---- provisioning (written by the API node, not the indexer) ----
+
+    /// Hash: provisioning record of one VM (status, attempts, host, username,
+    /// instance id, vm_type, encrypted private key, timestamps, last error).
+    pub fn provision(&self, token_id: U256) -> String {
+        self.p(&format!("vm:{token_id}"))
+    }
+
+    /// Sorted set: token ids waiting for provisioning, score = due time (unix ms).
+    pub fn provision_queue(&self) -> String {
+        self.p("queue")
+    }
+
+    /// Set: token ids whose provisioning failed past the attempt limit.
+    pub fn provision_failed(&self) -> String {
+        self.p("failed")
+    }
+
+    /// Sorted set: provisioned token ids, score = expiry (unix s), for the sweeper.
+    pub fn provision_expiry(&self) -> String {
+        self.p("expiry")
+    }
+
+    /// Set of VMPurchased token ids the enqueuer has seen (idempotent enqueue).
+    pub fn provision_seen(&self) -> String {
+        self.p("seen")
+    }
+}
+
+/// Keys of node-wide state that is not about one chain: rate limits, bans,
+/// auth nonces, agent wallets. Per-IP keys carry the IP as hash tag so they
+/// spread over a Redis Cluster.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeKeys;
+
+impl NodeKeys {
+    // ---- rate limits and bans ----
+
+    // ---- auth ----
+
+    /// String with a TTL: a timestamped signature already used (by its sha256).
+    pub fn signature_used(&self, digest_hex: &str) -> String {
+        format!("cf:{{sig:{digest_hex}}}:used")
+    }
+
+    // ---- agent wallets ----
+
+    /// Hash: agent wallet address → ECIES-encrypted private key.
+    pub fn agent_wallets(&self) -> String {
+        "cf:{node}:wallets".into()
+    }
+}
+
 /// Addresses in keys are lower-case hex, so lookups need no checksum.
 pub fn lower(a: Address) -> String {
     format!("{a:#x}")

@@ -2,7 +2,7 @@
 //! 5xx answers carry a generic message; the cause is logged, not sent.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -12,9 +12,32 @@ pub enum ApiError {
     /// 400: malformed input.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: missing or invalid credentials (signature, token, key).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 402: payment required or balance too low.
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// 403: authenticated, but not allowed (not the owner, expired, banned).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
+    /// 409: conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: body too large.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 429: over a rate limit; retry after this many seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was exceeded.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after: u64,
+    },
     /// 503: a dependency (Redis, RPC) is down.
     #[error("{0}")]
     Unavailable(String),
@@ -23,11 +46,33 @@ pub enum ApiError {
     Internal(#[from] crate::Error),
 }
 
+impl ApiError {
+    /// A 500 from any displayable cause (logged, never sent).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(crate::Error::Internal(cause.to_string()))
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        tracing::error!(target: "chainfront::api", error = %e, "redis error");
+        ApiError::Unavailable("state store unavailable; retry shortly".into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
+            ApiError::PaymentRequired(m) => (StatusCode::PAYMENT_REQUIRED, m.clone()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+            ApiError::PayloadTooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m.clone()),
+            ApiError::TooManyRequests { message, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, message.clone())
+            }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
             ApiError::Internal(cause) => {
                 tracing::error!(target: "chainfront::api", error = %cause, "internal error");
@@ -37,6 +82,12 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(json!({ "error": message }))).into_response()
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self
+            && let Ok(v) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
     }
 }

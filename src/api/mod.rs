@@ -2,6 +2,8 @@
 
 pub mod error;
 mod health;
+pub mod ratelimit;
+pub mod vms;
 
 use std::sync::Arc;
 
@@ -24,9 +26,31 @@ pub struct AppState {
     pub redis: ConnectionManager,
     /// Read-only chain access.
     pub chain: DynProvider,
+    /// Master key for encryption at rest (`None`: wallet generation and
+    /// provisioning are off).
+    pub master: Option<Arc<crate::crypto::ecies::MasterKey>>,
+    /// Latest head block seen by this process (0 until known).
+    pub chain_head: Arc<std::sync::atomic::AtomicU64>,
+    /// Timestamp of that head block (0 until known).
+    pub chain_time: Arc<std::sync::atomic::AtomicU64>,
+    /// Wallet-signature checks.
+    pub auth: Arc<crate::auth::Auth>,
+    /// `/tiers` answers, cached briefly.
+    pub tiers_cache: Arc<vms::TiersCache>,
 }
+
+/// Largest request body accepted by any route.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The complete router.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::router()).with_state(state)
+    Router::new()
+        .merge(health::router())
+        .merge(vms::tiers_router())
+        .merge(vms::vms_router())
+        .merge(vms::status_router())
+        .merge(vms::credentials_router())
+        .merge(vms::wallet_router())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }

@@ -135,6 +135,12 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     deploy::fund_demo_wallets(&provider, &deployment, &addresses).await?;
     deployment.write(&deployment_file)?;
 
+    if config.secrets.master_key.is_none() {
+        // A throwaway master key for this local stack only (fresh chain, fresh
+        // Redis): production keys come from CHAINFRONT_MASTER_KEY(_FILE).
+        let key = crate::crypto::ecies::MasterKey::generate();
+        config.secrets.master_key = Some(crate::config::Secret::new(key.to_hex().to_string()));
+    }
     let listen = config.api.listen;
     let state = node::connect(config).await?;
     let listener = TcpListener::bind(listen)
@@ -222,7 +228,13 @@ fn print_next_steps(
             "  $CAST call --rpc-url $RPC {} 'isTokenValid(uint256)(bool)' 1",
             d.vm_marketplace
         );
-        println!("Sign the credential request for VM #1 (the API's credential routes verify it):");
-        println!("  $CAST wallet sign --private-key $KEY 'ClawCloud Access Request: 1'");
+        println!(
+            "\nFetch its SSH credentials (signed by the owner; the test chain's legacy form):"
+        );
+        println!("  SIG=$($CAST wallet sign --private-key $KEY 'ClawCloud Access Request: 1')");
+        println!("  curl -s -H \"Authorization: Bearer $SIG\" {api}/credentials/1");
+        println!("\nList the wallet's VMs and the tiers:");
+        println!("  curl -s {api}/vms/{}", w.address);
+        println!("  curl -s {api}/tiers");
     }
 }

@@ -135,3 +135,41 @@ pub fn run_in_repo(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+impl Stack {
+    /// Wallet `i` approves and buys a VM of `tier` for `days`; returns its token id.
+    pub async fn buy_vm(&self, i: usize, tier: u8, days: u16) -> alloy::primitives::U256 {
+        use alloy::primitives::U256;
+        use chainfront::deploy::mined;
+        use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
+        let wallet = self.wallet(i);
+        let d = &self.deployment;
+        let vm = VMMarketplace::new(d.vm_marketplace, &wallet);
+        let price = vm.getTierConfig(tier).call().await.expect("tier").price;
+        let usdc = MockUSDC::new(d.usdc, &wallet);
+        mined(
+            usdc.approve(d.vm_marketplace, price * U256::from(days))
+                .send()
+                .await
+                .expect("approve"),
+            "approve",
+        )
+        .await
+        .expect("approve mined");
+        let receipt = mined(
+            vm.purchaseVM(tier, days).send().await.expect("purchase"),
+            "purchase",
+        )
+        .await
+        .expect("purchase mined");
+        receipt
+            .inner
+            .logs()
+            .iter()
+            .find_map(|l| l.log_decode::<VMMarketplace::VMPurchased>().ok())
+            .expect("VMPurchased")
+            .inner
+            .data
+            .tokenId
+    }
+}

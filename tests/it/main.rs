@@ -8,4 +8,6 @@ mod contracts;
 mod harness;
 mod health;
 mod indexer;
+mod provision;
 mod seed;
+mod vms;

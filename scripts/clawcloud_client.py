@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""A ClawCloud client written the way the API document's users write one:
+eth_account for keys and signatures, requests for HTTP. It buys a VM with
+USDC on chain, then polls /credentials/:tokenId until the VM is ready.
+
+Usage:
+  clawcloud_client.py --api http://127.0.0.1:8080 --rpc http://127.0.0.1:8545 \
+      --key 0x... --usdc 0x... --vm 0x... [--tier 0] [--days 7]
+
+Prints the credentials JSON on success; exits non-zero with a message on error.
+"""
+import argparse
+import json
+import sys
+import time
+
+import requests
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+
+def rpc(url, method, params):
+    r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=30)
+    r.raise_for_status()
+    body = r.json()
+    if "error" in body:
+        raise RuntimeError(f"{method}: {body['error']}")
+    return body["result"]
+
+
+def word(value):
+    return hex(value)[2:].rjust(64, "0")
+
+
+def address_word(address):
+    return address.lower().replace("0x", "").rjust(64, "0")
+
+
+def send(url, account, to, data, chain_id):
+    nonce = int(rpc(url, "eth_getTransactionCount", [account.address, "pending"]), 16)
+    tx = {
+        "to": to,
+        "data": data,
+        "value": 0,
+        "nonce": nonce,
+        "gas": 400_000,
+        "maxFeePerGas": 20_000_000_000,
+        "maxPriorityFeePerGas": 1_000_000_000,
+        "chainId": chain_id,
+        "type": 2,
+    }
+    signed = account.sign_transaction(tx)
+    tx_hash = rpc(url, "eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex().removeprefix("0x")])
+    for _ in range(300):
+        receipt = rpc(url, "eth_getTransactionReceipt", [tx_hash])
+        if receipt:
+            if int(receipt["status"], 16) != 1:
+                raise RuntimeError(f"transaction {tx_hash} reverted")
+            return receipt
+        time.sleep(0.1)
+    raise RuntimeError(f"transaction {tx_hash} not mined")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--api", required=True)
+    p.add_argument("--rpc", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--usdc", required=True)
+    p.add_argument("--vm", required=True)
+    p.add_argument("--tier", type=int, default=0)
+    p.add_argument("--days", type=int, default=7)
+    args = p.parse_args()
+
+    account = Account.from_key(args.key)
+    chain_id = int(rpc(args.rpc, "eth_chainId", []), 16)
+
+    # 1. Read the tier price via getTierConfig(uint8): price is the first word.
+    call = {"to": args.vm, "data": "0x" + selector("getTierConfig(uint8)") + word(args.tier)}
+    price = int(rpc(args.rpc, "eth_call", [call, "latest"])[2:66], 16)
+    total = price * args.days
+
+    # 2. approve(vm, total) and 3. purchaseVM(tier, days).
+    send(args.rpc, account, args.usdc, "0x" + selector("approve(address,uint256)") + address_word(args.vm) + word(total), chain_id)
+    receipt = send(args.rpc, account, args.vm, "0x" + selector("purchaseVM(uint8,uint16)") + word(args.tier) + word(args.days), chain_id)
+    purchased = "0x" + keccak_hex("VMPurchased(uint256,address,uint8,uint16,uint256,uint256)")
+    token_id = next(int(log["topics"][1], 16) for log in receipt["logs"] if log["topics"][0] == purchased)
+
+    # 4. Fetch SSH credentials, signing "ClawCloud Access Request: {tokenId}".
+    message = encode_defunct(text=f"ClawCloud Access Request: {token_id}")
+    signature = Account.sign_message(message, private_key=args.key).signature.hex()
+    if not signature.startswith("0x"):
+        signature = "0x" + signature
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        r = requests.get(f"{args.api}/credentials/{token_id}", headers={"Authorization": f"Bearer {signature}"}, timeout=10)
+        if r.status_code == 200:
+            print(json.dumps(r.json()))
+            return 0
+        if r.status_code != 202:
+            print(f"credentials: HTTP {r.status_code}: {r.text}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print("credentials: still provisioning after 60 s", file=sys.stderr)
+    return 1
+
+
+def keccak_hex(text):
+    from eth_utils import keccak
+
+    return keccak(text=text).hex().removeprefix("0x")
+
+
+def selector(signature):
+    return keccak_hex(signature)[:8]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+//! Per-IP, per-route rate limits and bans, counted in Redis.

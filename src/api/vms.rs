@@ -1,0 +1,562 @@
+//! ClawCloud's VM routes: `/tiers`, `/vms/:address`, `/status/:tokenId`,
+//! `/credentials/:tokenId` and `/agents/generate-wallet`, read from the indexed
+//! state (`docs/state.md`) and the provisioning records.
+//!
+//! `/credentials` costs at most two Redis round trips: one pipelined read of
+//! the VM, its provisioning record and the indexer checkpoint (one hash slot),
+//! and, with one-time delivery, one write that erases the key. Signature
+//! recovery (in `auth`) is the rest of its cost.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chainfront_indexer::contracts::VMMarketplace;
+use chainfront_indexer::keys::{ChainKeys, NodeKeys, lower};
+use redis::AsyncCommands;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+use super::{ApiError, AppState};
+use crate::crypto::ecies;
+use crate::crypto::wallet::AgentWallet;
+use crate::provision::queue::{Record, Status};
+use crate::provision::vm_type;
+
+/// How long `/tiers` serves from memory (the document: "cache tier pricing").
+const TIERS_TTL: Duration = Duration::from_secs(1);
+/// Blocks the indexer may trail the head (beyond the confirmation depth)
+/// before ownership is checked on chain instead.
+const STALE_SLACK: u64 = 2;
+
+/// The routes, each under its own rate-limit class (applied in `api::router`).
+pub(super) fn tiers_router() -> Router<AppState> {
+    Router::new().route("/tiers", get(tiers))
+}
+
+pub(super) fn vms_router() -> Router<AppState> {
+    Router::new().route("/vms/{address}", get(vms))
+}
+
+pub(super) fn status_router() -> Router<AppState> {
+    Router::new().route("/status/{token_id}", get(status))
+}
+
+pub(super) fn credentials_router() -> Router<AppState> {
+    Router::new().route("/credentials/{token_id}", get(credentials))
+}
+
+pub(super) fn wallet_router() -> Router<AppState> {
+    Router::new().route("/agents/generate-wallet", post(generate_wallet))
+}
+
+/// `/tiers` answers cached for [`TIERS_TTL`].
+#[derive(Default)]
+pub struct TiersCache(RwLock<Option<(Instant, Value)>>);
+
+fn keys(state: &AppState) -> ChainKeys {
+    ChainKeys::new(state.home.deployment.chain_id)
+}
+
+/// A token id from the path: decimal, at most 78 digits (`uint256`).
+pub(super) fn parse_token_id(raw: &str) -> Result<U256, ApiError> {
+    if raw.is_empty() || raw.len() > 78 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest(
+            "tokenId must be a decimal NFT token id".into(),
+        ));
+    }
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest("tokenId is out of range for uint256".into()))
+}
+
+/// A wallet address from the path: `0x` + 40 hex digits.
+pub(super) fn parse_address(raw: &str) -> Result<Address, ApiError> {
+    let hex = raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X"));
+    match hex {
+        Some(h) if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) => raw
+            .parse()
+            .map_err(|_| ApiError::BadRequest("address is not a valid wallet address".into())),
+        _ => Err(ApiError::BadRequest(
+            "address must be a 0x-prefixed 40-hex-digit wallet address".into(),
+        )),
+    }
+}
+
+/// USDC base units (6 decimals) as a decimal string with at least 2 places.
+fn usdc(base_units: u128) -> String {
+    let mut d = Decimal::from_i128_with_scale(base_units as i128, 6).normalize();
+    if d.scale() < 2 {
+        d.rescale(2);
+    }
+    d.to_string()
+}
+
+fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// "Now" for expiry: the later of the wall clock and the head block's time, so
+/// the API agrees with `isTokenValid` (which uses `block.timestamp`).
+fn now_secs(state: &AppState) -> u64 {
+    wall_secs().max(state.chain_time.load(Ordering::Relaxed))
+}
+
+fn iso(unix: u64) -> Value {
+    i64::try_from(unix)
+        .ok()
+        .and_then(crate::time::iso8601)
+        .map_or(Value::Null, Value::String)
+}
+
+fn num(h: &HashMap<String, String>, k: &str) -> u64 {
+    h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A token id as a JSON number when it fits, else a string.
+fn token_json(id: U256) -> Value {
+    u64::try_from(id).map_or_else(|_| Value::String(id.to_string()), Value::from)
+}
+
+/// The public status of a VM: ClawCloud's provisioning | running | terminated | expired.
+fn vm_status(vm: &HashMap<String, String>, rec: Option<&Record>, now: u64) -> &'static str {
+    let status = rec.map(Record::status);
+    if status == Some(Status::Terminated) {
+        return "terminated";
+    }
+    if num(vm, "expires_at") <= now || status == Some(Status::Expired) {
+        return "expired";
+    }
+    if status == Some(Status::Running) {
+        "running"
+    } else {
+        "provisioning"
+    }
+}
+
+async fn tiers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some((at, v)) = state.tiers_cache.0.read().await.as_ref()
+        && at.elapsed() < TIERS_TTL
+    {
+        return Ok(Json(v.clone()));
+    }
+    let k = keys(&state);
+    let mut c = state.redis.clone();
+    let mut ids: Vec<u8> = c
+        .smembers::<_, Vec<String>>(k.tiers())
+        .await?
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    let mut pipe = redis::pipe();
+    for t in &ids {
+        pipe.hgetall(k.tier(*t));
+    }
+    let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+    let tiers: Vec<Value> = ids
+        .iter()
+        .zip(rows)
+        .map(|(t, h)| {
+            let per_day: u128 = h
+                .get("price_per_day")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            json!({
+                "tier": t,
+                "name": h.get("name").cloned().unwrap_or_default(),
+                "pricePerDay": usdc(per_day),
+                "pricePerMonth": usdc(per_day.saturating_mul(30)),
+                "active": h.get("active").is_some_and(|a| a == "1"),
+            })
+        })
+        .collect();
+    let body = Value::Array(tiers);
+    *state.tiers_cache.0.write().await = Some((Instant::now(), body.clone()));
+    Ok(Json(body))
+}
+
+async fn vms(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = parse_address(&raw)?;
+    let k = keys(&state);
+    let mut c = state.redis.clone();
+    let mut ids: Vec<U256> = c
+        .smembers::<_, Vec<String>>(k.owner_vms(owner))
+        .await?
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.hgetall(k.vm(*id)).hgetall(k.provision(*id));
+    }
+    let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+    let now = now_secs(&state);
+    let vms: Vec<Value> = ids
+        .iter()
+        .zip(rows.chunks(2))
+        .filter_map(|(id, pair)| {
+            let [vm, rec] = pair else { return None };
+            if vm.is_empty() {
+                return None;
+            }
+            let rec = Record::from_hash(rec);
+            let tier = num(vm, "tier");
+            Some(json!({
+                "token_id": token_json(*id),
+                "tier": tier,
+                "vm_type": vm_type(tier as u8),
+                "ssh_host": rec.as_ref().and_then(|r| r.host.clone()),
+                "status": vm_status(vm, rec.as_ref(), now),
+                "created_at": iso(num(vm, "purchase_date")),
+                "expires_at": iso(num(vm, "expires_at")),
+            }))
+        })
+        .collect();
+    Ok(Json(json!({
+        "address": owner.to_string(),
+        "count": vms.len(),
+        "vms": vms,
+    })))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_token_id(&raw)?;
+    let k = keys(&state);
+    let mut c = state.redis.clone();
+    let (vm, rec): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+        .hgetall(k.vm(id))
+        .hgetall(k.provision(id))
+        .query_async(&mut c)
+        .await?;
+    if vm.is_empty() {
+        return Err(ApiError::NotFound(format!("VM #{id} not found")));
+    }
+    let rec = Record::from_hash(&rec);
+    let now = now_secs(&state);
+    let tier = num(&vm, "tier");
+    let status = vm_status(&vm, rec.as_ref(), now);
+    Ok(Json(json!({
+        "token_id": token_json(id),
+        "tier": tier,
+        "vm_type": vm_type(tier as u8),
+        "status": status,
+        "owner": vm.get("owner").and_then(|o| o.parse::<Address>().ok()).map(|a| a.to_string()),
+        "valid": num(&vm, "expires_at") > now,
+        "created_at": iso(num(&vm, "purchase_date")),
+        "expires_at": iso(num(&vm, "expires_at")),
+    })))
+}
+
+/// `?encrypt=owner`: return the key ECIES-encrypted to the caller's public key.
+#[derive(Debug, Deserialize)]
+struct CredentialsQuery {
+    #[serde(default)]
+    encrypt: Option<String>,
+}
+
+async fn credentials(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    Query(q): Query<CredentialsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_token_id(&raw)?;
+    let encrypt = match q.encrypt.as_deref() {
+        None => false,
+        Some("owner") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "encrypt must be `owner`, not `{other}`"
+            )));
+        }
+    };
+    let k = keys(&state);
+    let mut c = state.redis.clone();
+    let (vm, rec, checkpoint): (
+        HashMap<String, String>,
+        HashMap<String, String>,
+        Option<u64>,
+    ) = redis::pipe()
+        .hgetall(k.vm(id))
+        .hgetall(k.provision(id))
+        .hget(k.checkpoint(), "number")
+        .query_async(&mut c)
+        .await?;
+    if vm.is_empty() {
+        return not_indexed_yet(&state, &headers, id).await;
+    }
+    let mut owner: Address = vm
+        .get("owner")
+        .and_then(|o| o.parse().ok())
+        .ok_or_else(|| ApiError::internal(format!("VM #{id} has no owner in the index")))?;
+    let mut valid = num(&vm, "expires_at") > now_secs(&state);
+    let head = state.chain_head.load(Ordering::Relaxed);
+    let lag_limit = state.home.chain.confirmations + STALE_SLACK;
+    if head > 0 && checkpoint.is_none_or(|cp| head.saturating_sub(cp) > lag_limit) {
+        // The index trails the chain: ask the contract, so a fresh transfer
+        // is honoured and a stale owner is not served.
+        let vmm = VMMarketplace::new(state.home.deployment.vm_marketplace, &state.chain);
+        let (owner_call, valid_call) = (vmm.ownerOf(id), vmm.isTokenValid(id));
+        let (o, v) = tokio::join!(owner_call.call(), valid_call.call());
+        owner = o.map_err(|e| ApiError::Unavailable(format!("chain unavailable: {e}")))?;
+        valid = v.map_err(|e| ApiError::Unavailable(format!("chain unavailable: {e}")))?;
+    }
+    let caller = state.auth.verify_vm_access(&headers, id, owner).await?;
+    if !valid {
+        return Err(ApiError::Forbidden(format!(
+            "NFT #{id} expired at {}",
+            iso(num(&vm, "expires_at"))
+                .as_str()
+                .unwrap_or("an unknown time")
+        )));
+    }
+    let rec = Record::from_hash(&rec).unwrap_or_default();
+    let tier = num(&vm, "tier");
+    match rec.status() {
+        Status::Running => {}
+        Status::Expired | Status::Terminated => {
+            return Err(ApiError::Forbidden(format!("VM #{id} has been terminated")));
+        }
+        other => {
+            let message = if other == Status::Failed {
+                "provisioning failed and is waiting for an operator; try again later"
+            } else {
+                "provisioning in progress; try again in a minute"
+            };
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "tokenId": id.to_string(),
+                    "status": "provisioning",
+                    "message": message,
+                })),
+            )
+                .into_response());
+        }
+    }
+    let host = rec.host.clone().unwrap_or_default();
+    let username = rec.username.clone().unwrap_or_else(|| "root".into());
+    let mut note = None;
+    let sealed = match (&rec.private_key, rec.key_delivered) {
+        (Some(sealed), _) => Some(sealed.clone()),
+        (None, true) => {
+            note = Some("the private key was delivered once and then erased (one-time delivery)");
+            None
+        }
+        (None, false) => None,
+    };
+    let mut private_key = match sealed {
+        Some(s) => {
+            let master = state.master.as_ref().ok_or_else(|| {
+                ApiError::internal("a sealed key is stored but no master key is configured")
+            })?;
+            Some(master.open_string(&s).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    if private_key.is_some() && state.config.provisioning.one_time_delivery {
+        // HDEL answers 1 to exactly one request: only that one gets the key.
+        let (deleted, ()): (u32, ()) = redis::pipe()
+            .hdel(k.provision(id), "private_key")
+            .hset(k.provision(id), "key_delivered", "1")
+            .query_async(&mut c)
+            .await?;
+        if deleted == 0 {
+            private_key = None;
+            note = Some("the private key was delivered once and then erased (one-time delivery)");
+        }
+    }
+    let mut encoding = "openssh";
+    let private_key = match (private_key, encrypt) {
+        (Some(pk), true) => {
+            let public = caller.public_key.ok_or_else(|| {
+                ApiError::BadRequest(
+                    "encrypt=owner needs a signature-based request (the key is encrypted to the signer's public key)"
+                        .into(),
+                )
+            })?;
+            encoding = "ecies-secp256k1";
+            Some(ecies::encrypt_to(&public, pk.as_bytes()))
+        }
+        (pk, _) => pk.map(|p| p.to_string()),
+    };
+    let file = format!("~/.ssh/clawcloud-{id}");
+    let mut body = json!({
+        "tokenId": id.to_string(),
+        "host": host,
+        "username": username,
+        "privateKey": private_key,
+        "privateKeyEncoding": encoding,
+        "tier": tier,
+        "type": vm_type(tier as u8),
+        "expiresAt": iso(num(&vm, "expires_at")),
+        "instructions": format!(
+            "Save privateKey to {file} (chmod 600), then: ssh -i {file} {username}@{host}"
+        ),
+    });
+    if let Some(n) = note {
+        body["note"] = Value::String(n.into());
+    }
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// A token the index does not have: if the chain has it (a purchase newer
+/// than the index), the owner hears 202 as for provisioning; else 404.
+async fn not_indexed_yet(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: U256,
+) -> Result<Response, ApiError> {
+    let vmm = VMMarketplace::new(state.home.deployment.vm_marketplace, &state.chain);
+    let Ok(owner) = vmm.ownerOf(id).call().await else {
+        return Err(ApiError::NotFound(format!("VM #{id} not found")));
+    };
+    state.auth.verify_vm_access(headers, id, owner).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "tokenId": id.to_string(),
+            "status": "provisioning",
+            "message": "purchase seen on chain; provisioning starts once it is confirmed",
+        })),
+    )
+        .into_response())
+}
+
+/// Optional body of `POST /agents/generate-wallet`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateWallet {
+    #[serde(default, rename = "agentId")]
+    agent_id: Option<String>,
+}
+
+async fn generate_wallet(
+    State(state): State<AppState>,
+    body: Option<Json<GenerateWallet>>,
+) -> Result<Json<Value>, ApiError> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    if let Some(a) = &req.agent_id
+        && (a.is_empty()
+            || a.len() > 64
+            || !a
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(ApiError::BadRequest(
+            "agentId must be 1-64 characters of letters, digits, `-` or `_`".into(),
+        ));
+    }
+    let master = state.master.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "wallet generation is disabled: no master key is configured (CHAINFRONT_MASTER_KEY)"
+                .into(),
+        )
+    })?;
+    let wallet = AgentWallet::generate();
+    let stored = json!({
+        "agent_id": req.agent_id,
+        "private_key": master.seal(wallet.private_key.as_bytes()),
+        "created_at": crate::time::now_iso8601(),
+    });
+    let mut c = state.redis.clone();
+    let _: () = c
+        .hset(
+            NodeKeys.agent_wallets(),
+            lower(wallet.address),
+            stored.to_string(),
+        )
+        .await?;
+    Ok(Json(json!({
+        "address": wallet.address.to_string(),
+        "privateKey": wallet.private_key.as_str(),
+        "agentId": req.agent_id,
+        "warning": "Store this private key now: it is shown once. The node keeps only an encrypted copy.",
+    })))
+}
+
+/// Keeps `chain_head` and `chain_time` fresh: the staleness check of
+/// `/credentials`, and expiry judged by chain time as the contract does.
+pub async fn track_head(state: AppState, shutdown: tokio_util::sync::CancellationToken) {
+    use alloy::providers::Provider;
+    let every = state.home.chain.poll_interval();
+    loop {
+        let latest = state
+            .chain
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest);
+        if let Ok(Ok(Some(block))) = tokio::time::timeout(Duration::from_secs(5), latest).await {
+            state
+                .chain_head
+                .store(block.header.number, Ordering::Relaxed);
+            state
+                .chain_time
+                .store(block.header.timestamp, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_validated() {
+        assert_eq!(parse_token_id("42").expect("ok"), U256::from(42));
+        for bad in ["", "-1", "0x10", "1e3", "42 ", &"9".repeat(79)] {
+            assert!(parse_token_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_token_id(&"9".repeat(78)).is_err(), "above 2^256");
+        assert!(parse_address("0x00000000000000000000000000000000000000aB").is_ok());
+        for bad in ["", "0x", "abc", "0x123", &format!("0x{}", "g".repeat(40))] {
+            assert!(parse_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn usdc_amounts_are_decimal_strings() {
+        assert_eq!(usdc(200_000), "0.20");
+        assert_eq!(usdc(1_500_000), "1.50");
+        assert_eq!(usdc(6_000_000), "6.00");
+        assert_eq!(usdc(1), "0.000001");
+        assert_eq!(usdc(0), "0.00");
+    }
+
+    #[test]
+    fn status_follows_provisioning_and_expiry() {
+        let vm: HashMap<String, String> = [("expires_at".to_owned(), "100".to_owned())].into();
+        let running = Record {
+            status: Some("running".into()),
+            ..Record::default()
+        };
+        assert_eq!(vm_status(&vm, Some(&running), 50), "running");
+        assert_eq!(vm_status(&vm, Some(&running), 100), "expired");
+        assert_eq!(vm_status(&vm, None, 50), "provisioning");
+        let gone = Record {
+            status: Some("terminated".into()),
+            ..Record::default()
+        };
+        assert_eq!(vm_status(&vm, Some(&gone), 50), "terminated");
+    }
+}

@@ -1,0 +1,220 @@
+//! The `vultr` provider: Vultr API v2 for tiers 0-3 (the vCPU/RAM sizes of
+//! ClawCloud's table). Idempotent per token: `create` first looks for an
+//! instance labelled `chainfront-vm-<token_id>` and reuses it.
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Instance, Provider, ProvisionRequest};
+use crate::config::Secret;
+use crate::{Error, Result};
+
+/// Vultr plan per tier (tiers 4-7 are GPUs, not sold through Vultr here).
+pub const PLANS: [&str; 4] = ["vc2-1c-1gb", "vc2-1c-2gb", "vc2-2c-4gb", "vc2-4c-8gb"];
+
+/// A Vultr API v2 client.
+pub struct VultrProvider {
+    http: reqwest::Client,
+    base: String,
+    key: Secret,
+    region: String,
+    os_id: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct VultrInstance {
+    id: String,
+    #[serde(default)]
+    main_ip: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    power_status: String,
+}
+
+impl From<VultrInstance> for Instance {
+    fn from(v: VultrInstance) -> Self {
+        let has_ip = !v.main_ip.is_empty() && v.main_ip != "0.0.0.0";
+        Instance {
+            ready: has_ip && v.status == "active" && v.power_status == "running",
+            host: has_ip.then_some(v.main_ip),
+            instance_id: v.id,
+            username: "root".into(),
+        }
+    }
+}
+
+impl VultrProvider {
+    /// A client for `base` (e.g. `https://api.vultr.com/v2`).
+    pub fn new(base: &str, key: Secret, region: String, os_id: u32) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Provider(format!("vultr: HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            region,
+            os_id,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(self.key.expose());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Provider(format!("vultr {method} {path}: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, value))
+    }
+
+    async fn expect_ok(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let (status, value) = self.send(method.clone(), path, body).await?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let detail = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        Err(Error::Provider(format!(
+            "vultr {method} {path}: {status}: {detail}"
+        )))
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(value: Value, what: &str) -> Result<T> {
+        serde_json::from_value(value)
+            .map_err(|e| Error::Provider(format!("vultr: unexpected {what} answer: {e}")))
+    }
+
+    async fn create_inner(&self, req: &ProvisionRequest) -> Result<Instance> {
+        let plan = PLANS.get(usize::from(req.tier)).ok_or_else(|| {
+            Error::Provider(format!(
+                "vultr sells tiers 0-3; tier {} needs another provider",
+                req.tier
+            ))
+        })?;
+        #[derive(Deserialize)]
+        struct List {
+            instances: Vec<VultrInstance>,
+        }
+        let existing: List = Self::parse(
+            self.expect_ok(
+                Method::GET,
+                &format!("/instances?label={}", req.label),
+                None,
+            )
+            .await?,
+            "instance list",
+        )?;
+        if let Some(found) = existing.instances.into_iter().next() {
+            return Ok(found.into());
+        }
+        #[derive(Deserialize)]
+        struct KeyId {
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct SshKey {
+            ssh_key: KeyId,
+        }
+        let key: SshKey = Self::parse(
+            self.expect_ok(
+                Method::POST,
+                "/ssh-keys",
+                Some(json!({ "name": req.label, "ssh_key": req.ssh_public_key })),
+            )
+            .await?,
+            "ssh-key",
+        )?;
+        #[derive(Deserialize)]
+        struct One {
+            instance: VultrInstance,
+        }
+        let created: One = Self::parse(
+            self.expect_ok(
+                Method::POST,
+                "/instances",
+                Some(json!({
+                    "region": self.region,
+                    "plan": plan,
+                    "os_id": self.os_id,
+                    "label": req.label,
+                    "hostname": req.label,
+                    "sshkey_id": [key.ssh_key.id],
+                    "backups": "disabled",
+                })),
+            )
+            .await?,
+            "instance",
+        )?;
+        Ok(created.instance.into())
+    }
+
+    async fn describe_inner(&self, id: &str) -> Result<Instance> {
+        #[derive(Deserialize)]
+        struct One {
+            instance: VultrInstance,
+        }
+        let one: One = Self::parse(
+            self.expect_ok(Method::GET, &format!("/instances/{id}"), None)
+                .await?,
+            "instance",
+        )?;
+        Ok(one.instance.into())
+    }
+
+    async fn terminate_inner(&self, id: &str) -> Result<()> {
+        let path = format!("/instances/{id}");
+        let (status, value) = self.send(Method::DELETE, &path, None).await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(Error::Provider(format!(
+            "vultr DELETE {path}: {status}: {value}"
+        )))
+    }
+}
+
+impl Provider for VultrProvider {
+    fn name(&self) -> &'static str {
+        "vultr"
+    }
+
+    fn create<'a>(&'a self, req: &'a ProvisionRequest) -> BoxFuture<'a, Result<Instance>> {
+        self.create_inner(req).boxed()
+    }
+
+    fn describe<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, Result<Instance>> {
+        self.describe_inner(instance_id).boxed()
+    }
+
+    fn terminate<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.terminate_inner(instance_id).boxed()
+    }
+}

@@ -1,0 +1,267 @@
+//! The provisioning worker and the expiry sweeper, one loop per node.
+//!
+//! Each pass: enqueue VMs the indexer added, lease due jobs and run them, then
+//! terminate VMs whose NFT expired. A job generates the VM's SSH key pair first
+//! and stores the private key sealed (so a retry reuses the same key), then
+//! asks the provider to create the VM (or, once an instance id is recorded,
+//! how it is doing). Failures are retried with the one retry policy's backoff
+//! up to `provisioning.max_attempts`, then recorded as failed for an operator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use chainfront_indexer::keys::ChainKeys;
+use chainfront_indexer::retry::RetryPolicy;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::queue::{Queue, Status};
+use super::{Instance, Provider, ProvisionRequest, label, vm_type};
+use crate::config::ProvisioningConfig;
+use crate::crypto::ecies::MasterKey;
+use crate::crypto::ssh;
+use crate::{Error, Result};
+
+/// How long a leased job stays invisible to other workers.
+const LEASE_MS: u64 = 120_000;
+/// Jobs leased per pass.
+const BATCH: usize = 16;
+/// How soon a created-but-not-ready VM is looked at again.
+const NOT_READY_DELAY_MS: u64 = 5_000;
+
+/// Runs provisioning for one chain.
+pub struct Worker {
+    queue: Queue,
+    redis: ConnectionManager,
+    provider: Arc<dyn Provider>,
+    master: Arc<MasterKey>,
+    cfg: ProvisioningConfig,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Worker {
+    /// A worker for the chain of `keys`.
+    pub fn new(
+        redis: ConnectionManager,
+        keys: ChainKeys,
+        provider: Arc<dyn Provider>,
+        master: Arc<MasterKey>,
+        cfg: ProvisioningConfig,
+    ) -> Self {
+        Self {
+            queue: Queue::new(redis.clone(), keys),
+            redis,
+            provider,
+            master,
+            cfg,
+        }
+    }
+
+    /// The queue this worker drains.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Runs passes until `shutdown`. Errors of one pass are logged and the
+    /// next pass tries again.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let interval = Duration::from_millis(self.cfg.poll_interval_ms.max(10));
+        loop {
+            if let Err(e) = self.pass().await {
+                warn!(target: "chainfront::provision", error = %e, "provisioning pass failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One pass: enqueue, provision what is due, sweep what expired.
+    pub async fn pass(&self) -> Result<()> {
+        let now = now_ms();
+        for id in self.queue.enqueue_new(now).await? {
+            info!(target: "chainfront::provision", token_id = %id, "VM purchase queued for provisioning");
+        }
+        for id in self.queue.lease(now, LEASE_MS, BATCH).await? {
+            self.job(id).await?;
+        }
+        self.sweep(now / 1000).await
+    }
+
+    async fn vm(&self, id: U256) -> Result<HashMap<String, String>> {
+        let mut c = self.redis.clone();
+        Ok(c.hgetall(self.queue.keys().vm(id)).await?)
+    }
+
+    /// Runs one leased job; provider failures are recorded, not returned.
+    async fn job(&self, id: U256) -> Result<()> {
+        let vm = self.vm(id).await?;
+        if vm.is_empty() {
+            // The purchase was reorged away before we got to it.
+            self.queue
+                .update(id, &[("status", Status::Terminated.as_str().into())])
+                .await?;
+            return self.queue.done(id).await;
+        }
+        let field = |k: &str| vm.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (tier, expires_at) = (field("tier") as u8, field("expires_at"));
+        if expires_at <= now_ms() / 1000 {
+            self.queue
+                .update(id, &[("status", Status::Expired.as_str().into())])
+                .await?;
+            return self.queue.done(id).await;
+        }
+        match self.attempt(id, tier, expires_at).await {
+            Ok(instance) if instance.ready => {
+                let mut fields = vec![
+                    ("status", Status::Running.as_str().to_owned()),
+                    ("instance_id", instance.instance_id.clone()),
+                    ("username", instance.username.clone()),
+                    ("vm_type", vm_type(tier).to_owned()),
+                    ("provider", self.provider.name().to_owned()),
+                ];
+                if let Some(h) = &instance.host {
+                    fields.push(("host", h.clone()));
+                }
+                self.queue.update(id, &fields).await?;
+                self.queue.track_expiry(id, expires_at).await?;
+                self.queue.done(id).await?;
+                info!(target: "chainfront::provision", token_id = %id, provider = self.provider.name(), instance = %instance.instance_id, "VM running");
+                Ok(())
+            }
+            Ok(instance) => {
+                self.queue
+                    .update(
+                        id,
+                        &[
+                            ("status", Status::Provisioning.as_str().into()),
+                            ("instance_id", instance.instance_id),
+                        ],
+                    )
+                    .await?;
+                self.queue.requeue(id, now_ms() + NOT_READY_DELAY_MS).await
+            }
+            Err(e) => self.failed_attempt(id, &e.to_string()).await,
+        }
+    }
+
+    async fn attempt(&self, id: U256, tier: u8, expires_at: u64) -> Result<Instance> {
+        let record = self.queue.record(id).await?.unwrap_or_default();
+        if let Some(instance) = &record.instance_id {
+            return self.provider.describe(instance).await;
+        }
+        let public_key = match &record.public_key {
+            Some(k) => k.clone(),
+            None => {
+                let kind = self.cfg.ssh_key_type;
+                let pair = tokio::task::spawn_blocking(move || ssh::generate(kind))
+                    .await
+                    .map_err(|e| Error::Internal(format!("key generation task: {e}")))??;
+                let sealed = self.master.seal(pair.private_openssh.as_bytes());
+                self.queue
+                    .update(
+                        id,
+                        &[
+                            ("private_key", sealed),
+                            ("public_key", pair.public_openssh.clone()),
+                            ("status", Status::Provisioning.as_str().into()),
+                        ],
+                    )
+                    .await?;
+                pair.public_openssh
+            }
+        };
+        let req = ProvisionRequest {
+            token_id: id.to_string(),
+            tier,
+            vm_type: vm_type(tier).into(),
+            ssh_public_key: public_key,
+            label: label(id),
+            expires_at,
+        };
+        let instance = self.provider.create(&req).await?;
+        // Recorded at once: a retry asks about this instance instead of
+        // creating a second one.
+        self.queue
+            .update(id, &[("instance_id", instance.instance_id.clone())])
+            .await?;
+        Ok(instance)
+    }
+
+    async fn failed_attempt(&self, id: U256, error: &str) -> Result<()> {
+        let attempts = self.queue.count_attempt(id, error).await?;
+        if attempts >= self.cfg.max_attempts {
+            warn!(target: "chainfront::provision", token_id = %id, attempts, error, "provisioning failed; giving up until an operator retries");
+            return self.queue.fail(id, error).await;
+        }
+        let delay = self
+            .retry_policy()
+            .delays()
+            .nth(attempts.saturating_sub(1) as usize)
+            .unwrap_or(Duration::from_millis(self.cfg.retry_base_ms));
+        warn!(target: "chainfront::provision", token_id = %id, attempts, retry_in_ms = delay.as_millis() as u64, error, "provisioning attempt failed; will retry");
+        self.queue
+            .requeue(id, now_ms() + delay.as_millis() as u64)
+            .await
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            min_delay: Duration::from_millis(self.cfg.retry_base_ms),
+            max_delay: Duration::from_secs(600),
+            max_retries: self.cfg.max_attempts as usize,
+        }
+    }
+
+    /// Terminates VMs whose NFT expired (unless it was extended meanwhile).
+    async fn sweep(&self, now: u64) -> Result<()> {
+        for id in self.queue.expired(now, BATCH).await? {
+            let vm = self.vm(id).await?;
+            let expires_at = vm
+                .get("expires_at")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            if !vm.is_empty() && expires_at > now {
+                // Extended: track the new expiry instead.
+                self.queue.track_expiry(id, expires_at).await?;
+                continue;
+            }
+            let record = self.queue.record(id).await?.unwrap_or_default();
+            if let Some(instance) = &record.instance_id
+                && let Err(e) = self.provider.terminate(instance).await
+            {
+                warn!(target: "chainfront::provision", token_id = %id, error = %e, "terminating an expired VM failed; will retry");
+                continue;
+            }
+            let status = if vm.is_empty() {
+                Status::Terminated
+            } else {
+                Status::Expired
+            };
+            self.queue
+                .update(
+                    id,
+                    &[
+                        ("status", status.as_str().into()),
+                        // Nothing left to log in to: the key goes too.
+                        ("private_key", String::new()),
+                    ],
+                )
+                .await?;
+            self.queue.untrack_expiry(id).await?;
+            info!(target: "chainfront::provision", token_id = %id, "expired VM terminated");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,341 @@
+//! ClawCloud's VM routes end to end: a real purchase on anvil → the indexer →
+//! provisioning (the `dev` provider) → `/credentials` with real signatures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use chainfront::api::AppState;
+use chainfront::config::Config;
+use chainfront::deploy::mined;
+use chainfront::provision::dev::DevProvider;
+use chainfront::provision::worker::Worker;
+use chainfront_indexer::contracts::VMMarketplace;
+use chainfront_indexer::keys::ChainKeys;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::Stack;
+
+/// A running node (indexer + API) on a random port, stopped on drop.
+pub struct Node {
+    pub url: String,
+    pub state: AppState,
+    stop: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The stack's config with a master key, fast polling, no limits and no
+/// background provisioning (tests drive the worker themselves).
+pub fn node_config(stack: &Stack, extra: &[(&str, &str)]) -> Config {
+    let mut env = stack.env();
+    for (k, v) in [
+        ("CHAINFRONT_CHAINS__LOCAL__POLL_INTERVAL_MS", "50"),
+        ("CHAINFRONT_PROVISIONING__ENABLED", "false"),
+        ("CHAINFRONT_RATE_LIMITS__ENABLED", "false"),
+        (
+            "CHAINFRONT_MASTER_KEY",
+            "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318",
+        ),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        env.insert(k.into(), v.into());
+    }
+    Config::load_with_env(Some(&crate::harness::local_toml()), &env).expect("config")
+}
+
+pub async fn start_node(config: Config) -> Node {
+    let state = chainfront::node::connect(config).await.expect("connect");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(chainfront::node::run_on(
+        state.clone(),
+        listener,
+        stop.clone(),
+    ));
+    Node { url, state, stop }
+}
+
+fn worker(node: &Node) -> Worker {
+    let s = &node.state;
+    Worker::new(
+        s.redis.clone(),
+        ChainKeys::new(s.home.deployment.chain_id),
+        Arc::new(DevProvider),
+        s.master.clone().expect("master key"),
+        s.config.provisioning.clone(),
+    )
+}
+
+/// The documented legacy bearer: EIP-191 signature of the access message.
+pub fn legacy_sig(signer: &PrivateKeySigner, token: U256) -> String {
+    let msg = format!("ClawCloud Access Request: {token}");
+    let sig = signer.sign_message_sync(msg.as_bytes()).expect("sign");
+    format!("0x{}", alloy::hex::encode(sig.as_bytes()))
+}
+
+async fn get(url: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Waits until the node has indexed the chain's current head.
+pub async fn indexed(node: &Node, stack: &Stack) {
+    let head = stack.deployer.get_block_number().await.expect("head");
+    for _ in 0..400 {
+        let (_, body) = get(&format!("{}/health", node.url), None).await;
+        if body["indexed_block"].as_u64().is_some_and(|n| n >= head) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the node did not index block {head}");
+}
+
+#[tokio::test]
+async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(&stack, &[])).await;
+    let (buyer, other) = (stack.signer(1), stack.signer(2));
+    let token = stack.buy_vm(1, 0, 7).await;
+    indexed(&node, &stack).await;
+
+    // Public views.
+    let (status, tiers) = get(&format!("{}/tiers", node.url), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tiers.as_array().expect("array").len(), 8, "{tiers}");
+    assert_eq!(tiers[0]["pricePerDay"], "0.20");
+    assert_eq!(tiers[0]["pricePerMonth"], "6.00");
+    let (status, vms) = get(&format!("{}/vms/{}", node.url, buyer.address()), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(vms["count"], 1, "{vms}");
+    assert_eq!(vms["vms"][0]["token_id"], 1);
+    assert_eq!(vms["vms"][0]["status"], "provisioning");
+    let (status, _) = get(&format!("{}/status/999", node.url), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = get(&format!("{}/vms/not-an-address", node.url), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].is_string());
+
+    let creds = format!("{}/credentials/{token}", node.url);
+    // No signature, garbage, someone else's signature.
+    assert_eq!(get(&creds, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&creds, Some("0xdeadbeef")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(&creds, Some(&legacy_sig(&other, token))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Owner, before provisioning: 202.
+    let (status, body) = get(&creds, Some(&legacy_sig(&buyer, token))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // Provisioning (dev provider) → 200 with a key that parses.
+    worker(&node).pass().await.expect("provisioning pass");
+    let (status, body) = get(&creds, Some(&legacy_sig(&buyer, token))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tokenId"], token.to_string());
+    assert_eq!(body["host"], "127.0.0.1");
+    assert_eq!(body["username"], "root");
+    assert_eq!(body["type"], "gcp");
+    let key = body["privateKey"].as_str().expect("private key");
+    ssh_key::PrivateKey::from_openssh(key).expect("an OpenSSH private key");
+    let (_, vms) = get(&format!("{}/vms/{}", node.url, buyer.address()), None).await;
+    assert_eq!(vms["vms"][0]["status"], "running");
+    assert_eq!(vms["vms"][0]["ssh_host"], "127.0.0.1");
+    // At rest the key is sealed, never plaintext.
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(ChainKeys::new(31337).provision(token))
+        .arg("private_key")
+        .query_async(&mut node.state.redis.clone())
+        .await
+        .expect("hget");
+    assert!(stored.expect("stored").starts_with("ecc:"));
+
+    // ERC-721 transfer: the new owner only, from the transfer on.
+    let vm = VMMarketplace::new(stack.deployment.vm_marketplace, stack.wallet(1));
+    mined(
+        vm.transferFrom(buyer.address(), other.address(), token)
+            .send()
+            .await
+            .expect("transfer"),
+        "transfer",
+    )
+    .await
+    .expect("mined");
+    indexed(&node, &stack).await;
+    assert_eq!(
+        get(&creds, Some(&legacy_sig(&buyer, token))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&creds, Some(&legacy_sig(&other, token))).await.0,
+        StatusCode::OK
+    );
+
+    // Expiry: 8 days later the NFT is no longer valid.
+    let _: Value = stack
+        .deployer
+        .raw_request("evm_increaseTime".into(), (8 * 86_400u64,))
+        .await
+        .expect("increase time");
+    crate::seed::mine(&stack.deployer).await;
+    indexed(&node, &stack).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // head tracker picks up the time
+    let (status, body) = get(&creds, Some(&legacy_sig(&other, token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().expect("error").contains("expired"));
+}
+
+#[tokio::test]
+async fn one_time_delivery_erases_the_key_after_the_first_success() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_PROVISIONING__ONE_TIME_DELIVERY", "true")],
+    ))
+    .await;
+    let buyer = stack.signer(2);
+    let token = stack.buy_vm(2, 1, 3).await;
+    indexed(&node, &stack).await;
+    worker(&node).pass().await.expect("pass");
+    let creds = format!("{}/credentials/{token}", node.url);
+    let (status, first) = get(&creds, Some(&legacy_sig(&buyer, token))).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(first["privateKey"].is_string());
+    let (status, second) = get(&creds, Some(&legacy_sig(&buyer, token))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(second["privateKey"].is_null(), "{second}");
+    assert!(second["note"].as_str().expect("note").contains("one-time"));
+    assert_eq!(second["host"], first["host"]);
+}
+
+#[tokio::test]
+async fn generate_wallet_returns_a_working_key_and_keeps_it_sealed() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(&stack, &[])).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/agents/generate-wallet", node.url))
+        .json(&serde_json::json!({ "agentId": "agent-7" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    let key = body["privateKey"].as_str().expect("key");
+    let signer: PrivateKeySigner = key.parse().expect("a secp256k1 key");
+    let address: Address = body["address"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    assert_eq!(signer.address(), address);
+    let stored: String = redis::cmd("HGET")
+        .arg(chainfront_indexer::keys::NodeKeys.agent_wallets())
+        .arg(format!("{address:#x}"))
+        .query_async(&mut node.state.redis.clone())
+        .await
+        .expect("stored copy");
+    assert!(
+        !stored.contains(key.trim_start_matches("0x")),
+        "stored in plaintext"
+    );
+    let stored: Value = serde_json::from_str(&stored).expect("json");
+    let master = node.state.master.clone().expect("master");
+    let opened = master
+        .open_string(stored["private_key"].as_str().expect("sealed"))
+        .expect("opens");
+    assert_eq!(opened.as_str(), key);
+    let bad = reqwest::Client::new()
+        .post(format!("{}/agents/generate-wallet", node.url))
+        .json(&serde_json::json!({ "agentId": "no spaces allowed" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+/// The safe form: the message with a timestamp, single-use and short-lived;
+/// and the replayable legacy form can be switched off.
+#[tokio::test]
+async fn timestamped_signatures_are_single_use_and_legacy_can_be_switched_off() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_API__LEGACY_BEARER_AUTH", "false")],
+    ))
+    .await;
+    let buyer = stack.signer(4);
+    let token = stack.buy_vm(4, 0, 2).await;
+    indexed(&node, &stack).await;
+    worker(&node).pass().await.expect("pass");
+    let creds = format!("{}/credentials/{token}", node.url);
+    let timed = |ts: u64| {
+        let msg = format!("ClawCloud Access Request: {token}\nTimestamp: {ts}");
+        let sig = buyer.sign_message_sync(msg.as_bytes()).expect("sign");
+        format!("0x{}", alloy::hex::encode(sig.as_bytes()))
+    };
+    let send = |sig: String, ts: u64| {
+        reqwest::Client::new()
+            .get(&creds)
+            .bearer_auth(sig)
+            .header("X-ClawCloud-Timestamp", ts.to_string())
+            .send()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+
+    let (status, body) = get(&creds, Some(&legacy_sig(&buyer, token))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "legacy form is off");
+    assert!(body["error"].as_str().expect("error").contains("Timestamp"));
+
+    let sig = timed(now);
+    assert_eq!(
+        send(sig.clone(), now).await.expect("send").status(),
+        StatusCode::OK
+    );
+    let replay = send(sig, now).await.expect("send");
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED, "replayed");
+    let body: Value = replay.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("already used")
+    );
+    let old = now - 3_600;
+    assert_eq!(
+        send(timed(old), old).await.expect("send").status(),
+        StatusCode::UNAUTHORIZED,
+        "an hour-old signature"
+    );
+    // A signature over another timestamp than the header's recovers someone else.
+    assert_eq!(
+        send(timed(now), now + 1).await.expect("send").status(),
+        StatusCode::FORBIDDEN
+    );
+}
