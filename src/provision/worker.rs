@@ -89,12 +89,17 @@ impl Worker {
 
     /// One pass: enqueue, provision what is due, sweep what expired.
     pub async fn pass(&self) -> Result<()> {
-        let now = now_ms();
+        self.pass_at(now_ms()).await
+    }
+
+    /// [`Worker::pass`] as if the time were `now` (unix ms) for due jobs and
+    /// expiry; lets tests and chains with warped time drive the sweeper.
+    pub async fn pass_at(&self, now: u64) -> Result<()> {
         for id in self.queue.enqueue_new(now).await? {
             info!(target: "chainfront::provision", token_id = %id, "VM purchase queued for provisioning");
         }
         for id in self.queue.lease(now, LEASE_MS, BATCH).await? {
-            self.job(id).await?;
+            self.job(id, now).await?;
         }
         self.sweep(now / 1000).await
     }
@@ -105,7 +110,7 @@ impl Worker {
     }
 
     /// Runs one leased job; provider failures are recorded, not returned.
-    async fn job(&self, id: U256) -> Result<()> {
+    async fn job(&self, id: U256, now: u64) -> Result<()> {
         let vm = self.vm(id).await?;
         if vm.is_empty() {
             // The purchase was reorged away before we got to it.
@@ -116,7 +121,7 @@ impl Worker {
         }
         let field = |k: &str| vm.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let (tier, expires_at) = (field("tier") as u8, field("expires_at"));
-        if expires_at <= now_ms() / 1000 {
+        if expires_at <= now / 1000 {
             self.queue
                 .update(id, &[("status", Status::Expired.as_str().into())])
                 .await?;

@@ -284,3 +284,71 @@ async fn failed_provisioning_is_retried_recorded_and_retried_by_an_operator() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_sweeper_terminates_expired_vms_and_spares_unexpired_ones() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(&stack, &[])).await;
+    let short = stack.buy_vm(5, 0, 1).await;
+    let long = stack.buy_vm(6, 0, 5).await;
+    indexed(&node, &stack).await;
+    let s = &node.state;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("calls");
+    let script = dir.path().join("provider.sh");
+    // Records every request, answers a ready instance named after the label.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nreq=$(cat)\necho \"$req\" >> {}\necho '{{\"instance_id\":\"i-x\",\"host\":\"10.0.0.1\",\"ready\":true}}'\n",
+            log.display()
+        ),
+    )
+    .expect("script");
+    let worker = Worker::new(
+        s.redis.clone(),
+        ChainKeys::new(31337),
+        Arc::new(CommandProvider::new(
+            "sh".into(),
+            vec![script.display().to_string()],
+        )),
+        s.master.clone().expect("master"),
+        s.config.provisioning.clone(),
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    worker.pass_at(now_ms).await.expect("provision");
+    for id in [short, long] {
+        let rec = worker
+            .queue()
+            .record(id)
+            .await
+            .expect("record")
+            .expect("exists");
+        assert_eq!(rec.status.as_deref(), Some("running"));
+    }
+    // Two days later: the 1-day VM is terminated and its key erased.
+    worker
+        .pass_at(now_ms + 2 * 86_400_000)
+        .await
+        .expect("sweep");
+    let rec = worker
+        .queue()
+        .record(short)
+        .await
+        .expect("record")
+        .expect("exists");
+    assert_eq!(rec.status.as_deref(), Some("expired"));
+    assert_eq!(rec.private_key, None, "no key kept for a terminated VM");
+    let calls = std::fs::read_to_string(&log).expect("calls");
+    assert_eq!(calls.matches("\"terminate\"").count(), 1, "{calls}");
+    let rec = worker
+        .queue()
+        .record(long)
+        .await
+        .expect("record")
+        .expect("exists");
+    assert_eq!(rec.status.as_deref(), Some("running"));
+}
