@@ -51,6 +51,11 @@ pub enum Error {
     /// Another process took over as leader; this one must stop writing.
     #[error("lost the leader lock: another indexer writes this chain now")]
     Fenced,
+    /// The checkpoint in Redis is not the one this commit builds on (Redis
+    /// lost writes in a restart, or state was changed behind our back); the
+    /// follower re-reads it and resumes from there.
+    #[error("the checkpoint moved under this indexer; resuming from Redis's")]
+    StaleCheckpoint,
     /// The RPC serves another chain than configured.
     #[error("RPC serves chain id {actual}, expected {expected}")]
     WrongChain {

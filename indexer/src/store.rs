@@ -16,14 +16,25 @@ use crate::keys::ChainKeys;
 use crate::{Error, Result};
 
 /// Runs a list of commands after checking the fencing token. KEYS[1] is the
-/// leader key; ARGV[1] the expected token ('' skips the check); ARGV[2] the
+/// leader key; ARGV[1] the expected token ('' skips the check); ARGV[3] the
 /// number of commands; then per command its argument count and arguments.
+///
+/// KEYS[2] is the checkpoint; ARGV[2] the checkpoint number the commit builds
+/// on: `*` skips the check, empty means "no checkpoint yet". A mismatch means
+/// the state is not what this process believes (Redis lost writes in a
+/// restart, or someone else wrote): nothing is applied.
 const COMMIT_LUA: &str = r"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lost leadership')
 end
-local i = 3
-local n = tonumber(ARGV[2])
+if ARGV[2] ~= '*' then
+  local cur = redis.call('HGET', KEYS[2], 'number')
+  if (ARGV[2] == '' and cur) or (ARGV[2] ~= '' and cur ~= ARGV[2]) then
+    return redis.error_reply('STALE checkpoint moved')
+  end
+end
+local i = 4
+local n = tonumber(ARGV[3])
 for c = 1, n do
   local argc = tonumber(ARGV[i])
   i = i + 1
@@ -81,6 +92,9 @@ pub struct Store {
     window: u64,
     /// Fencing token; empty when running without a leader lock.
     token: String,
+    /// The checkpoint number this process last read or wrote (`None`:
+    /// unknown, so the next commit does not check it).
+    last: Option<Option<u64>>,
     script: Script,
 }
 
@@ -92,6 +106,7 @@ impl Store {
             keys,
             window: window.max(1),
             token: String::new(),
+            last: None,
             script: Script::new(COMMIT_LUA),
         }
     }
@@ -119,15 +134,17 @@ impl Store {
             .arg("hash")
             .query_async(&mut self.conn)
             .await?;
-        match (number, hash) {
-            (Some(number), Some(hash)) => Ok(Some(Checkpoint {
+        let cp = match (number, hash) {
+            (Some(number), Some(hash)) => Some(Checkpoint {
                 number,
                 hash: hash
                     .parse()
                     .map_err(|_| Error::Corrupt(format!("checkpoint hash `{hash}`")))?,
-            })),
-            _ => Ok(None),
-        }
+            }),
+            _ => None,
+        };
+        self.last = Some(cp.map(|c| c.number));
+        Ok(cp)
     }
 
     /// The remembered hash of block `n`, if it is inside the window.
@@ -227,7 +244,10 @@ impl Store {
             b"hash",
             c.to_hash.to_string().as_bytes(),
         ]));
-        self.run(cmds).await
+        let expect = self.last;
+        self.run(cmds, expect).await?;
+        self.last = Some(Some(c.to));
+        Ok(())
     }
 
     /// Undoes the committed blocks above `number`, newest first, each in its
@@ -281,7 +301,10 @@ impl Store {
                     record.prev_hash.to_string().as_bytes(),
                 ]));
             }
-            self.run(cmds).await?;
+            let prev = (!(record.prev_hash == B256::ZERO && record.prev_number == 0))
+                .then_some(record.prev_number);
+            self.run(cmds, Some(Some(cp.number))).await?;
+            self.last = Some(prev);
         }
         Ok(())
     }
@@ -296,12 +319,19 @@ impl Store {
         for chunk in keys.chunks(500) {
             let _: () = self.conn.del(chunk).await?;
         }
+        self.last = Some(None);
         Ok(())
     }
 
-    async fn run(&mut self, cmds: Vec<Cmd>) -> Result<()> {
+    async fn run(&mut self, cmds: Vec<Cmd>, expect: Option<Option<u64>>) -> Result<()> {
         let mut inv = self.script.key(self.keys.leader());
-        inv.arg(self.token.as_bytes()).arg(cmds.len());
+        inv.key(self.keys.checkpoint());
+        let expect = match expect {
+            None => "*".to_owned(),
+            Some(None) => String::new(),
+            Some(Some(n)) => n.to_string(),
+        };
+        inv.arg(self.token.as_bytes()).arg(expect).arg(cmds.len());
         for c in &cmds {
             inv.arg(c.len());
             for part in c {
@@ -312,6 +342,10 @@ impl Store {
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.to_string().contains("FENCED") => Err(Error::Fenced),
+            Err(e) if e.to_string().contains("STALE") => {
+                self.last = None;
+                Err(Error::StaleCheckpoint)
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -353,3 +353,45 @@ async fn a_lagging_provider_causes_no_false_reorg_and_the_store_keys_are_chain_s
         .expect("checkpoint");
     assert_eq!(n, head);
 }
+
+/// A commit built on a checkpoint Redis no longer has (writes lost in a
+/// Redis crash, or changed behind our back) applies nothing and says so.
+#[tokio::test]
+async fn a_commit_on_a_moved_checkpoint_is_refused() {
+    use chainfront_indexer::store::Commit;
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    seed::run(&stack, &workload(10), 5).await;
+    let (mut f, mut c) = follower(&stack, 1, &spec).await;
+    f.sync().await.expect("sync");
+    let before = digest(&mut c, &spec).await;
+    let keys = spec.watched.keys.clone();
+    let mut store = Store::new(c.clone(), keys.clone(), spec.follow.window);
+    let cp = store.checkpoint().await.expect("read").expect("checkpoint");
+    // Someone rolls the checkpoint back behind this store's back.
+    let _: () = c
+        .hset(keys.checkpoint(), "number", cp.number - 1)
+        .await
+        .expect("hset");
+    let err = store
+        .commit(Commit {
+            to: cp.number + 1,
+            to_hash: alloy::primitives::B256::repeat_byte(9),
+            ops: vec![chainfront_indexer::apply::Op::Set {
+                key: keys.wallet_deposit_total(stack.signer(1).address()),
+                value: "1".into(),
+            }],
+            undo: false,
+        })
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(err, chainfront_indexer::Error::StaleCheckpoint),
+        "{err}"
+    );
+    let _: () = c
+        .hset(keys.checkpoint(), "number", cp.number)
+        .await
+        .expect("hset");
+    assert_eq!(before, digest(&mut c, &spec).await, "nothing was applied");
+}

@@ -5,6 +5,7 @@
 mod abi;
 mod cli;
 mod contracts;
+mod crash;
 mod harness;
 mod health;
 mod indexer;
