@@ -208,3 +208,60 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     let (expected, _) = state_digest(&mut ref_conn, &keys).await.expect("digest");
     assert_eq!(digest, expected, "state after Redis restarts differs");
 }
+
+/// The pid in the leader key (`<fence>:<pid>`), if any.
+async fn leader_pid(conn: &mut redis::aio::ConnectionManager) -> Option<u32> {
+    let v: Option<String> = conn
+        .get(chainfront_indexer::keys::ChainKeys::new(31337).leader())
+        .await
+        .expect("leader");
+    v.and_then(|v| v.split(':').nth(1).and_then(|p| p.parse().ok()))
+}
+
+/// Two `chainfront index` processes on one chain: one leads and writes, the
+/// other stands by; SIGKILL the leader mid-backfill and the standby takes over
+/// with no gap and no double count, and keeps following live blocks.
+#[tokio::test]
+async fn a_hot_standby_takes_over_when_the_leader_dies() {
+    let stack = Stack::start().await;
+    seed::run(&stack, &deposits(6_000), 20).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    let keys = chainfront_indexer::keys::ChainKeys::new(31337);
+    let mut conn = db(&stack, 1).await;
+
+    let mut a = spawn_indexer(&stack, 1, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leader_pid(&mut conn).await != Some(a.0.id()) {
+        assert!(Instant::now() < deadline, "A never took the lock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let b = spawn_indexer(&stack, 1, &[]);
+    // While A lives, A alone holds the lock (B's commits would be fenced).
+    for _ in 0..20 {
+        assert_eq!(leader_pid(&mut conn).await, Some(a.0.id()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while checkpoint(&mut conn).await.unwrap_or(0) < head / 2 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leader_pid(&mut conn).await != Some(b.0.id()) {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for(&mut conn, head, Duration::from_secs(300)).await;
+    // New blocks while B leads.
+    seed::run(&stack, &deposits(300), 10).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    wait_for(&mut conn, head, Duration::from_secs(120)).await;
+    drop(b);
+    let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");
+
+    let mut reference = spawn_indexer(&stack, 2, &[]);
+    let mut ref_conn = db(&stack, 2).await;
+    wait_for(&mut ref_conn, head, Duration::from_secs(300)).await;
+    reference.kill();
+    let (expected, _) = state_digest(&mut ref_conn, &keys).await.expect("digest");
+    assert_eq!(digest, expected, "state after a leader change differs");
+}

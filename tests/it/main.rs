@@ -10,5 +10,6 @@ mod harness;
 mod health;
 mod indexer;
 mod provision;
+mod rpc_faults;
 mod seed;
 mod vms;
