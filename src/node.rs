@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use chainfront_indexer::chain;
-use chainfront_indexer::metrics::IndexerMetrics;
 use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +96,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
         redis,
         chain,
         master,
+        metrics: Arc::default(),
         chain_head: Arc::default(),
         chain_time: Arc::default(),
         tiers_cache: Arc::default(),
@@ -126,13 +126,14 @@ pub async fn serve(
 pub async fn run_indexers(
     config: &Config,
     redis: ConnectionManager,
+    metrics: &crate::metrics::NodeMetrics,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let specs = config.chain_specs()?;
     let mut tasks = tokio::task::JoinSet::new();
     for spec in specs {
         let (conn, stop) = (redis.clone(), shutdown.clone());
-        let metrics = Arc::new(IndexerMetrics::default());
+        let metrics = metrics.chain(&spec.name, spec.chain_id);
         tasks.spawn(async move {
             let name = spec.name.clone();
             chain::run(conn, spec, metrics, stop)
@@ -178,7 +179,13 @@ pub async fn run_on(
     let config = state.config.clone();
     let indexers = async {
         if config.indexer.enabled {
-            run_indexers(&config, state.redis.clone(), shutdown.clone()).await
+            run_indexers(
+                &config,
+                state.redis.clone(),
+                &state.metrics,
+                shutdown.clone(),
+            )
+            .await
         } else {
             Ok(())
         }

@@ -57,7 +57,8 @@ pub async fn run(
         else {
             return Ok(());
         };
-        let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout)?;
+        let mut rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout)?;
+        rpc.stats = metrics.rpc.clone();
         let mut store = Store::new(conn.clone(), keys.clone(), spec.follow.window);
         store.set_fencing_token(lead.token.clone());
         let mut follower = Follower::new(

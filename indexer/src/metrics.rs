@@ -1,6 +1,9 @@
 //! The indexer's counters and gauges, shared with `/health` and `/metrics`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::rpc::RpcStats;
 
 /// Live figures of one chain's follower.
 #[derive(Debug, Default)]
@@ -15,6 +18,8 @@ pub struct IndexerMetrics {
     pub reorgs: AtomicU64,
     /// Deepest reorg handled since start.
     pub max_reorg_depth: AtomicU64,
+    /// RPC errors, failovers and 429s of this chain's endpoints.
+    pub rpc: Arc<RpcStats>,
 }
 
 impl IndexerMetrics {

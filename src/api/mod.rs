@@ -29,6 +29,8 @@ pub struct AppState {
     /// Master key for encryption at rest (`None`: wallet generation and
     /// provisioning are off).
     pub master: Option<Arc<crate::crypto::ecies::MasterKey>>,
+    /// Counters and gauges served at `/metrics`.
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
     /// Latest head block seen by this process (0 until known).
     pub chain_head: Arc<std::sync::atomic::AtomicU64>,
     /// Timestamp of that head block (0 until known).
@@ -46,6 +48,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(crate::metrics::router())
         .merge(vms::tiers_router())
         .merge(vms::vms_router())
         .merge(vms::status_router())

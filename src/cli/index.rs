@@ -15,5 +15,6 @@ pub async fn run(file: Option<&Path>, _args: Args) -> Result<()> {
     telemetry::init(&config.log);
     let redis = node::connect_redis(&config.redis.url).await?;
     let shutdown = cli::shutdown_on_signal();
-    node::run_indexers(&config, redis, shutdown).await
+    let metrics = crate::metrics::NodeMetrics::default();
+    node::run_indexers(&config, redis, &metrics, shutdown).await
 }

@@ -120,6 +120,28 @@ async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
     let token = stack.buy_vm(1, 0, 7).await;
     indexed(&node, &stack).await;
 
+    // Prometheus metrics of the node's indexer.
+    let metrics = reqwest::get(format!("{}/metrics", node.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let indexed_line = metrics
+        .lines()
+        .find(|l| l.starts_with("chainfront_indexed_block{chain=\"local\""))
+        .expect("indexed_block gauge");
+    let indexed_value: u64 = indexed_line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(indexed_value >= stack.deployment.start_block, "{indexed_line}");
+    assert!(
+        metrics.contains("chainfront_events_applied_total"),
+        "{metrics}"
+    );
+
     // Public views.
     let (status, tiers) = get(&format!("{}/tiers", node.url), None).await;
     assert_eq!(status, StatusCode::OK);
