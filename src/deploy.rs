@@ -327,6 +327,83 @@ pub async fn fund_demo_wallets(
     Ok(())
 }
 
+/// Sends `n` USDC deposits to the treasury from `wallets` (round robin),
+/// `per_block` per mined block, on a local chain: automine off, explicit nonces
+/// and gas, then `evm_mine` (anvil stalls under rapid sends with automine on).
+/// For benchmarks and demo data; the wallets must hold USDC.
+pub async fn seed_deposits(
+    rpc_url: &str,
+    deployment: &Deployment,
+    wallets: &[PrivateKeySigner],
+    n: usize,
+    per_block: usize,
+) -> Result<()> {
+    use alloy::network::TransactionBuilder;
+    use alloy::rpc::types::TransactionRequest;
+    use alloy::sol_types::SolCall;
+
+    if wallets.is_empty() || per_block == 0 {
+        return Err(Error::chain(
+            "seed_deposits needs wallets and per_block > 0",
+        ));
+    }
+    let senders = wallets
+        .iter()
+        .map(|w| signing_provider(rpc_url, w.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let chain_id = senders[0].get_chain_id().await.map_err(Error::chain)?;
+    let mut nonces = Vec::with_capacity(wallets.len());
+    for w in wallets {
+        nonces.push(
+            senders[0]
+                .get_transaction_count(w.address())
+                .pending()
+                .await
+                .map_err(Error::chain)?,
+        );
+    }
+    let raw = |method: &'static str, on: bool| {
+        let p = senders[0].clone();
+        async move {
+            let r: std::result::Result<serde_json::Value, _> = if method == "evm_setAutomine" {
+                p.raw_request(method.into(), (on,)).await
+            } else {
+                p.raw_request(method.into(), ()).await
+            };
+            r.map(|_| ()).map_err(Error::chain)
+        }
+    };
+    raw("evm_setAutomine", false).await?;
+    for i in 0..n {
+        let w = i % wallets.len();
+        let input = MockUSDC::transferCall {
+            to: deployment.treasury,
+            value: U256::from(1 + (i as u64 % 997)),
+        }
+        .abi_encode();
+        let tx = TransactionRequest::default()
+            .with_to(deployment.usdc)
+            .with_input(input)
+            .with_nonce(nonces[w])
+            .with_gas_limit(100_000)
+            .with_max_fee_per_gas(20_000_000_000)
+            .with_max_priority_fee_per_gas(1_000_000_000)
+            .with_chain_id(chain_id);
+        nonces[w] += 1;
+        let _ = senders[w]
+            .send_transaction(tx)
+            .await
+            .map_err(Error::chain)?;
+        if (i + 1).is_multiple_of(per_block) {
+            raw("evm_mine", false).await?;
+        }
+    }
+    if !n.is_multiple_of(per_block) {
+        raw("evm_mine", false).await?;
+    }
+    raw("evm_setAutomine", true).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

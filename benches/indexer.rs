@@ -1,0 +1,272 @@
+//! Indexer benchmark (`scripts/bench-indexer`, or `cargo bench --bench indexer`).
+//!
+//! In one run on a local anvil + redis-server: seeds `CHAINFRONT_BENCH_EVENTS`
+//! (default 100,000) USDC deposits, then measures
+//! 1. the ceiling: the same logs fetched with bare `eth_getLogs` calls over the
+//!    same filters and 1,000-block ranges, discarded;
+//! 2. a chainfront backfill of the same blocks into Redis;
+//! 3. live mode: time from a mined purchase to the VM in Redis (p50/p99) with
+//!    a 100 ms poll interval;
+//! 4. peak RSS of a `chainfront index` process doing the whole backfill.
+//!
+//! Prints events/s for 1 and 2 and their ratio (target ≥ 0.7), the latency
+//! percentiles (target p99 ≤ poll interval + 50 ms) and the RSS (target
+//! < 150 MB). Figures go in `docs/benchmarks.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
+use chainfront::deploy::{self, DEFAULT_FEE_BPS, DEFAULT_TIERS, DeployPlan};
+use chainfront::devnet::{self, RedisServer};
+use chainfront_indexer::apply::Watched;
+use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
+use chainfront_indexer::follow::{FollowConfig, Follower};
+use chainfront_indexer::keys::ChainKeys;
+use chainfront_indexer::metrics::IndexerMetrics;
+use chainfront_indexer::retry::RetryPolicy;
+use chainfront_indexer::rpc::Rpc;
+use chainfront_indexer::store::Store;
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const RANGE: u64 = 1_000;
+const POLL: Duration = Duration::from_millis(100);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn redis_db(server: &RedisServer, db: u8) -> Res<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(format!("{}/{db}", server.url()))?;
+    Ok(redis::aio::ConnectionManager::new(client).await?)
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let events: usize = std::env::var("CHAINFRONT_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let anvil = devnet::start_anvil(31337, None)?;
+    let redis = RedisServer::start()?;
+    let url = anvil.endpoint();
+    let key = |i: usize| PrivateKeySigner::from(anvil.keys()[i].clone());
+    let owner = key(0);
+    let deployer = deploy::signing_provider(&url, owner.clone())?;
+    let plan = DeployPlan {
+        treasury: key(9).address(),
+        usdc: None,
+        cbbtc: None,
+        fee_bps: DEFAULT_FEE_BPS,
+    };
+    let d = deploy::deploy(&deployer, owner.address(), &plan).await?;
+    deploy::seed_tiers(&deployer, d.vm_marketplace, &DEFAULT_TIERS).await?;
+    let wallets: Vec<PrivateKeySigner> = (1..=8).map(key).collect();
+    let addrs: Vec<_> = wallets.iter().map(|w| w.address()).collect();
+    deploy::fund_demo_wallets(&deployer, &d, &addrs).await?;
+
+    eprintln!("seeding {events} deposits ...");
+    let t = Instant::now();
+    deploy::seed_deposits(&url, &d, &wallets, events, 100).await?;
+    let head = deployer.get_block_number().await?;
+    eprintln!("seeded in {:.1}s, head {head}", t.elapsed().as_secs_f64());
+
+    let keys = ChainKeys::new(31337);
+    let watched = Watched {
+        keys: keys.clone(),
+        vm_marketplace: Some(d.vm_marketplace),
+        submission_stakes: d.submission_stakes,
+        usdc: Some(d.usdc),
+        treasury: Some(d.treasury),
+    };
+    let filters = {
+        let mut contracts = vec![d.vm_marketplace];
+        contracts.extend(d.submission_stakes);
+        vec![
+            Filter::new().address(contracts),
+            Filter::new()
+                .address(d.usdc)
+                .event_signature(MockUSDC::Transfer::SIGNATURE_HASH)
+                .topic2(d.treasury.into_word()),
+        ]
+    };
+
+    // 1. Ceiling: bare eth_getLogs, same filters, same ranges, discarded.
+    let reader = chainfront::node::read_provider(&url)?;
+    let t = Instant::now();
+    let mut fetched = 0usize;
+    let mut from = d.start_block;
+    while from <= head {
+        let to = (from + RANGE - 1).min(head);
+        let calls = filters.iter().map(|f| {
+            let f = f.clone().from_block(from).to_block(to);
+            let r = reader.clone();
+            async move { r.get_logs(&f).await }
+        });
+        for logs in futures_util::future::join_all(calls).await {
+            fetched += logs?.len();
+        }
+        from = to + 1;
+    }
+    let ceiling = t.elapsed();
+
+    // 2. chainfront backfill into Redis (database 1).
+    let cfg = FollowConfig {
+        start_block: d.start_block,
+        initial_range: RANGE,
+        max_range: RANGE,
+        ..FollowConfig::default()
+    };
+    let conn = redis_db(&redis, 1).await?;
+    let metrics = Arc::new(IndexerMetrics::default());
+    let rpc = Rpc::new(
+        std::slice::from_ref(&url),
+        RetryPolicy::default(),
+        Duration::from_secs(30),
+    )?;
+    let mut follower = Follower::new(
+        rpc,
+        Store::new(conn.clone(), keys.clone(), cfg.window),
+        watched.clone(),
+        cfg.clone(),
+        metrics.clone(),
+    );
+    let t = Instant::now();
+    follower.sync().await?;
+    let backfill = t.elapsed();
+    let applied = metrics.events_applied.load(Ordering::Relaxed) as usize;
+    assert_eq!(
+        applied, fetched,
+        "the backfill applied what the ceiling fetched"
+    );
+
+    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    let (ceiling_rate, backfill_rate) = (rate(fetched, ceiling), rate(applied, backfill));
+    println!("events                      {fetched}");
+    println!(
+        "ceiling (bare eth_getLogs)  {:>10.0} events/s  ({:.2}s)",
+        ceiling_rate,
+        ceiling.as_secs_f64()
+    );
+    println!(
+        "chainfront backfill         {:>10.0} events/s  ({:.2}s)",
+        backfill_rate,
+        backfill.as_secs_f64()
+    );
+    println!(
+        "ratio                       {:>10.2}  (target >= 0.70)",
+        backfill_rate / ceiling_rate
+    );
+
+    // 4. Peak RSS of a `chainfront index` process over the whole backfill.
+    let dir = tempfile::tempdir()?;
+    let deployment_file = dir.path().join("deployment.json");
+    d.write(&deployment_file)?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chainfront"))
+        .args(["index", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/local.toml"))
+        .env("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", format!("[\"{url}\"]"))
+        .env(
+            "CHAINFRONT_CHAINS__LOCAL__DEPLOYMENT_FILE",
+            &deployment_file,
+        )
+        .env("CHAINFRONT_REDIS__URL", format!("{}/2", redis.url()))
+        .env("CHAINFRONT_LOG__FILTER", "warn")
+        .spawn()?;
+    let mut c2 = redis_db(&redis, 2).await?;
+    let t = Instant::now();
+    loop {
+        let n: Option<u64> = c2.hget(keys.checkpoint(), "number").await?;
+        if n == Some(head) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(900) {
+            return Err("chainfront index did not finish".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ? kB")
+        .to_owned();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "chainfront index peak RSS   {}  (target < 150 MB)",
+        hwm.trim_start_matches("VmHWM:").trim()
+    );
+
+    // 3. Live: purchase mined → VM in Redis, polling every 100 ms.
+    let live_cfg = FollowConfig {
+        poll_interval: POLL,
+        ..cfg
+    };
+    let live_conn = redis_db(&redis, 3).await?;
+    let rpc = Rpc::new(
+        std::slice::from_ref(&url),
+        RetryPolicy::default(),
+        Duration::from_secs(30),
+    )?;
+    let mut live = Follower::new(
+        rpc,
+        Store::new(live_conn.clone(), keys.clone(), live_cfg.window),
+        watched,
+        live_cfg,
+        Arc::default(),
+    );
+    live.sync().await?;
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { live.run(stop).await })
+    };
+    let buyer = deploy::signing_provider(&url, key(1))?;
+    let usdc = MockUSDC::new(d.usdc, &buyer);
+    deploy::mined(
+        usdc.approve(d.vm_marketplace, U256::MAX).send().await?,
+        "approve",
+    )
+    .await?;
+    let vm = VMMarketplace::new(d.vm_marketplace, &buyer);
+    let mut latencies = Vec::new();
+    let mut c3 = live_conn.clone();
+    for _ in 0..40 {
+        let id = vm.nextTokenId().call().await?;
+        let call = vm.purchaseVM(0, 1);
+        let _pending = call.send().await?;
+        // anvil automines before answering eth_sendRawTransaction: mined now.
+        let mined = Instant::now();
+        loop {
+            let exists: bool = c3.exists(keys.vm(id)).await?;
+            if exists {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(mined.elapsed());
+        // Land at a random phase of the poll cycle.
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    stop.cancel();
+    let _ = task.await;
+    latencies.sort();
+    println!(
+        "live: mined -> in Redis     p50 {:>4} ms  p99 {:>4} ms  (poll {} ms; target p99 <= {} ms)",
+        percentile(&latencies, 0.5).as_millis(),
+        percentile(&latencies, 0.99).as_millis(),
+        POLL.as_millis(),
+        POLL.as_millis() + 50
+    );
+    Ok(())
+}
