@@ -136,7 +136,10 @@ async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
         .next()
         .and_then(|v| v.parse().ok())
         .expect("value");
-    assert!(indexed_value >= stack.deployment.start_block, "{indexed_line}");
+    assert!(
+        indexed_value >= stack.deployment.start_block,
+        "{indexed_line}"
+    );
     assert!(
         metrics.contains("chainfront_events_applied_total"),
         "{metrics}"
