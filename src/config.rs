@@ -712,6 +712,7 @@ impl Config {
                     window: chain.reorg_window,
                     max_range: chain.max_log_range,
                     initial_range: chain.max_log_range.min(1_000),
+                    ws_url: chain.ws_url.clone(),
                     head: match chain.head {
                         HeadConfig::Latest => HeadTag::Latest,
                         HeadConfig::Safe => HeadTag::Safe,

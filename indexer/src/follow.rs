@@ -12,6 +12,7 @@ use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -54,6 +55,9 @@ pub struct FollowConfig {
     pub max_logs_per_commit: usize,
     /// Head to follow.
     pub head: HeadTag,
+    /// WebSocket endpoint: new-head notifications wake the follower at once
+    /// (polling stays on as the fallback).
+    pub ws_url: Option<String>,
 }
 
 impl Default for FollowConfig {
@@ -67,6 +71,7 @@ impl Default for FollowConfig {
             initial_range: 1_000,
             max_logs_per_commit: 5_000,
             head: HeadTag::Latest,
+            ws_url: None,
         }
     }
 }
@@ -105,6 +110,24 @@ impl Follower {
     /// one poll interval. RPC outages are waited out; a deep reorg, lost
     /// leadership or corrupt state ends the loop with an error.
     pub async fn run(&mut self, shutdown: CancellationToken) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let heads = self.cfg.ws_url.clone().map(|url| {
+            let stop = shutdown.child_token();
+            let retry = crate::retry::RetryPolicy {
+                max_retries: usize::MAX,
+                ..Default::default()
+            };
+            let task = tokio::spawn(new_heads(url, wake.clone(), retry, stop.clone()));
+            (task, stop.drop_guard())
+        });
+        let result = self.run_loop(&shutdown, &wake).await;
+        if let Some((task, _guard)) = heads {
+            task.abort();
+        }
+        result
+    }
+
+    async fn run_loop(&mut self, shutdown: &CancellationToken, wake: &Notify) -> Result<()> {
         loop {
             let pass = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -127,6 +150,7 @@ impl Follower {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                _ = wake.notified() => {}
             }
         }
     }
@@ -427,6 +451,54 @@ impl Follower {
         all.sort_by_key(|l| (l.block_number, l.log_index));
         all.dedup_by_key(|l| (l.block_number, l.log_index));
         Ok(LogsOutcome::Ok(all))
+    }
+}
+
+/// Subscribes to new heads over WebSocket and wakes the follower on each;
+/// reconnects with the retry policy's backoff until `stop`.
+async fn new_heads(
+    url: String,
+    wake: Arc<Notify>,
+    retry: crate::retry::RetryPolicy,
+    stop: CancellationToken,
+) {
+    use alloy::providers::{ProviderBuilder, WsConnect};
+    use futures_util::StreamExt;
+    let mut delays = retry.delays();
+    loop {
+        let connected = ProviderBuilder::new()
+            .connect_ws(WsConnect::new(url.clone()))
+            .await;
+        match connected {
+            Ok(provider) => match provider.subscribe_blocks().await {
+                Ok(sub) => {
+                    info!(target: "chainfront::indexer", "subscribed to new heads over WebSocket");
+                    delays = retry.delays();
+                    let mut stream = sub.into_stream();
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            next = stream.next() => match next {
+                                Some(_) => wake.notify_one(),
+                                None => break,
+                            },
+                        }
+                    }
+                    warn!(target: "chainfront::indexer", "WebSocket head subscription ended; reconnecting");
+                }
+                Err(e) => {
+                    warn!(target: "chainfront::indexer", error = %e, "eth_subscribe newHeads failed; polling only until reconnected");
+                }
+            },
+            Err(e) => {
+                warn!(target: "chainfront::indexer", error = %e, "WebSocket connect failed; polling only until reconnected");
+            }
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

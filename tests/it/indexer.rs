@@ -461,3 +461,37 @@ async fn events_at_range_ends_and_at_the_handoff_are_applied_once() {
         digest(&mut fresh_conn, &spec).await
     );
 }
+
+/// With a WebSocket URL, a new head wakes the follower at once: a purchase
+/// shows up long before the (30 s) poll interval would have found it.
+#[tokio::test]
+async fn new_heads_over_websocket_wake_the_follower() {
+    let stack = Stack::start().await;
+    let mut spec = spec(&stack);
+    spec.follow.poll_interval = Duration::from_secs(30);
+    spec.follow.ws_url = Some(stack.anvil.ws_endpoint());
+    let (mut f, mut c) = follower(&stack, 1, &spec).await;
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { f.run(stop).await })
+    };
+    // The first pass catches up; give the subscription a moment to start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let token = stack.buy_vm(1, 0, 1).await;
+    let keys = spec.watched.keys.clone();
+    let mut found = false;
+    for _ in 0..200 {
+        if c.exists(keys.vm(token)).await.expect("exists") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.cancel();
+    task.await.expect("join").expect("follower");
+    assert!(
+        found,
+        "the VM was not indexed within 5 s of a 30 s poll interval"
+    );
+}
