@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use chainfront::cli::{self, Cli, Command, ConfigCommand};
+use chainfront::cli::{self, Cli, Command, ConfigCommand, KeysCommand};
 use clap::Parser;
 
 #[tokio::main]
@@ -16,6 +16,9 @@ async fn main() -> ExitCode {
         Command::Reindex(args) => cli::reindex::run(config, args).await,
         Command::StateDigest(args) => cli::state_digest::run(config, args).await,
         Command::Deploy(args) => cli::deploy::run(config, args).await,
+        Command::Keys {
+            command: KeysCommand::Rotate(args),
+        } => cli::keys::run(config, args).await,
         Command::Config {
             command: ConfigCommand::Check(args),
         } => cli::config_check::run(config, args),

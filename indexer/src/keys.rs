@@ -173,6 +173,11 @@ impl ChainKeys {
         self.p(&format!("vm:{token_id}"))
     }
 
+    /// Pattern matching every provisioning record of this chain.
+    pub fn provision_pattern(&self) -> String {
+        self.p("vm:*")
+    }
+
     /// Sorted set: token ids waiting for provisioning, score = due time (unix ms).
     pub fn provision_queue(&self) -> String {
         self.p("queue")

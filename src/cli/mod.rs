@@ -5,6 +5,7 @@ pub mod config_check;
 pub mod deploy;
 pub mod dev;
 pub mod index;
+pub mod keys;
 pub mod reindex;
 pub mod run;
 pub mod state_digest;
@@ -41,6 +42,12 @@ pub enum Command {
     StateDigest(state_digest::Args),
     /// Deploy the contracts to any RPC endpoint and write a deployment file.
     Deploy(deploy::Args),
+    /// Encryption-key commands.
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Configuration commands.
     Config {
         /// What to do with the configuration.
@@ -54,6 +61,14 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Load and validate the configuration, then print it with secrets redacted.
     Check(config_check::Args),
+}
+
+/// `chainfront keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-encrypt every sealed value (agent wallets, VM SSH keys) from the
+    /// current master key to a new one.
+    Rotate(keys::Args),
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

@@ -364,3 +364,56 @@ async fn timestamped_signatures_are_single_use_and_legacy_can_be_switched_off() 
         StatusCode::FORBIDDEN
     );
 }
+
+/// `keys rotate` moves every sealed value (agent wallets, VM keys) to a new
+/// master key; credentials still come out right; a second run changes nothing.
+#[tokio::test]
+async fn key_rotation_reencrypts_everything_and_can_be_rerun() {
+    use chainfront::cli::keys::{Rotated, rotate};
+    use chainfront::crypto::ecies::MasterKey;
+    let stack = Stack::start().await;
+    let node = start_node(node_config(&stack, &[])).await;
+    let token = stack.buy_vm(1, 0, 2).await;
+    indexed(&node, &stack).await;
+    worker(&node).pass().await.expect("pass");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/agents/generate-wallet", node.url))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let old = node.state.master.clone().expect("master");
+    let new = MasterKey::generate();
+    let mut conn = node.state.redis.clone();
+    let first = rotate(&mut conn, &[31337], &old, &new)
+        .await
+        .expect("rotate");
+    assert_eq!(
+        first,
+        Rotated {
+            moved: 2,
+            skipped: 0
+        }
+    );
+    let again = rotate(&mut conn, &[31337], &old, &new)
+        .await
+        .expect("rerun");
+    assert_eq!(
+        again,
+        Rotated {
+            moved: 0,
+            skipped: 2
+        }
+    );
+
+    let sealed: String = redis::cmd("HGET")
+        .arg(ChainKeys::new(31337).provision(token))
+        .arg("private_key")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert!(old.open(&sealed).is_err(), "the old key no longer opens it");
+    let key = new.open_string(&sealed).expect("the new key opens it");
+    ssh_key::PrivateKey::from_openssh(key.as_str()).expect("still an SSH key");
+}
