@@ -1,0 +1,255 @@
+//! API benchmark (`scripts/bench-api`, or `cargo bench --bench api`).
+//!
+//! In one run, under the same load from `wrk` (2 threads, 32 connections,
+//! 5 s each): an axum hello-world baseline served by this process, then
+//! chainfront's `/tiers`, `/vms/:address` and `/credentials/:tokenId` (the
+//! documented signature form) on a local anvil + redis-server. Prints req/s,
+//! p99 and each route's ratio to the baseline (target: cached reads ≥ 0.5),
+//! Redis commands per credentials request, and signature recoveries per second
+//! with k256 and with libsecp256k1 (the auth module uses the faster).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::B256;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use chainfront::auth::signature::{WalletSignature, eip191_hash};
+use chainfront::config::Config;
+use chainfront::deploy::{self, DEFAULT_FEE_BPS, DEFAULT_TIERS, DeployPlan, mined};
+use chainfront::devnet::{self, RedisServer};
+use chainfront::provision::dev::DevProvider;
+use chainfront::provision::worker::Worker;
+use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
+use chainfront_indexer::keys::ChainKeys;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// `(req/s, p99 ms)` from wrk's `--latency` output.
+fn wrk(url: &str, header: Option<&str>) -> Res<(f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c32", "-d5s", "--latency"]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.contains("Non-2xx") {
+        return Err(format!("{url}: non-2xx answers under load:\n{text}").into());
+    }
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let p99 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(|v| {
+            let (n, unit) =
+                v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+            let n: f64 = n.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => n / 1000.0,
+                "s" => n * 1000.0,
+                _ => n,
+            }
+        })
+        .unwrap_or(f64::NAN);
+    Ok((rps, p99))
+}
+
+fn recoveries_per_sec(sig: &WalletSignature, hash: B256, k256: bool) -> f64 {
+    let n = 3_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        let ok = if k256 {
+            sig.recover_prehash_k256(hash).is_ok()
+        } else {
+            sig.recover_prehash(hash).is_ok()
+        };
+        assert!(ok);
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn commands_processed(redis: &mut redis::aio::ConnectionManager) -> Res<u64> {
+    let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Err("wrk is not installed (scripts/bench-api installs it)".into());
+    }
+    let anvil = devnet::start_anvil(31337, None)?;
+    let redis = RedisServer::start()?;
+    let url = anvil.endpoint();
+    let key = |i: usize| PrivateKeySigner::from(anvil.keys()[i].clone());
+    let owner = key(0);
+    let deployer = deploy::signing_provider(&url, owner.clone())?;
+    let plan = DeployPlan {
+        treasury: key(9).address(),
+        usdc: None,
+        cbbtc: None,
+        fee_bps: DEFAULT_FEE_BPS,
+    };
+    let d = deploy::deploy(&deployer, owner.address(), &plan).await?;
+    deploy::seed_tiers(&deployer, d.vm_marketplace, &DEFAULT_TIERS).await?;
+    let buyer = key(1);
+    deploy::fund_demo_wallets(&deployer, &d, &[buyer.address()]).await?;
+    let wallet = deploy::signing_provider(&url, buyer.clone())?;
+    let usdc = MockUSDC::new(d.usdc, &wallet);
+    mined(
+        usdc.approve(d.vm_marketplace, alloy::primitives::U256::MAX)
+            .send()
+            .await?,
+        "approve",
+    )
+    .await?;
+    let vm = VMMarketplace::new(d.vm_marketplace, &wallet);
+    for _ in 0..5 {
+        mined(vm.purchaseVM(0, 30).send().await?, "purchase").await?;
+    }
+
+    let dir = tempfile::tempdir()?;
+    let deployment_file = dir.path().join("deployment.json");
+    d.write(&deployment_file)?;
+    let env = [
+        ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", format!("[\"{url}\"]")),
+        ("CHAINFRONT_REDIS__URL", redis.url()),
+        (
+            "CHAINFRONT_CHAINS__LOCAL__DEPLOYMENT_FILE",
+            deployment_file.display().to_string(),
+        ),
+        ("CHAINFRONT_RATE_LIMITS__ENABLED", "false".into()),
+        ("CHAINFRONT_PROVISIONING__ENABLED", "false".into()),
+        ("CHAINFRONT_LOG__FILTER", "warn".into()),
+        (
+            "CHAINFRONT_MASTER_KEY",
+            "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318".into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = Config::load_with_env(
+        Some(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/local.toml"
+        ))),
+        &env,
+    )?;
+    let state = chainfront::node::connect(config).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(chainfront::node::run_on(
+        state.clone(),
+        listener,
+        stop.clone(),
+    ));
+    // Wait for the index, then provision with the dev provider.
+    let mut redis_conn = state.redis.clone();
+    let keys = ChainKeys::new(31337);
+    let t = Instant::now();
+    while redis::cmd("SCARD")
+        .arg(keys.vms())
+        .query_async::<u64>(&mut redis_conn)
+        .await?
+        < 5
+    {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err("the node did not index the purchases".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Worker::new(
+        state.redis.clone(),
+        keys,
+        Arc::new(DevProvider),
+        state.master.clone().ok_or("master key")?,
+        state.config.provisioning.clone(),
+    )
+    .pass()
+    .await?;
+
+    // Baseline: axum hello-world in this process.
+    let hello = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+    let hl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hello_url = format!("http://{}/", hl.local_addr()?);
+    tokio::spawn(async move { axum::serve(hl, hello).await });
+
+    let msg = "ClawCloud Access Request: 1";
+    let sig = buyer.sign_message_sync(msg.as_bytes())?;
+    let bearer = format!(
+        "Authorization: Bearer 0x{}",
+        alloy::hex::encode(sig.as_bytes())
+    );
+
+    let (base_rps, base_p99) = tokio::task::spawn_blocking({
+        let u = hello_url.clone();
+        move || wrk(&u, None)
+    })
+    .await??;
+    println!(
+        "{:<28} {:>10} {:>9} {:>7}",
+        "route", "req/s", "p99 ms", "ratio"
+    );
+    println!(
+        "{:<28} {:>10.0} {:>9.2} {:>7}",
+        "axum hello-world", base_rps, base_p99, "1.00"
+    );
+
+    for (name, path, header) in [
+        ("GET /tiers", "/tiers".to_owned(), None),
+        (
+            "GET /vms/:address",
+            format!("/vms/{}", buyer.address()),
+            None,
+        ),
+        (
+            "GET /credentials/:tokenId",
+            "/credentials/1".to_owned(),
+            Some(bearer.clone()),
+        ),
+    ] {
+        let url = format!("{api}{path}");
+        let c0 = commands_processed(&mut redis_conn).await?;
+        let (rps, p99) =
+            tokio::task::spawn_blocking(move || wrk(&url, header.as_deref())).await??;
+        let c1 = commands_processed(&mut redis_conn).await?;
+        println!(
+            "{:<28} {:>10.0} {:>9.2} {:>7.2}",
+            name,
+            rps,
+            p99,
+            rps / base_rps
+        );
+        if name.starts_with("GET /credentials") {
+            println!(
+                "  redis commands per credentials request ≈ {:.2} (sent as one pipelined round trip)",
+                (c1 - c0) as f64 / (rps * 5.0).max(1.0)
+            );
+        }
+    }
+
+    let parsed = WalletSignature::from_bytes(&sig.as_bytes())?;
+    let hash = eip191_hash(msg.as_bytes());
+    let k = recoveries_per_sec(&parsed, hash, true);
+    let s = recoveries_per_sec(&parsed, hash, false);
+    println!(
+        "signature recovery, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x)",
+        s / k
+    );
+    stop.cancel();
+    Ok(())
+}
