@@ -115,6 +115,17 @@ pub async fn wait_for(conn: &mut redis::aio::ConnectionManager, head: u64, withi
     }
 }
 
+/// The digest of an uninterrupted `chainfront index` run up to `head`, in
+/// database `db`.
+pub async fn reference_digest(stack: &Stack, db_index: u8, head: u64) -> String {
+    let mut reference = spawn_indexer(stack, db_index, &[]);
+    let mut conn = db(stack, db_index).await;
+    wait_for(&mut conn, head, Duration::from_secs(600)).await;
+    reference.kill();
+    let keys = chainfront_indexer::keys::ChainKeys::new(31337);
+    state_digest(&mut conn, &keys).await.expect("digest").0
+}
+
 /// 20,400 deposits over ~1,000 blocks from six wallets.
 pub fn deposits(n: usize) -> Vec<Action> {
     (0..n)
@@ -201,11 +212,7 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     child.kill();
     let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");
 
-    let mut reference = spawn_indexer(&stack, 2, &[]);
-    let mut ref_conn = db(&stack, 2).await;
-    wait_for(&mut ref_conn, head, Duration::from_secs(300)).await;
-    reference.kill();
-    let (expected, _) = state_digest(&mut ref_conn, &keys).await.expect("digest");
+    let expected = reference_digest(&stack, 2, head).await;
     assert_eq!(digest, expected, "state after Redis restarts differs");
 }
 
@@ -258,10 +265,6 @@ async fn a_hot_standby_takes_over_when_the_leader_dies() {
     drop(b);
     let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");
 
-    let mut reference = spawn_indexer(&stack, 2, &[]);
-    let mut ref_conn = db(&stack, 2).await;
-    wait_for(&mut ref_conn, head, Duration::from_secs(300)).await;
-    reference.kill();
-    let (expected, _) = state_digest(&mut ref_conn, &keys).await.expect("digest");
+    let expected = reference_digest(&stack, 2, head).await;
     assert_eq!(digest, expected, "state after a leader change differs");
 }

@@ -129,6 +129,24 @@ async fn fake_vultr() -> (String, Shared) {
     (url, shared)
 }
 
+/// A worker for `node` whose provider is the shell script `body` (a `command`
+/// provider), written into `dir`.
+fn script_worker(node: &crate::vms::Node, dir: &std::path::Path, body: &str) -> Worker {
+    let script = dir.join("provider.sh");
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("script");
+    let s = &node.state;
+    Worker::new(
+        s.redis.clone(),
+        ChainKeys::new(31337),
+        Arc::new(CommandProvider::new(
+            "sh".into(),
+            vec![script.display().to_string()],
+        )),
+        s.master.clone().expect("master"),
+        s.config.provisioning.clone(),
+    )
+}
+
 fn request(tier: u8) -> ProvisionRequest {
     ProvisionRequest {
         token_id: "9".into(),
@@ -211,25 +229,13 @@ async fn failed_provisioning_is_retried_recorded_and_retried_by_an_operator() {
     indexed(&node, &stack).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let flag = dir.path().join("fixed");
-    let script = dir.path().join("provider.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\nif [ -e {} ]; then echo '{{\"instance_id\":\"i-1\",\"host\":\"10.1.1.1\",\"ready\":true}}'; else echo 'out of capacity' >&2; exit 1; fi\n",
+    let worker = script_worker(
+        &node,
+        dir.path(),
+        &format!(
+            "cat >/dev/null\nif [ -e {} ]; then echo '{{\"instance_id\":\"i-1\",\"host\":\"10.1.1.1\",\"ready\":true}}'; else echo 'out of capacity' >&2; exit 1; fi",
             flag.display()
         ),
-    )
-    .expect("script");
-    let s = &node.state;
-    let worker = Worker::new(
-        s.redis.clone(),
-        ChainKeys::new(31337),
-        Arc::new(CommandProvider::new(
-            "sh".into(),
-            vec![script.display().to_string()],
-        )),
-        s.master.clone().expect("master"),
-        s.config.provisioning.clone(),
     );
     for _ in 0..20 {
         worker.pass().await.expect("pass");
@@ -292,28 +298,16 @@ async fn the_sweeper_terminates_expired_vms_and_spares_unexpired_ones() {
     let short = stack.buy_vm(5, 0, 1).await;
     let long = stack.buy_vm(6, 0, 5).await;
     indexed(&node, &stack).await;
-    let s = &node.state;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("calls");
-    let script = dir.path().join("provider.sh");
-    // Records every request, answers a ready instance named after the label.
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nreq=$(cat)\necho \"$req\" >> {}\necho '{{\"instance_id\":\"i-x\",\"host\":\"10.0.0.1\",\"ready\":true}}'\n",
+    // Records every request, answers a ready instance.
+    let worker = script_worker(
+        &node,
+        dir.path(),
+        &format!(
+            "req=$(cat)\necho \"$req\" >> {}\necho '{{\"instance_id\":\"i-x\",\"host\":\"10.0.0.1\",\"ready\":true}}'",
             log.display()
         ),
-    )
-    .expect("script");
-    let worker = Worker::new(
-        s.redis.clone(),
-        ChainKeys::new(31337),
-        Arc::new(CommandProvider::new(
-            "sh".into(),
-            vec![script.display().to_string()],
-        )),
-        s.master.clone().expect("master"),
-        s.config.provisioning.clone(),
     );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

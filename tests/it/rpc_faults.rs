@@ -109,11 +109,7 @@ async fn failing_timing_out_rate_limiting_and_truncating_endpoints_change_nothin
     faulty.kill();
     let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");
 
-    let mut direct = spawn_indexer(&stack, 2, &[]);
-    let mut ref_conn = db(&stack, 2).await;
-    wait_for(&mut ref_conn, head, Duration::from_secs(300)).await;
-    direct.kill();
-    let (expected, _) = state_digest(&mut ref_conn, &keys).await.expect("digest");
+    let expected = crate::crash::reference_digest(&stack, 2, head).await;
     assert_eq!(digest, expected, "faults changed the indexed state");
 
     for (name, f) in [("first", &f1), ("second", &f2)] {
