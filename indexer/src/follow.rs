@@ -238,28 +238,54 @@ impl Follower {
         Ok(head)
     }
 
-    /// Applies `from..=to` (all below the window) in ranges, without undo records.
+    /// Applies `from..=to` (all below the window) in ranges, without undo
+    /// records. The next range is fetched while the current one commits (one
+    /// request in flight ahead); commits stay strictly in block order.
     async fn backfill(&mut self, from: u64, to: u64) -> Result<()> {
         let mut next = from;
-        while next <= to {
-            let (a, b) = self.range.next(next, to);
-            let started = Instant::now();
-            let logs = match self.fetch_range(a, b).await? {
+        let (a, b) = self.range.next(next, to);
+        let mut inflight = Some(self.spawn_fetch(a, b));
+        while let Some(task) = inflight.take() {
+            let (a, b, took, outcome) = task
+                .await
+                .map_err(|e| Error::Rpc(format!("log fetch task failed: {e}")))?;
+            let logs = match outcome? {
                 LogsOutcome::Ok(logs) => logs,
                 LogsOutcome::Range(advice, message) => {
                     if !self.range.failed(a, b - a + 1, advice) {
                         return Err(Error::Unsplittable { block: a, message });
                     }
                     debug!(target: "chainfront::indexer", from = a, to = b, next_size = self.range.size(), "range too large; splitting");
+                    let (a, b) = self.range.next(next, to);
+                    inflight = Some(self.spawn_fetch(a, b));
                     continue;
                 }
             };
-            self.range
-                .succeeded(b - a + 1, logs.len(), started.elapsed());
-            self.commit_range(b, logs).await?;
+            self.range.succeeded(b - a + 1, logs.len(), took);
             next = b + 1;
+            if next <= to {
+                let (a, b) = self.range.next(next, to);
+                inflight = Some(self.spawn_fetch(a, b));
+            }
+            self.commit_range(b, logs).await?;
         }
         Ok(())
+    }
+
+    /// Fetches `from..=to` on a task, returning the range, how long the fetch
+    /// took and its outcome.
+    fn spawn_fetch(&self, from: u64, to: u64) -> tokio::task::JoinHandle<FetchResult> {
+        let rpc = self.rpc.clone();
+        let filters: Vec<Filter> = self
+            .filters()
+            .into_iter()
+            .map(|f| f.from_block(from).to_block(to))
+            .collect();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = fetch_logs(&rpc, filters).await;
+            (from, to, started.elapsed(), outcome)
+        })
     }
 
     /// Commits logs of blocks up to `to`, in chunks ending at block boundaries
@@ -404,16 +430,6 @@ impl Follower {
         filters
     }
 
-    /// Logs of every filter over `from..=to`, merged in chain order.
-    async fn fetch_range(&self, from: u64, to: u64) -> Result<LogsOutcome<Vec<Log>>> {
-        let filters: Vec<Filter> = self
-            .filters()
-            .into_iter()
-            .map(|f| f.from_block(from).to_block(to))
-            .collect();
-        self.fetch(filters).await
-    }
-
     /// Logs of one block by hash; `None` if the node no longer has that block.
     async fn fetch_block(&self, hash: B256) -> Result<Option<Vec<Log>>> {
         let filters: Vec<Filter> = self
@@ -434,24 +450,31 @@ impl Follower {
     }
 
     async fn fetch(&self, filters: Vec<Filter>) -> Result<LogsOutcome<Vec<Log>>> {
-        let calls = filters.iter().map(|f| {
-            self.rpc
-                .call_logs("eth_getLogs", move |p| async move { p.get_logs(f).await })
-        });
-        let results = futures_util::future::join_all(calls).await;
-        let mut all = Vec::new();
-        for r in results {
-            match r? {
-                LogsOutcome::Ok(logs) => all.extend(logs),
-                LogsOutcome::Range(a, m) => return Ok(LogsOutcome::Range(a, m)),
-            }
-        }
-        // Logs flagged `removed` belong to an orphaned block: never applied.
-        all.retain(|l| !l.removed);
-        all.sort_by_key(|l| (l.block_number, l.log_index));
-        all.dedup_by_key(|l| (l.block_number, l.log_index));
-        Ok(LogsOutcome::Ok(all))
+        fetch_logs(&self.rpc, filters).await
     }
+}
+
+/// A range fetch's (from, to, duration, outcome).
+type FetchResult = (u64, u64, Duration, Result<LogsOutcome<Vec<Log>>>);
+
+/// Logs of every filter, merged in chain order; `removed` logs dropped.
+async fn fetch_logs(rpc: &Rpc, filters: Vec<Filter>) -> Result<LogsOutcome<Vec<Log>>> {
+    let calls = filters
+        .iter()
+        .map(|f| rpc.call_logs("eth_getLogs", move |p| async move { p.get_logs(f).await }));
+    let results = futures_util::future::join_all(calls).await;
+    let mut all = Vec::new();
+    for r in results {
+        match r? {
+            LogsOutcome::Ok(logs) => all.extend(logs),
+            LogsOutcome::Range(a, m) => return Ok(LogsOutcome::Range(a, m)),
+        }
+    }
+    // Logs flagged `removed` belong to an orphaned block: never applied.
+    all.retain(|l| !l.removed);
+    all.sort_by_key(|l| (l.block_number, l.log_index));
+    all.dedup_by_key(|l| (l.block_number, l.log_index));
+    Ok(LogsOutcome::Ok(all))
 }
 
 /// Subscribes to new heads over WebSocket and wakes the follower on each;

@@ -67,14 +67,48 @@ pub struct Commit {
     pub undo: bool,
 }
 
-/// How to restore the keys one block touched.
+/// How to restore the keys one block touched: for every (key, field or
+/// member) the block wrote, its value before the block. Sized by the block's
+/// writes, not by the collections they touch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct UndoRecord {
     /// The checkpoint before the block.
     prev_number: u64,
     prev_hash: B256,
-    /// Key → hex of its `DUMP` before the block, or `None` if it did not exist.
-    keys: Vec<(String, Option<String>)>,
+    /// What to put back, applied in any order (each entry is a pre-block value).
+    restore: Vec<Restore>,
+}
+
+/// One pre-block value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+enum Restore {
+    /// A hash field: its value, or absent.
+    Field(String, String, Option<String>),
+    /// A set member: present or not.
+    Member(String, String, bool),
+    /// A sorted-set member: its score, or absent.
+    Scored(String, String, Option<String>),
+    /// A string key: its value, or absent.
+    Str(String, Option<String>),
+}
+
+impl Restore {
+    fn command(&self) -> Cmd {
+        match self {
+            Restore::Field(k, f, Some(v)) => {
+                cmd(&[b"HSET", k.as_bytes(), f.as_bytes(), v.as_bytes()])
+            }
+            Restore::Field(k, f, None) => cmd(&[b"HDEL", k.as_bytes(), f.as_bytes()]),
+            Restore::Member(k, m, true) => cmd(&[b"SADD", k.as_bytes(), m.as_bytes()]),
+            Restore::Member(k, m, false) => cmd(&[b"SREM", k.as_bytes(), m.as_bytes()]),
+            Restore::Scored(k, m, Some(score)) => {
+                cmd(&[b"ZADD", k.as_bytes(), score.as_bytes(), m.as_bytes()])
+            }
+            Restore::Scored(k, m, None) => cmd(&[b"ZREM", k.as_bytes(), m.as_bytes()]),
+            Restore::Str(k, Some(v)) => cmd(&[b"SET", k.as_bytes(), v.as_bytes()]),
+            Restore::Str(k, None) => cmd(&[b"DEL", k.as_bytes()]),
+        }
+    }
 }
 
 type Cmd = Vec<Vec<u8>>;
@@ -266,23 +300,7 @@ impl Store {
             };
             let record: UndoRecord =
                 serde_json::from_str(&raw).map_err(|e| Error::Corrupt(e.to_string()))?;
-            let mut cmds: Vec<Cmd> = Vec::with_capacity(record.keys.len() + 4);
-            for (key, dump) in &record.keys {
-                match dump {
-                    Some(hex) => {
-                        let bytes =
-                            alloy::hex::decode(hex).map_err(|e| Error::Corrupt(e.to_string()))?;
-                        cmds.push(vec![
-                            b"RESTORE".to_vec(),
-                            key.as_bytes().to_vec(),
-                            b"0".to_vec(),
-                            bytes,
-                            b"REPLACE".to_vec(),
-                        ]);
-                    }
-                    None => cmds.push(cmd(&[b"DEL", key.as_bytes()])),
-                }
-            }
+            let mut cmds: Vec<Cmd> = record.restore.iter().map(Restore::command).collect();
             cmds.push(cmd(&[b"DEL", self.keys.undo(cp.number).as_bytes()]));
             cmds.push(cmd(&[
                 b"HDEL",
@@ -397,29 +415,87 @@ impl Store {
     }
 
     async fn undo_record(&mut self, ops: &[Op], prev: Option<Checkpoint>) -> Result<UndoRecord> {
-        let keys: Vec<String> = ops
-            .iter()
-            .map(|op| op.key().to_owned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let dumps: Vec<Option<Vec<u8>>> = if keys.is_empty() {
+        // What each op overwrites, deduplicated: the pre-block value is the
+        // same however often the block touches it.
+        #[derive(PartialEq, Eq, PartialOrd, Ord, Clone)]
+        enum Slot {
+            Field(String, String),
+            Member(String, String),
+            Scored(String, String),
+            Str(String),
+        }
+        let mut slots = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::HSet { key, fields } => {
+                    for (f, _) in fields {
+                        slots.insert(Slot::Field(key.clone(), f.clone()));
+                    }
+                }
+                Op::HIncr { key, field, .. } => {
+                    slots.insert(Slot::Field(key.clone(), field.clone()));
+                }
+                Op::SAdd { key, member } | Op::SRem { key, member } => {
+                    slots.insert(Slot::Member(key.clone(), member.clone()));
+                }
+                Op::ZAdd { key, member, .. } => {
+                    slots.insert(Slot::Scored(key.clone(), member.clone()));
+                }
+                Op::Set { key, .. }
+                | Op::AddU256 {
+                    key, field: None, ..
+                } => {
+                    slots.insert(Slot::Str(key.clone()));
+                }
+                Op::AddU256 {
+                    key,
+                    field: Some(f),
+                    ..
+                } => {
+                    slots.insert(Slot::Field(key.clone(), f.clone()));
+                }
+            }
+        }
+        let slots: Vec<Slot> = slots.into_iter().collect();
+        let values: Vec<redis::Value> = if slots.is_empty() {
             Vec::new()
         } else {
             let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("DUMP").arg(k);
+            for slot in &slots {
+                match slot {
+                    Slot::Field(k, f) => pipe.cmd("HGET").arg(k).arg(f),
+                    Slot::Member(k, m) => pipe.cmd("SISMEMBER").arg(k).arg(m),
+                    Slot::Scored(k, m) => pipe.cmd("ZSCORE").arg(k).arg(m),
+                    Slot::Str(k) => pipe.cmd("GET").arg(k),
+                };
             }
             pipe.query_async(&mut self.conn).await?
         };
+        let text = |v: &redis::Value| -> Result<Option<String>> {
+            match v {
+                redis::Value::Nil => Ok(None),
+                other => redis::from_redis_value_ref::<String>(other)
+                    .map(Some)
+                    .map_err(|e| Error::Corrupt(format!("undo capture: {e}"))),
+            }
+        };
+        let mut restore = Vec::with_capacity(slots.len());
+        for (slot, v) in slots.into_iter().zip(&values) {
+            restore.push(match slot {
+                Slot::Field(k, f) => Restore::Field(k, f, text(v)?),
+                Slot::Member(k, m) => {
+                    let present = redis::from_redis_value_ref::<bool>(v)
+                        .map_err(|e| Error::Corrupt(format!("undo capture: {e}")))?;
+                    Restore::Member(k, m, present)
+                }
+                Slot::Scored(k, m) => Restore::Scored(k, m, text(v)?),
+                Slot::Str(k) => Restore::Str(k, text(v)?),
+            });
+        }
         Ok(UndoRecord {
             prev_number: prev.map(|p| p.number).unwrap_or_default(),
             prev_hash: prev.map(|p| p.hash).unwrap_or_default(),
-            keys: keys
-                .into_iter()
-                .zip(dumps)
-                .map(|(k, d)| (k, d.map(alloy::hex::encode)))
-                .collect(),
+            restore,
         })
     }
 }
