@@ -1,6 +1,6 @@
 //! Indexer benchmark (`scripts/bench-indexer`, or `cargo bench --bench indexer`).
 //!
-//! In one run on a local anvil + redis-server: seeds `CHAINFRONT_BENCH_EVENTS`
+//! In one run on a local anvil + redis-server: seeds `BENCH_EVENTS`
 //! (default 100,000) USDC deposits, then measures
 //! 1. the ceiling: the same logs fetched with bare `eth_getLogs` calls over the
 //!    same filters and 1,000-block ranges, discarded;
@@ -52,7 +52,7 @@ async fn redis_db(server: &RedisServer, db: u8) -> Res<redis::aio::ConnectionMan
 
 #[tokio::main]
 async fn main() -> Res<()> {
-    let events: usize = std::env::var("CHAINFRONT_BENCH_EVENTS")
+    let events: usize = std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);

@@ -18,12 +18,12 @@ fn bin() -> std::path::PathBuf {
 }
 
 /// A tiny deterministic PRNG (xorshift64*), seeded from the clock and printed,
-/// so a failing schedule can be replayed with CHAINFRONT_TEST_SEED.
+/// so a failing schedule can be replayed with CRASH_TEST_SEED.
 struct Rng(u64);
 
 impl Rng {
     fn new() -> Rng {
-        let seed = std::env::var("CHAINFRONT_TEST_SEED")
+        let seed = std::env::var("CRASH_TEST_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| {
@@ -33,7 +33,7 @@ impl Rng {
                     .unwrap_or(7)
                     | 1
             });
-        eprintln!("crash schedule seed: CHAINFRONT_TEST_SEED={seed}");
+        eprintln!("crash schedule seed: CRASH_TEST_SEED={seed}");
         Rng(seed)
     }
 
