@@ -711,7 +711,9 @@ impl Config {
                     poll_interval: chain.poll_interval(),
                     window: chain.reorg_window,
                     max_range: chain.max_log_range,
-                    initial_range: chain.max_log_range.min(1_000),
+                    // Start small and grow while responses stay small, so memory is bounded
+                    // by the response size, not by how dense the first range is.
+                    initial_range: chain.max_log_range.min(100),
                     ws_url: chain.ws_url.clone(),
                     head: match chain.head {
                         HeadConfig::Latest => HeadTag::Latest,
