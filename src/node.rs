@@ -99,7 +99,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
         metrics: Arc::default(),
         chain_head: Arc::default(),
         chain_time: Arc::default(),
-        tiers_cache: Arc::default(),
+        read_cache: Arc::default(),
     })
 }
 

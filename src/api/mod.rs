@@ -37,8 +37,8 @@ pub struct AppState {
     pub chain_time: Arc<std::sync::atomic::AtomicU64>,
     /// Wallet-signature checks.
     pub auth: Arc<crate::auth::Auth>,
-    /// `/tiers` answers, cached briefly.
-    pub tiers_cache: Arc<vms::TiersCache>,
+    /// Public read answers, cached briefly.
+    pub read_cache: Arc<vms::ReadCache>,
 }
 
 /// Largest request body accepted by any route.

@@ -31,8 +31,8 @@ use crate::crypto::wallet::AgentWallet;
 use crate::provision::queue::{Record, Status};
 use crate::provision::vm_type;
 
-/// How long `/tiers` serves from memory (the document: "cache tier pricing").
-const TIERS_TTL: Duration = Duration::from_secs(1);
+/// How long public reads serve from memory (the document: "cache tier pricing").
+const READ_TTL: Duration = Duration::from_secs(1);
 /// Blocks the indexer may trail the head (beyond the confirmation depth)
 /// before ownership is checked on chain instead.
 const STALE_SLACK: u64 = 2;
@@ -58,9 +58,31 @@ pub(super) fn wallet_router() -> Router<AppState> {
     Router::new().route("/agents/generate-wallet", post(generate_wallet))
 }
 
-/// `/tiers` answers cached for [`TIERS_TTL`].
+/// Public read answers (`/tiers`, `/vms/:address`) kept for [`READ_TTL`]:
+/// the index itself trails the chain by a poll interval, so a second more
+/// costs clients nothing and spares Redis under load.
 #[derive(Default)]
-pub struct TiersCache(RwLock<Option<(Instant, Value)>>);
+pub struct ReadCache(RwLock<HashMap<String, (Instant, Value)>>);
+
+/// Entries before the cache is cleared (bounds memory under address scans).
+const READ_CACHE_MAX: usize = 10_000;
+
+impl ReadCache {
+    async fn get(&self, key: &str) -> Option<Value> {
+        let map = self.0.read().await;
+        map.get(key)
+            .filter(|(at, _)| at.elapsed() < READ_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    async fn put(&self, key: String, value: Value) {
+        let mut map = self.0.write().await;
+        if map.len() >= READ_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, (Instant::now(), value));
+    }
+}
 
 fn keys(state: &AppState) -> ChainKeys {
     ChainKeys::new(state.home.deployment.chain_id)
@@ -145,10 +167,8 @@ fn vm_status(vm: &HashMap<String, String>, rec: Option<&Record>, now: u64) -> &'
 }
 
 async fn tiers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if let Some((at, v)) = state.tiers_cache.0.read().await.as_ref()
-        && at.elapsed() < TIERS_TTL
-    {
-        return Ok(Json(v.clone()));
+    if let Some(v) = state.read_cache.get("tiers").await {
+        return Ok(Json(v));
     }
     let k = keys(&state);
     let mut c = state.redis.clone();
@@ -182,7 +202,7 @@ async fn tiers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         })
         .collect();
     let body = Value::Array(tiers);
-    *state.tiers_cache.0.write().await = Some((Instant::now(), body.clone()));
+    state.read_cache.put("tiers".into(), body.clone()).await;
     Ok(Json(body))
 }
 
@@ -191,6 +211,10 @@ async fn vms(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = parse_address(&raw)?;
+    let cache_key = format!("vms:{}", lower(owner));
+    if let Some(v) = state.read_cache.get(&cache_key).await {
+        return Ok(Json(v));
+    }
     let k = keys(&state);
     let mut c = state.redis.clone();
     let mut ids: Vec<U256> = c
@@ -227,11 +251,13 @@ async fn vms(
             }))
         })
         .collect();
-    Ok(Json(json!({
+    let body = json!({
         "address": owner.to_string(),
         "count": vms.len(),
         "vms": vms,
-    })))
+    });
+    state.read_cache.put(cache_key, body.clone()).await;
+    Ok(Json(body))
 }
 
 async fn status(

@@ -187,6 +187,8 @@ async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
     assert_eq!(body["type"], "gcp");
     let key = body["privateKey"].as_str().expect("private key");
     ssh_key::PrivateKey::from_openssh(key).expect("an OpenSSH private key");
+    // Public reads are cached for a second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let (_, vms) = get(&format!("{}/vms/{}", node.url, buyer.address()), None).await;
     assert_eq!(vms["vms"][0]["status"], "running");
     assert_eq!(vms["vms"][0]["ssh_host"], "127.0.0.1");
