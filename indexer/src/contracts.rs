@@ -35,6 +35,14 @@ sol!(
 );
 
 sol!(
+    /// An owner-signed ERC-1271 contract wallet, for tests and the dev stack.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    MockSmartWallet,
+    "../abi/MockSmartWallet.json"
+);
+
+sol!(
     /// ERC-1271: contract wallets that validate signatures themselves.
     #[sol(rpc)]
     #[derive(Debug)]

@@ -215,6 +215,12 @@ impl NodeKeys {
         format!("cf:{{sig:{digest_hex}}}:used")
     }
 
+    /// String with a TTL: a live server nonce from `GET /auth/nonce`
+    /// (32 lower-case hex digits), deleted when consumed.
+    pub fn auth_nonce(&self, nonce_hex: &str) -> String {
+        format!("cf:{{nonce:{nonce_hex}}}:open")
+    }
+
     // ---- agent wallets ----
 
     /// Hash: agent wallet address → ECIES-encrypted private key.

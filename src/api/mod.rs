@@ -1,5 +1,6 @@
 //! The HTTP API: one [`AppState`], one router per surface, merged here.
 
+pub mod auth;
 pub mod error;
 mod health;
 pub mod ratelimit;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(vms::status_router())
         .merge(vms::credentials_router())
         .merge(vms::wallet_router())
+        .merge(auth::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
