@@ -97,10 +97,14 @@ def main():
         if r.status_code == 200:
             print(json.dumps(r.json()))
             return 0
+        if r.status_code == 429:
+            # Respect the limit, as the API document asks.
+            time.sleep(min(int(r.headers.get("Retry-After", "1")), 10))
+            continue
         if r.status_code != 202:
             print(f"credentials: HTTP {r.status_code}: {r.text}", file=sys.stderr)
             return 1
-        time.sleep(0.2)
+        time.sleep(1.0)
     print("credentials: still provisioning after 60 s", file=sys.stderr)
     return 1
 

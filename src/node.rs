@@ -111,7 +111,8 @@ pub async fn serve(
 ) -> Result<()> {
     let addr = listener.local_addr().ok();
     info!(target: "chainfront::api", addr = ?addr, "API listening");
-    axum::serve(listener, api::router(state))
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(|source| Error::Io {

@@ -208,6 +208,21 @@ pub struct NodeKeys;
 impl NodeKeys {
     // ---- rate limits and bans ----
 
+    /// String with a TTL: `ip` is banned while it exists.
+    pub fn ip_ban(&self, ip: &impl std::fmt::Display) -> String {
+        format!("cf:{{ip:{ip}}}:ban")
+    }
+
+    /// Counter of `ip`'s requests to `route` in fixed window `window`.
+    pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
+        format!("cf:{{ip:{ip}}}:rl:{route}:{window}")
+    }
+
+    /// Counter of `ip`'s rate-limit violations in the ban window.
+    pub fn ip_violations(&self, ip: &impl std::fmt::Display) -> String {
+        format!("cf:{{ip:{ip}}}:violations")
+    }
+
     // ---- auth ----
 
     /// String with a TTL: a timestamped signature already used (by its sha256).

@@ -3,7 +3,7 @@
 pub mod auth;
 pub mod error;
 mod health;
-pub mod ratelimit;
+pub mod limits;
 pub mod vms;
 
 use std::sync::Arc;
@@ -47,15 +47,22 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The complete router.
 pub fn router(state: AppState) -> Router {
+    use limits::RouteClass;
+    let limited = |r: Router<AppState>, class: RouteClass| {
+        r.route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), class),
+            limits::enforce,
+        ))
+    };
     Router::new()
         .merge(health::router())
         .merge(crate::metrics::router())
-        .merge(vms::tiers_router())
-        .merge(vms::vms_router())
-        .merge(vms::status_router())
-        .merge(vms::credentials_router())
-        .merge(vms::wallet_router())
-        .merge(auth::router())
+        .merge(limited(vms::tiers_router(), RouteClass::Tiers))
+        .merge(limited(vms::vms_router(), RouteClass::Vms))
+        .merge(limited(vms::status_router(), RouteClass::Status))
+        .merge(limited(vms::credentials_router(), RouteClass::Credentials))
+        .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
+        .merge(limited(auth::router(), RouteClass::Auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

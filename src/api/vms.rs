@@ -183,7 +183,12 @@ async fn tiers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     for t in &ids {
         pipe.hgetall(k.tier(*t));
     }
-    let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+    // An empty pipeline is an error in redis-rs: nothing to read, no call.
+    let rows: Vec<HashMap<String, String>> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut c).await?
+    };
     let tiers: Vec<Value> = ids
         .iter()
         .zip(rows)
@@ -228,7 +233,12 @@ async fn vms(
     for id in &ids {
         pipe.hgetall(k.vm(*id)).hgetall(k.provision(*id));
     }
-    let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+    // An empty pipeline is an error in redis-rs: nothing to read, no call.
+    let rows: Vec<HashMap<String, String>> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut c).await?
+    };
     let now = now_secs(&state);
     let vms: Vec<Value> = ids
         .iter()

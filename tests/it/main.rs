@@ -10,6 +10,7 @@ mod crash;
 mod harness;
 mod health;
 mod indexer;
+mod limits;
 mod provision;
 mod rpc_faults;
 mod seed;

@@ -263,6 +263,14 @@ async fn one_time_delivery_erases_the_key_after_the_first_success() {
 async fn generate_wallet_returns_a_working_key_and_keeps_it_sealed() {
     let stack = Stack::start().await;
     let node = start_node(node_config(&stack, &[])).await;
+    // A wallet without VMs is an empty list, not an error.
+    let (status, body) = get(
+        &format!("{}/vms/{}", node.url, stack.signer(3).address()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["count"], 0);
     let resp = reqwest::Client::new()
         .post(format!("{}/agents/generate-wallet", node.url))
         .json(&serde_json::json!({ "agentId": "agent-7" }))

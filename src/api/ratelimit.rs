@@ -1,1 +1,0 @@
-//! Per-IP, per-route rate limits and bans, counted in Redis.
