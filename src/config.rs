@@ -443,6 +443,9 @@ pub struct Secrets {
     pub master_key: Option<Secret>,
     /// Vultr API key for the `vultr` provider.
     pub vultr_api_key: Option<Secret>,
+    /// The file `admin_key_hash` came from, if any: re-read when it changes,
+    /// so admin keys rotate without a restart.
+    pub admin_key_hash_file: Option<PathBuf>,
 }
 
 impl Secrets {
@@ -473,6 +476,9 @@ impl Secrets {
             admin_key_hash: read("admin_key_hash")?,
             master_key: read("master_key")?,
             vultr_api_key: read("vultr_api_key")?,
+            admin_key_hash_file: vars
+                .get(&format!("{ENV_PREFIX}ADMIN_KEY_HASH_FILE"))
+                .map(PathBuf::from),
         })
     }
 }
@@ -586,14 +592,13 @@ impl Config {
             &self.redis.url,
             &["redis", "rediss", "redis+unix", "unix"],
         )?;
-        if let Some(hash) = &self.secrets.admin_key_hash {
-            let h = hash.expose().trim_start_matches("0x");
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::Config {
-                    key: "admin_key_hash".into(),
-                    message: "must be the hex SHA-256 of the admin API key (64 hex digits)".into(),
-                });
-            }
+        if let Some(hash) = &self.secrets.admin_key_hash
+            && let Err(message) = crate::auth::admin::parse_hashes(hash.expose())
+        {
+            return Err(Error::Config {
+                key: "admin_key_hash".into(),
+                message,
+            });
         }
         Ok(())
     }

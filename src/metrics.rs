@@ -50,6 +50,11 @@ impl NodeMetrics {
             .clone()
     }
 
+    /// Seconds since start.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         type Labels = Vec<(String, String)>;

@@ -89,7 +89,9 @@ pub async fn connect(config: Config) -> Result<AppState> {
         redis.clone(),
         chain.clone(),
     ));
+    let admin_keys = Arc::new(crate::auth::admin::AdminKeys::from_secrets(&config.secrets));
     Ok(AppState {
+        admin_keys,
         auth,
         config: Arc::new(config),
         home: Arc::new(home),

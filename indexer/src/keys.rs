@@ -213,6 +213,11 @@ impl NodeKeys {
         format!("cf:{{ip:{ip}}}:ban")
     }
 
+    /// Pattern matching every ban key.
+    pub fn ip_ban_pattern(&self) -> String {
+        "cf:{ip:*}:ban".into()
+    }
+
     /// Counter of `ip`'s requests to `route` in fixed window `window`.
     pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
         format!("cf:{{ip:{ip}}}:rl:{route}:{window}")

@@ -1,5 +1,6 @@
 //! The HTTP API: one [`AppState`], one router per surface, merged here.
 
+pub mod admin;
 pub mod auth;
 pub mod error;
 mod health;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub chain_head: Arc<std::sync::atomic::AtomicU64>,
     /// Timestamp of that head block (0 until known).
     pub chain_time: Arc<std::sync::atomic::AtomicU64>,
+    /// Accepted admin API keys.
+    pub admin_keys: Arc<crate::auth::admin::AdminKeys>,
     /// Wallet-signature checks.
     pub auth: Arc<crate::auth::Auth>,
     /// Public read answers, cached briefly.
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(limited(vms::credentials_router(), RouteClass::Credentials))
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
+        .merge(limited(admin::router(), RouteClass::Admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 //! drop), deploys the real contracts and signs with real keys.
 
 mod abi;
+mod admin;
 mod auth;
 mod cli;
 mod contracts;

@@ -1,0 +1,201 @@
+//! `/admin/*`: bans, failed provisionings, node stats. Every route needs the
+//! admin key (`auth::admin`) and is rate limited as `admin`; every action and
+//! every refused key is a security event.
+
+use std::collections::HashMap;
+
+use alloy::primitives::U256;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chainfront_indexer::keys::{ChainKeys, NodeKeys};
+use redis::AsyncCommands;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::vms::parse_token_id;
+use super::{ApiError, AppState};
+use crate::provision::queue::Queue;
+
+/// The admin routes.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/bans", get(list_bans).post(ban))
+        .route("/admin/bans/{ip}", delete(unban))
+        .route("/admin/provisionings/failed", get(failed))
+        .route("/admin/provisionings/{token_id}/retry", post(retry))
+        .route("/admin/stats", get(stats))
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, action: &str) -> Result<(), ApiError> {
+    state.admin_keys.check(headers).map_err(|e| {
+        tracing::warn!(target: "chainfront::security", event = "admin_auth_failure", action, reason = %e, "admin request refused");
+        ApiError::Unauthorized(e.to_string())
+    })?;
+    tracing::info!(target: "chainfront::security", event = "admin_action", action, "admin request");
+    Ok(())
+}
+
+fn parse_ip(raw: &str) -> Result<std::net::IpAddr, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{raw}` is not an IP address")))
+}
+
+async fn list_bans(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "list_bans")?;
+    let mut c = s.redis.clone();
+    let keys = chainfront_indexer::store::scan(&mut c, &NodeKeys.ip_ban_pattern())
+        .await
+        .map_err(ApiError::internal)?;
+    let now = crate::time::now_iso8601();
+    let mut bans = Vec::new();
+    for key in keys {
+        let (kind, ttl): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .ttl(&key)
+            .query_async(&mut c)
+            .await?;
+        let ip = key
+            .strip_prefix("cf:{ip:")
+            .and_then(|r| r.strip_suffix("}:ban"))
+            .unwrap_or_default()
+            .to_owned();
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64 + ttl.max(0))
+            .ok()
+            .and_then(crate::time::iso8601);
+        bans.push(json!({
+            "ip": ip,
+            "until": until,
+            "automatic": kind.as_deref() == Some("auto"),
+            "reason": kind,
+        }));
+    }
+    Ok(Json(json!({ "bans": bans, "asOf": now })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanRequest {
+    ip: String,
+    #[serde(default)]
+    duration_secs: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn ban(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<BanRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "ban")?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    let ip = parse_ip(&req.ip)?;
+    let secs = req
+        .duration_secs
+        .unwrap_or(s.config.rate_limits.ban_secs)
+        .max(1);
+    let reason = req.reason.unwrap_or_else(|| "manual".into());
+    if reason.len() > 200 {
+        return Err(ApiError::BadRequest(
+            "reason is longer than 200 characters".into(),
+        ));
+    }
+    let mut c = s.redis.clone();
+    let _: () = c.set_ex(NodeKeys.ip_ban(&ip), &reason, secs).await?;
+    tracing::warn!(target: "chainfront::security", event = "ban", ip = %ip, secs, "IP banned by an admin");
+    Ok(Json(json!({ "ip": ip.to_string(), "bannedForSecs": secs })))
+}
+
+async fn unban(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "unban")?;
+    let ip = parse_ip(&raw)?;
+    let mut c = s.redis.clone();
+    let removed: u32 = c
+        .del(&[NodeKeys.ip_ban(&ip), NodeKeys.ip_violations(&ip)])
+        .await?;
+    tracing::warn!(target: "chainfront::security", event = "unban", ip = %ip, "IP unbanned by an admin");
+    Ok(Json(
+        json!({ "ip": ip.to_string(), "wasBanned": removed > 0 }),
+    ))
+}
+
+fn queue(s: &AppState) -> Queue {
+    Queue::new(s.redis.clone(), ChainKeys::new(s.home.deployment.chain_id))
+}
+
+async fn failed(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "list_failed_provisionings")?;
+    let q = queue(&s);
+    let mut out = Vec::new();
+    for id in q.failed().await.map_err(ApiError::internal)? {
+        let rec = q
+            .record(id)
+            .await
+            .map_err(ApiError::internal)?
+            .unwrap_or_default();
+        out.push(json!({
+            "tokenId": id.to_string(),
+            "attempts": rec.attempts,
+            "lastError": rec.last_error,
+            "updatedAt": rec.updated_at,
+        }));
+    }
+    Ok(Json(json!({ "failed": out })))
+}
+
+async fn retry(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "retry_provisioning")?;
+    let id: U256 = parse_token_id(&raw)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if !queue(&s)
+        .retry(id, now_ms)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::Conflict(format!(
+            "VM #{id} has no failed provisioning to retry"
+        )));
+    }
+    Ok(Json(
+        json!({ "tokenId": id.to_string(), "status": "queued" }),
+    ))
+}
+
+async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "stats")?;
+    let keys = ChainKeys::new(s.home.deployment.chain_id);
+    let mut c = s.redis.clone();
+    let (vms, failed, checkpoint): (u64, u64, HashMap<String, String>) = redis::pipe()
+        .scard(keys.vms())
+        .scard(keys.provision_failed())
+        .hgetall(keys.checkpoint())
+        .query_async(&mut c)
+        .await?;
+    let bans = chainfront_indexer::store::scan(&mut c, &NodeKeys.ip_ban_pattern())
+        .await
+        .map_err(ApiError::internal)?
+        .len();
+    Ok(Json(json!({
+        "vms": vms,
+        "failedProvisionings": failed,
+        "bans": bans,
+        "indexedBlock": checkpoint.get("number").and_then(|n| n.parse::<u64>().ok()),
+        "headBlock": s.chain_head.load(std::sync::atomic::Ordering::Relaxed),
+        "uptimeSecs": s.metrics.uptime_secs(),
+    })))
+}
