@@ -135,6 +135,10 @@ pub struct LogConfig {
     /// `tracing` filter directive, e.g. `info,chainfront=debug`. `RUST_LOG`
     /// wins when set.
     pub filter: String,
+    /// Also write the security stream (auth failures, rate-limit violations,
+    /// bans, admin actions) as JSON lines to this file, rotated at 5 MB with
+    /// 5 files kept.
+    pub security_file: Option<PathBuf>,
 }
 
 impl Default for LogConfig {
@@ -142,6 +146,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Pretty,
             filter: "info".into(),
+            security_file: None,
         }
     }
 }
