@@ -46,6 +46,8 @@ async fn admin_routes_need_the_key_and_manage_bans_and_provisionings() {
         ],
     ))
     .await;
+    // Stats report the indexed block once the indexer has committed one.
+    indexed(&node, &stack).await;
     let stats = format!("{}/admin/stats", node.url);
     assert_eq!(
         admin(Method::GET, stats.clone(), None, None).await.0,
