@@ -393,22 +393,16 @@ impl Watched {
         log_index: u64,
     ) -> Vec<Op> {
         let k = &self.keys;
+        let id = ChainKeys::deposit_id(tx, log_index);
         vec![
             Op::HSet {
-                key: k.deposit(tx, log_index),
-                fields: vec![
-                    f("chain_id", k.chain_id()),
-                    f("from", lower(from)),
-                    f("amount", amount),
-                    f("tx", tx),
-                    f("log_index", log_index),
-                    f("block", block),
-                ],
+                key: k.deposits(),
+                fields: vec![(id.clone(), format!("{}:{amount}:{block}", lower(from)))],
             },
             Op::ZAdd {
                 key: k.wallet_deposits(from),
                 score: block,
-                member: format!("{tx}:{log_index}"),
+                member: id,
             },
             Op::AddU256 {
                 key: k.wallet_deposit_total(from),

@@ -141,9 +141,18 @@ impl ChainKeys {
 
     // ---- deposits ----
 
-    /// Hash: one USDC deposit to the treasury, by (tx hash, log index).
-    pub fn deposit(&self, tx: B256, log_index: u64) -> String {
-        self.s(&format!("dep:{tx}:{log_index}"))
+    /// Hash of every USDC deposit to the treasury on this chain: field
+    /// [`ChainKeys::deposit_id`], value `<from>:<amount>:<block>`. One hash
+    /// rather than a key per deposit: a backfill writes it with one command
+    /// per commit instead of one per deposit.
+    pub fn deposits(&self) -> String {
+        self.s("deposits")
+    }
+
+    /// A deposit's field in [`ChainKeys::deposits`] and member in
+    /// [`ChainKeys::wallet_deposits`]: `<tx hash>:<log index>`.
+    pub fn deposit_id(tx: B256, log_index: u64) -> String {
+        format!("{tx}:{log_index}")
     }
 
     /// Sorted set of a wallet's deposits (member `tx:logindex`, score = block).
@@ -270,7 +279,7 @@ mod tests {
             k.owner_vms(Address::repeat_byte(0xAB)),
             k.tier(3),
             k.market(FixedBytes::repeat_byte(1)),
-            k.deposit(B256::repeat_byte(2), 7),
+            k.deposits(),
             k.wallet_deposit_total(Address::ZERO),
         ];
         for key in &all {

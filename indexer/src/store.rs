@@ -113,6 +113,80 @@ impl Restore {
 
 type Cmd = Vec<Vec<u8>>;
 
+/// Most arguments in one merged command; Lua's `unpack` in the commit script
+/// refuses more than about 8,000 values.
+const MAX_ARGS: usize = 2_000;
+
+/// What a write is, for merging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    HSet,
+    SAdd,
+    SRem,
+    ZAdd,
+    /// A command that is never merged.
+    Single(&'static [u8]),
+}
+
+impl Kind {
+    fn name(self) -> &'static [u8] {
+        match self {
+            Kind::HSet => b"HSET",
+            Kind::SAdd => b"SADD",
+            Kind::SRem => b"SREM",
+            Kind::ZAdd => b"ZADD",
+            Kind::Single(name) => name,
+        }
+    }
+}
+
+/// A commit's writes as few commands as possible: per key, in op order,
+/// consecutive writes of the same kind become one variadic command (`HSET k
+/// f1 v1 f2 v2`, `ZADD k s1 m1 s2 m2`, ...). Writes to different keys commute
+/// and each key keeps its own order, so the result equals running the ops
+/// one by one — with one command per key and kind instead of one per event.
+#[derive(Default)]
+struct Batch {
+    /// Keys in first-write order (a deterministic command order).
+    order: Vec<String>,
+    per_key: HashMap<String, Vec<(Kind, Cmd)>>,
+}
+
+impl Batch {
+    fn push(&mut self, key: &str, kind: Kind, args: Vec<Vec<u8>>) {
+        let cmds = match self.per_key.get_mut(key) {
+            Some(c) => c,
+            None => {
+                self.order.push(key.to_owned());
+                self.per_key.entry(key.to_owned()).or_default()
+            }
+        };
+        if let Some((last, cmd)) = cmds.last_mut()
+            && *last == kind
+            && !matches!(kind, Kind::Single(_))
+            && cmd.len() + args.len() <= MAX_ARGS
+        {
+            cmd.extend(args);
+            return;
+        }
+        let mut cmd = Vec::with_capacity(2 + args.len());
+        cmd.push(kind.name().to_vec());
+        cmd.push(key.as_bytes().to_vec());
+        cmd.extend(args);
+        cmds.push((kind, cmd));
+    }
+
+    fn into_commands(mut self) -> Vec<Cmd> {
+        let mut out = Vec::with_capacity(self.order.len() + 6);
+        for key in &self.order {
+            if let Some(cmds) = self.per_key.remove(key) {
+                out.extend(cmds.into_iter().map(|(_, c)| c));
+            }
+        }
+        out
+    }
+}
+
 fn cmd(parts: &[&[u8]]) -> Cmd {
     parts.iter().map(|p| p.to_vec()).collect()
 }
@@ -193,58 +267,59 @@ impl Store {
 
     /// Commits `c` atomically.
     pub async fn commit(&mut self, c: Commit) -> Result<()> {
-        let mut cmds: Vec<Cmd> = Vec::with_capacity(c.ops.len() + 6);
         let totals = self.resolve_totals(&c.ops).await?;
+        let mut batch = Batch::default();
         let mut written_totals = BTreeSet::new();
         for op in &c.ops {
             match op {
                 Op::HSet { key, fields } => {
-                    let mut parts: Cmd = vec![b"HSET".to_vec(), key.as_bytes().to_vec()];
-                    for (f, v) in fields {
-                        parts.push(f.as_bytes().to_vec());
-                        parts.push(v.as_bytes().to_vec());
-                    }
-                    cmds.push(parts);
+                    let args = fields
+                        .iter()
+                        .flat_map(|(f, v)| [f.as_bytes().to_vec(), v.as_bytes().to_vec()]);
+                    batch.push(key, Kind::HSet, args.collect());
                 }
-                Op::HIncr { key, field, by } => cmds.push(cmd(&[
-                    b"HINCRBY",
-                    key.as_bytes(),
-                    field.as_bytes(),
-                    by.to_string().as_bytes(),
-                ])),
+                Op::HIncr { key, field, by } => batch.push(
+                    key,
+                    Kind::Single(b"HINCRBY"),
+                    vec![field.as_bytes().to_vec(), by.to_string().into_bytes()],
+                ),
                 Op::SAdd { key, member } => {
-                    cmds.push(cmd(&[b"SADD", key.as_bytes(), member.as_bytes()]))
+                    batch.push(key, Kind::SAdd, vec![member.as_bytes().to_vec()])
                 }
                 Op::SRem { key, member } => {
-                    cmds.push(cmd(&[b"SREM", key.as_bytes(), member.as_bytes()]))
+                    batch.push(key, Kind::SRem, vec![member.as_bytes().to_vec()])
                 }
-                Op::ZAdd { key, score, member } => cmds.push(cmd(&[
-                    b"ZADD",
-                    key.as_bytes(),
-                    score.to_string().as_bytes(),
-                    member.as_bytes(),
-                ])),
+                Op::ZAdd { key, score, member } => batch.push(
+                    key,
+                    Kind::ZAdd,
+                    vec![score.to_string().into_bytes(), member.as_bytes().to_vec()],
+                ),
                 Op::Set { key, value } => {
-                    cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()]))
+                    batch.push(key, Kind::Single(b"SET"), vec![value.as_bytes().to_vec()])
                 }
                 Op::AddU256 { key, field, .. } => {
                     // One write per total, with the batch's final value.
                     let id = (key.clone(), field.clone());
                     if written_totals.insert(id.clone()) {
-                        let value = totals.get(&id).copied().unwrap_or_default().to_string();
+                        let value = totals
+                            .get(&id)
+                            .copied()
+                            .unwrap_or_default()
+                            .to_string()
+                            .into_bytes();
                         match field {
-                            Some(f) => cmds.push(cmd(&[
-                                b"HSET",
-                                key.as_bytes(),
-                                f.as_bytes(),
-                                value.as_bytes(),
-                            ])),
-                            None => cmds.push(cmd(&[b"SET", key.as_bytes(), value.as_bytes()])),
+                            Some(f) => batch.push(
+                                key,
+                                Kind::Single(b"HSET"),
+                                vec![f.as_bytes().to_vec(), value],
+                            ),
+                            None => batch.push(key, Kind::Single(b"SET"), vec![value]),
                         }
                     }
                 }
             }
         }
+        let mut cmds = batch.into_commands();
         if c.undo {
             let prev = self.checkpoint().await?;
             let record = self.undo_record(&c.ops, prev).await?;
@@ -522,4 +597,62 @@ pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<Str
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(cmds: &[Cmd]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| {
+                c.iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_merges_runs_per_key_and_keeps_each_keys_order() {
+        let mut b = Batch::default();
+        let m = |s: &str| vec![s.as_bytes().to_vec()];
+        b.push("a", Kind::SAdd, m("x"));
+        b.push("h", Kind::HSet, vec![b"f".to_vec(), b"1".to_vec()]);
+        b.push("a", Kind::SAdd, m("y"));
+        b.push("h", Kind::HSet, vec![b"f".to_vec(), b"2".to_vec()]);
+        b.push("a", Kind::SRem, m("x"));
+        b.push("a", Kind::SAdd, m("x"));
+        b.push("s", Kind::Single(b"SET"), m("1"));
+        b.push("s", Kind::Single(b"SET"), m("2"));
+        assert_eq!(
+            text(&b.into_commands()),
+            [
+                "SADD a x y",
+                "SREM a x",
+                "SADD a x",
+                "HSET h f 1 f 2",
+                "SET s 1",
+                "SET s 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_splits_commands_at_the_argument_cap() {
+        let mut b = Batch::default();
+        for i in 0..MAX_ARGS {
+            b.push(
+                "z",
+                Kind::ZAdd,
+                vec![i.to_string().into_bytes(), b"m".to_vec()],
+            );
+        }
+        let cmds = b.into_commands();
+        assert!(cmds.len() > 1);
+        assert!(cmds.iter().all(|c| c.len() <= MAX_ARGS && c[0] == b"ZADD"));
+        let pairs: usize = cmds.iter().map(|c| (c.len() - 2) / 2).sum();
+        assert_eq!(pairs, MAX_ARGS);
+    }
 }
