@@ -390,6 +390,9 @@ pub struct IndexerConfig {
     pub leader_ttl_ms: u64,
     /// Per-request RPC timeout in ms.
     pub rpc_timeout_ms: u64,
+    /// `eth_getLogs` ranges fetched ahead of the one being committed during a
+    /// backfill (each holds up to one range of logs in memory).
+    pub fetch_ahead: usize,
 }
 
 impl Default for IndexerConfig {
@@ -398,6 +401,7 @@ impl Default for IndexerConfig {
             enabled: true,
             leader_ttl_ms: 5_000,
             rpc_timeout_ms: 10_000,
+            fetch_ahead: 2,
         }
     }
 }
@@ -725,6 +729,7 @@ impl Config {
                     // by the response size, not by how dense the first range is.
                     initial_range: chain.max_log_range.min(100),
                     ws_url: chain.ws_url.clone(),
+                    fetch_ahead: self.indexer.fetch_ahead.max(1),
                     head: match chain.head {
                         HeadConfig::Latest => HeadTag::Latest,
                         HeadConfig::Safe => HeadTag::Safe,

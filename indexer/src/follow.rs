@@ -53,6 +53,10 @@ pub struct FollowConfig {
     pub initial_range: u64,
     /// Most logs in one atomic commit during backfill.
     pub max_logs_per_commit: usize,
+    /// Ranges fetched ahead of the one being committed during a backfill, so
+    /// the RPC node works while Redis commits (bounded: each holds one range
+    /// of logs in memory). Blocks are still applied strictly in order.
+    pub fetch_ahead: usize,
     /// Head to follow.
     pub head: HeadTag,
     /// WebSocket endpoint: new-head notifications wake the follower at once
@@ -70,6 +74,7 @@ impl Default for FollowConfig {
             max_range: 10_000,
             initial_range: 1_000,
             max_logs_per_commit: 5_000,
+            fetch_ahead: 2,
             head: HeadTag::Latest,
             ws_url: None,
         }
@@ -198,7 +203,12 @@ impl Follower {
                 self.backfill(next, deep_end).await?;
                 continue;
             }
-            match self.window_step(next, cp).await? {
+            let step = if target > next {
+                self.window_batch(next, target, cp).await?
+            } else {
+                self.window_step(next, cp).await?
+            };
+            match step {
                 Step::Applied | Step::Reverted => continue,
                 Step::NotYet => return Ok(cp.map(|c| c.number)),
             }
@@ -242,10 +252,15 @@ impl Follower {
     /// records. The next range is fetched while the current one commits (one
     /// request in flight ahead); commits stay strictly in block order.
     async fn backfill(&mut self, from: u64, to: u64) -> Result<()> {
-        let mut next = from;
-        let (a, b) = self.range.next(next, to);
-        let mut inflight = Some(self.spawn_fetch(a, b));
-        while let Some(task) = inflight.take() {
+        // Next block to schedule a fetch for; fetches complete in any order
+        // but are committed in the order they were scheduled.
+        let mut scheduled = from;
+        let mut inflight = Inflight::default();
+        loop {
+            self.top_up(&mut inflight, &mut scheduled, to);
+            let Some(task) = inflight.0.pop_front() else {
+                return Ok(());
+            };
             let (a, b, took, outcome) = task
                 .await
                 .map_err(|e| Error::Rpc(format!("log fetch task failed: {e}")))?;
@@ -256,20 +271,26 @@ impl Follower {
                         return Err(Error::Unsplittable { block: a, message });
                     }
                     debug!(target: "chainfront::indexer", from = a, to = b, next_size = self.range.size(), "range too large; splitting");
-                    let (a, b) = self.range.next(next, to);
-                    inflight = Some(self.spawn_fetch(a, b));
+                    // Everything scheduled after `a` used the old size: refetch.
+                    inflight.abort_all();
+                    scheduled = a;
                     continue;
                 }
             };
             self.range.succeeded(b - a + 1, logs.len(), took);
-            next = b + 1;
-            if next <= to {
-                let (a, b) = self.range.next(next, to);
-                inflight = Some(self.spawn_fetch(a, b));
-            }
+            // Keep the RPC node busy while this range commits.
+            self.top_up(&mut inflight, &mut scheduled, to);
             self.commit_range(b, logs).await?;
         }
-        Ok(())
+    }
+
+    /// Schedules fetches from `scheduled` on until `fetch_ahead` are in flight.
+    fn top_up(&self, inflight: &mut Inflight, scheduled: &mut u64, to: u64) {
+        while inflight.0.len() < self.cfg.fetch_ahead.max(1) && *scheduled <= to {
+            let (a, b) = self.range.next(*scheduled, to);
+            inflight.0.push_back(self.spawn_fetch(a, b));
+            *scheduled = b + 1;
+        }
     }
 
     /// Fetches `from..=to` on a task, returning the range, how long the fetch
@@ -367,6 +388,61 @@ impl Follower {
         Ok(Step::Applied)
     }
 
+    /// Catching up inside the window (several blocks behind): the headers of
+    /// up to [`WINDOW_BATCH`] blocks are fetched concurrently and must form a
+    /// chain from the checkpoint; their logs are then fetched by block hash,
+    /// [`WINDOW_FETCHES`] at a time, while the blocks before them commit one
+    /// by one with their undo records. Same checks as [`Self::window_step`],
+    /// without a round trip per block on the critical path.
+    async fn window_batch(&mut self, n: u64, last: u64, cp: Option<Checkpoint>) -> Result<Step> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let m = last.min(n + WINDOW_BATCH - 1);
+        let rpc = self.rpc.clone();
+        let headers: Vec<Option<(B256, B256)>> = futures_util::stream::iter(n..=m)
+            .map(|k| header(&rpc, k))
+            .buffered(WINDOW_FETCHES)
+            .try_collect()
+            .await?;
+        let mut chain = Vec::with_capacity(headers.len());
+        let mut parent = cp.map(|c| c.hash);
+        for (k, h) in (n..=m).zip(headers) {
+            let Some((hash, p)) = h else { break };
+            if parent.is_some_and(|expected| expected != p) {
+                if k == n {
+                    // Not the child of our checkpoint: a reorg.
+                    return self.window_step(n, cp).await;
+                }
+                // The chain moved while we asked: apply the consistent part.
+                break;
+            }
+            chain.push((k, hash));
+            parent = Some(hash);
+        }
+        if chain.is_empty() {
+            return Ok(Step::NotYet);
+        }
+        let filters = self.filters();
+        let mut logs = futures_util::stream::iter(chain.clone())
+            .map(|(_, hash)| {
+                let (rpc, filters) = (rpc.clone(), filters.clone());
+                tokio::spawn(async move { fetch_block(&rpc, filters, hash).await })
+            })
+            .buffered(WINDOW_FETCHES);
+        for (k, hash) in chain {
+            let fetched = logs
+                .next()
+                .await
+                .ok_or_else(|| Error::Rpc("log fetch stream ended early".into()))?
+                .map_err(|e| Error::Rpc(format!("log fetch task failed: {e}")))??;
+            let Some(block_logs) = fetched else {
+                // Replaced between the header and the logs: start over.
+                return Ok(Step::Reverted);
+            };
+            self.commit_logs(&block_logs, k, hash, true).await?;
+        }
+        Ok(Step::Applied)
+    }
+
     /// Our checkpoint is not the parent of the canonical next block: walk back
     /// to the last block whose hash still matches and undo everything above.
     async fn reorg(&mut self, cp: Checkpoint) -> Result<()> {
@@ -404,13 +480,7 @@ impl Follower {
 
     /// (hash, parent hash) of block `n`, `None` if the node does not have it yet.
     async fn header(&self, n: u64) -> Result<Option<(B256, B256)>> {
-        let block = self
-            .rpc
-            .call("eth_getBlockByNumber", |p| async move {
-                p.get_block_by_number(BlockNumberOrTag::Number(n)).await
-            })
-            .await?;
-        Ok(block.map(|b| (b.header.hash, b.header.parent_hash)))
+        header(&self.rpc, n).await
     }
 
     fn filters(&self) -> Vec<Filter> {
@@ -432,30 +502,63 @@ impl Follower {
 
     /// Logs of one block by hash; `None` if the node no longer has that block.
     async fn fetch_block(&self, hash: B256) -> Result<Option<Vec<Log>>> {
-        let filters: Vec<Filter> = self
-            .filters()
-            .into_iter()
-            .map(|f| f.at_block_hash(hash))
-            .collect();
-        match self.fetch(filters).await {
-            Ok(LogsOutcome::Ok(logs)) => Ok(Some(logs)),
-            Ok(LogsOutcome::Range(_, msg)) => {
-                Err(Error::Rpc(format!("single-block query rejected: {msg}")))
-            }
-            Err(Error::Rpc(msg)) if msg.contains("not found") || msg.contains("unknown block") => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn fetch(&self, filters: Vec<Filter>) -> Result<LogsOutcome<Vec<Log>>> {
-        fetch_logs(&self.rpc, filters).await
+        fetch_block(&self.rpc, self.filters(), hash).await
     }
 }
 
+/// (hash, parent hash) of block `n`, `None` if the node does not have it yet.
+async fn header(rpc: &Rpc, n: u64) -> Result<Option<(B256, B256)>> {
+    let block = rpc
+        .call("eth_getBlockByNumber", |p| async move {
+            p.get_block_by_number(BlockNumberOrTag::Number(n)).await
+        })
+        .await?;
+    Ok(block.map(|b| (b.header.hash, b.header.parent_hash)))
+}
+
+/// Logs of one block by hash (exactly that block's, whatever the node's
+/// canonical chain is now); `None` if the node no longer has that block.
+async fn fetch_block(rpc: &Rpc, filters: Vec<Filter>, hash: B256) -> Result<Option<Vec<Log>>> {
+    let filters = filters.into_iter().map(|f| f.at_block_hash(hash)).collect();
+    match fetch_logs(rpc, filters).await {
+        Ok(LogsOutcome::Ok(logs)) => Ok(Some(logs)),
+        Ok(LogsOutcome::Range(_, msg)) => {
+            Err(Error::Rpc(format!("single-block query rejected: {msg}")))
+        }
+        Err(Error::Rpc(msg)) if msg.contains("not found") || msg.contains("unknown block") => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Most blocks one [`Follower::window_batch`] fetches headers for.
+const WINDOW_BATCH: u64 = 32;
+
+/// Concurrent requests of a window batch.
+const WINDOW_FETCHES: usize = 8;
+
 /// A range fetch's (from, to, duration, outcome).
 type FetchResult = (u64, u64, Duration, Result<LogsOutcome<Vec<Log>>>);
+
+/// Log fetches in flight, oldest first; aborted when dropped (an error or a
+/// stop mid-backfill leaves no fetch running).
+#[derive(Default)]
+struct Inflight(std::collections::VecDeque<tokio::task::JoinHandle<FetchResult>>);
+
+impl Inflight {
+    fn abort_all(&mut self) {
+        for t in self.0.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
 
 /// Logs of every filter, merged in chain order; `removed` logs dropped.
 async fn fetch_logs(rpc: &Rpc, filters: Vec<Filter>) -> Result<LogsOutcome<Vec<Log>>> {

@@ -200,9 +200,9 @@ pub struct Store {
     window: u64,
     /// Fencing token; empty when running without a leader lock.
     token: String,
-    /// The checkpoint number this process last read or wrote (`None`:
-    /// unknown, so the next commit does not check it).
-    last: Option<Option<u64>>,
+    /// The checkpoint this process last read or wrote (`None`: unknown, so
+    /// the next commit does not check it).
+    last: Option<Option<Checkpoint>>,
     script: Script,
 }
 
@@ -251,7 +251,7 @@ impl Store {
             }),
             _ => None,
         };
-        self.last = Some(cp.map(|c| c.number));
+        self.last = Some(cp);
         Ok(cp)
     }
 
@@ -321,7 +321,11 @@ impl Store {
         }
         let mut cmds = batch.into_commands();
         if c.undo {
-            let prev = self.checkpoint().await?;
+            // The commit script checks Redis still holds this checkpoint.
+            let prev = match self.last {
+                Some(known) => known,
+                None => self.checkpoint().await?,
+            };
             let record = self.undo_record(&c.ops, prev).await?;
             let json = serde_json::to_string(&record).map_err(|e| Error::Corrupt(e.to_string()))?;
             cmds.push(cmd(&[
@@ -353,9 +357,12 @@ impl Store {
             b"hash",
             c.to_hash.to_string().as_bytes(),
         ]));
-        let expect = self.last;
+        let expect = self.last.map(|cp| cp.map(|c| c.number));
         self.run(cmds, expect).await?;
-        self.last = Some(Some(c.to));
+        self.last = Some(Some(Checkpoint {
+            number: c.to,
+            hash: c.to_hash,
+        }));
         Ok(())
     }
 
@@ -394,8 +401,12 @@ impl Store {
                     record.prev_hash.to_string().as_bytes(),
                 ]));
             }
-            let prev = (!(record.prev_hash == B256::ZERO && record.prev_number == 0))
-                .then_some(record.prev_number);
+            let prev = (!(record.prev_hash == B256::ZERO && record.prev_number == 0)).then_some(
+                Checkpoint {
+                    number: record.prev_number,
+                    hash: record.prev_hash,
+                },
+            );
             self.run(cmds, Some(Some(cp.number))).await?;
             self.last = Some(prev);
         }
