@@ -8,10 +8,12 @@
 //! recovery (in `auth`) is the rest of its cost.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +25,6 @@ use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::RwLock;
 
 use super::{ApiError, AppState};
 use crate::crypto::ecies;
@@ -61,27 +62,49 @@ pub(super) fn wallet_router() -> Router<AppState> {
 /// Public read answers (`/tiers`, `/vms/:address`) kept for [`READ_TTL`]:
 /// the index itself trails the chain by a poll interval, so a second more
 /// costs clients nothing and spares Redis under load.
+/// Entries hold the serialized body, so a hit is a map lookup and a
+/// reference-counted copy: no JSON work per request.
 #[derive(Default)]
-pub struct ReadCache(RwLock<HashMap<String, (Instant, Value)>>);
+pub struct ReadCache(RwLock<HashMap<String, (Instant, Bytes)>>);
 
 /// Entries before the cache is cleared (bounds memory under address scans).
 const READ_CACHE_MAX: usize = 10_000;
 
 impl ReadCache {
-    async fn get(&self, key: &str) -> Option<Value> {
-        let map = self.0.read().await;
+    fn get(&self, key: &str) -> Option<Response> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(key)
             .filter(|(at, _)| at.elapsed() < READ_TTL)
-            .map(|(_, v)| v.clone())
+            .map(|(_, body)| json_response(body.clone()))
     }
 
-    async fn put(&self, key: String, value: Value) {
-        let mut map = self.0.write().await;
+    /// Serializes `value`, keeps it and answers it.
+    fn put(&self, key: String, value: &Value) -> Response {
+        let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= READ_CACHE_MAX {
             map.clear();
         }
-        map.insert(key, (Instant::now(), value));
+        map.insert(key, (Instant::now(), body.clone()));
+        json_response(body)
     }
+}
+
+fn json_response(body: Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn keys(state: &AppState) -> ChainKeys {
@@ -166,9 +189,9 @@ fn vm_status(vm: &HashMap<String, String>, rec: Option<&Record>, now: u64) -> &'
     }
 }
 
-async fn tiers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if let Some(v) = state.read_cache.get("tiers").await {
-        return Ok(Json(v));
+async fn tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if let Some(hit) = state.read_cache.get("tiers") {
+        return Ok(hit);
     }
     let k = keys(&state);
     let mut c = state.redis.clone();
@@ -206,19 +229,14 @@ async fn tiers(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
             })
         })
         .collect();
-    let body = Value::Array(tiers);
-    state.read_cache.put("tiers".into(), body.clone()).await;
-    Ok(Json(body))
+    Ok(state.read_cache.put("tiers".into(), &Value::Array(tiers)))
 }
 
-async fn vms(
-    State(state): State<AppState>,
-    Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn vms(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let owner = parse_address(&raw)?;
     let cache_key = format!("vms:{}", lower(owner));
-    if let Some(v) = state.read_cache.get(&cache_key).await {
-        return Ok(Json(v));
+    if let Some(hit) = state.read_cache.get(&cache_key) {
+        return Ok(hit);
     }
     let k = keys(&state);
     let mut c = state.redis.clone();
@@ -266,8 +284,7 @@ async fn vms(
         "count": vms.len(),
         "vms": vms,
     });
-    state.read_cache.put(cache_key, body.clone()).await;
-    Ok(Json(body))
+    Ok(state.read_cache.put(cache_key, &body))
 }
 
 async fn status(
