@@ -21,7 +21,7 @@ use crate::contracts::MockUSDC;
 use crate::logs::AdaptiveRange;
 use crate::metrics::IndexerMetrics;
 use crate::rpc::{LogsOutcome, Rpc};
-use crate::store::{Checkpoint, Commit, Store};
+use crate::store::{Checkpoint, Commit, Store, WindowBlock};
 use crate::{Error, Result};
 
 /// Which head the follower chases.
@@ -391,9 +391,9 @@ impl Follower {
     /// Catching up inside the window (several blocks behind): the headers of
     /// up to [`WINDOW_BATCH`] blocks are fetched concurrently and must form a
     /// chain from the checkpoint; their logs are then fetched by block hash,
-    /// [`WINDOW_FETCHES`] at a time, while the blocks before them commit one
-    /// by one with their undo records. Same checks as [`Self::window_step`],
-    /// without a round trip per block on the critical path.
+    /// [`WINDOW_FETCHES`] at a time, and the blocks commit together in one
+    /// atomic step with an undo record each. Same checks as
+    /// [`Self::window_step`], without round trips per block.
     async fn window_batch(&mut self, n: u64, last: u64, cp: Option<Checkpoint>) -> Result<Step> {
         use futures_util::{StreamExt, TryStreamExt};
         let m = last.min(n + WINDOW_BATCH - 1);
@@ -428,6 +428,11 @@ impl Follower {
                 tokio::spawn(async move { fetch_block(&rpc, filters, hash).await })
             })
             .buffered(WINDOW_FETCHES);
+        // Blocks whose logs arrived, committed together (bounded by
+        // `max_logs_per_commit`) with one undo record each.
+        let mut ready: Vec<WindowBlock> = Vec::new();
+        let mut ready_logs = 0;
+        let mut step = Step::Applied;
         for (k, hash) in chain {
             let fetched = logs
                 .next()
@@ -435,12 +440,37 @@ impl Follower {
                 .ok_or_else(|| Error::Rpc("log fetch stream ended early".into()))?
                 .map_err(|e| Error::Rpc(format!("log fetch task failed: {e}")))??;
             let Some(block_logs) = fetched else {
-                // Replaced between the header and the logs: start over.
-                return Ok(Step::Reverted);
+                // Replaced between the header and the logs: commit what came
+                // before it, then start over from there.
+                step = Step::Reverted;
+                break;
             };
-            self.commit_logs(&block_logs, k, hash, true).await?;
+            if !ready.is_empty() && ready_logs + block_logs.len() > self.cfg.max_logs_per_commit {
+                self.commit_window(std::mem::take(&mut ready), ready_logs)
+                    .await?;
+                ready_logs = 0;
+            }
+            ready_logs += block_logs.len();
+            ready.push(WindowBlock {
+                number: k,
+                hash,
+                ops: self.watched.ops_for_logs(&block_logs),
+            });
         }
-        Ok(Step::Applied)
+        self.commit_window(ready, ready_logs).await?;
+        Ok(step)
+    }
+
+    async fn commit_window(&mut self, blocks: Vec<WindowBlock>, events: usize) -> Result<()> {
+        let Some(last) = blocks.last().map(|b| b.number) else {
+            return Ok(());
+        };
+        self.store.commit_window(blocks).await?;
+        self.metrics.indexed_block.store(last, Ordering::Relaxed);
+        self.metrics
+            .events_applied
+            .fetch_add(events as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Our checkpoint is not the parent of the canonical next block: walk back

@@ -267,81 +267,90 @@ impl Store {
 
     /// Commits `c` atomically.
     pub async fn commit(&mut self, c: Commit) -> Result<()> {
-        let totals = self.resolve_totals(&c.ops).await?;
-        let mut batch = Batch::default();
-        let mut written_totals = BTreeSet::new();
-        for op in &c.ops {
-            match op {
-                Op::HSet { key, fields } => {
-                    let args = fields
-                        .iter()
-                        .flat_map(|(f, v)| [f.as_bytes().to_vec(), v.as_bytes().to_vec()]);
-                    batch.push(key, Kind::HSet, args.collect());
-                }
-                Op::HIncr { key, field, by } => batch.push(
-                    key,
-                    Kind::Single(b"HINCRBY"),
-                    vec![field.as_bytes().to_vec(), by.to_string().into_bytes()],
-                ),
-                Op::SAdd { key, member } => {
-                    batch.push(key, Kind::SAdd, vec![member.as_bytes().to_vec()])
-                }
-                Op::SRem { key, member } => {
-                    batch.push(key, Kind::SRem, vec![member.as_bytes().to_vec()])
-                }
-                Op::ZAdd { key, score, member } => batch.push(
-                    key,
-                    Kind::ZAdd,
-                    vec![score.to_string().into_bytes(), member.as_bytes().to_vec()],
-                ),
-                Op::Set { key, value } => {
-                    batch.push(key, Kind::Single(b"SET"), vec![value.as_bytes().to_vec()])
-                }
-                Op::AddU256 { key, field, .. } => {
-                    // One write per total, with the batch's final value.
-                    let id = (key.clone(), field.clone());
-                    if written_totals.insert(id.clone()) {
-                        let value = totals
-                            .get(&id)
-                            .copied()
-                            .unwrap_or_default()
-                            .to_string()
-                            .into_bytes();
-                        match field {
-                            Some(f) => batch.push(
-                                key,
-                                Kind::Single(b"HSET"),
-                                vec![f.as_bytes().to_vec(), value],
-                            ),
-                            None => batch.push(key, Kind::Single(b"SET"), vec![value]),
-                        }
-                    }
-                }
-            }
-        }
-        let mut cmds = batch.into_commands();
         if c.undo {
-            // The commit script checks Redis still holds this checkpoint.
-            let prev = match self.last {
-                Some(known) => known,
-                None => self.checkpoint().await?,
+            return self
+                .commit_window(vec![WindowBlock {
+                    number: c.to,
+                    hash: c.to_hash,
+                    ops: c.ops,
+                }])
+                .await;
+        }
+        let totals = self.resolve_totals(&c.ops).await?;
+        let mut cmds = writes(c.ops.iter(), &totals);
+        self.bookkeeping(&mut cmds, c.to, c.to_hash);
+        self.finish(cmds, c.to, c.to_hash).await
+    }
+
+    /// Commits consecutive blocks inside the reorg window in one atomic step,
+    /// each with its own undo record. The values the blocks overwrite are read
+    /// once; each block's pre-block values follow by replaying the blocks
+    /// before it in memory, so the batch costs two round trips, not two per
+    /// block.
+    pub async fn commit_window(&mut self, blocks: Vec<WindowBlock>) -> Result<()> {
+        let Some(last) = blocks.last() else {
+            return Ok(());
+        };
+        let (to, to_hash) = (last.number, last.hash);
+        // The commit script checks Redis still holds this checkpoint.
+        let mut prev = match self.last {
+            Some(known) => known,
+            None => self.checkpoint().await?,
+        };
+        let mut state = self.capture(blocks.iter().flat_map(|b| &b.ops)).await?;
+        let mut undo_cmds = Vec::with_capacity(blocks.len() * 4);
+        for b in &blocks {
+            let restore = slots(&b.ops)
+                .into_iter()
+                .map(|slot| {
+                    let before = state.get(&slot).cloned().flatten();
+                    slot.restore(before)
+                })
+                .collect();
+            let record = UndoRecord {
+                prev_number: prev.map(|p| p.number).unwrap_or_default(),
+                prev_hash: prev.map(|p| p.hash).unwrap_or_default(),
+                restore,
             };
-            let record = self.undo_record(&c.ops, prev).await?;
+            for op in &b.ops {
+                replay(&mut state, op)?;
+            }
             let json = serde_json::to_string(&record).map_err(|e| Error::Corrupt(e.to_string()))?;
-            cmds.push(cmd(&[
+            undo_cmds.push(cmd(&[
                 b"SET",
-                self.keys.undo(c.to).as_bytes(),
+                self.keys.undo(b.number).as_bytes(),
                 json.as_bytes(),
             ]));
+            self.bookkeeping(&mut undo_cmds, b.number, b.hash);
+            prev = Some(Checkpoint {
+                number: b.number,
+                hash: b.hash,
+            });
         }
+        // Totals end at their replayed values.
+        let mut totals = HashMap::new();
+        for op in blocks.iter().flat_map(|b| &b.ops) {
+            if let Op::AddU256 { key, field, .. } = op {
+                let slot = Slot::total(key, field);
+                let value = parse_total(key, state.get(&slot).cloned().flatten())?;
+                totals.insert((key.clone(), field.clone()), value);
+            }
+        }
+        let mut cmds = writes(blocks.iter().flat_map(|b| &b.ops), &totals);
+        cmds.extend(undo_cmds);
+        self.finish(cmds, to, to_hash).await
+    }
+
+    /// Remembers block `number`'s hash and prunes what fell out of the window.
+    fn bookkeeping(&self, cmds: &mut Vec<Cmd>, number: u64, hash: B256) {
         let hashes = self.keys.block_hashes();
         cmds.push(cmd(&[
             b"HSET",
             hashes.as_bytes(),
-            c.to.to_string().as_bytes(),
-            c.to_hash.to_string().as_bytes(),
+            number.to_string().as_bytes(),
+            hash.to_string().as_bytes(),
         ]));
-        if let Some(old) = c.to.checked_sub(self.window) {
+        if let Some(old) = number.checked_sub(self.window) {
             cmds.push(cmd(&[
                 b"HDEL",
                 hashes.as_bytes(),
@@ -349,19 +358,23 @@ impl Store {
             ]));
             cmds.push(cmd(&[b"DEL", self.keys.undo(old).as_bytes()]));
         }
+    }
+
+    /// Moves the checkpoint to `to` and runs everything in one script call.
+    async fn finish(&mut self, mut cmds: Vec<Cmd>, to: u64, to_hash: B256) -> Result<()> {
         cmds.push(cmd(&[
             b"HSET",
             self.keys.checkpoint().as_bytes(),
             b"number",
-            c.to.to_string().as_bytes(),
+            to.to_string().as_bytes(),
             b"hash",
-            c.to_hash.to_string().as_bytes(),
+            to_hash.to_string().as_bytes(),
         ]));
         let expect = self.last.map(|cp| cp.map(|c| c.number));
         self.run(cmds, expect).await?;
         self.last = Some(Some(Checkpoint {
-            number: c.to,
-            hash: c.to_hash,
+            number: to,
+            hash: to_hash,
         }));
         Ok(())
     }
@@ -500,90 +513,223 @@ impl Store {
         Ok(totals)
     }
 
-    async fn undo_record(&mut self, ops: &[Op], prev: Option<Checkpoint>) -> Result<UndoRecord> {
-        // What each op overwrites, deduplicated: the pre-block value is the
-        // same however often the block touches it.
-        #[derive(PartialEq, Eq, PartialOrd, Ord, Clone)]
-        enum Slot {
-            Field(String, String),
-            Member(String, String),
-            Scored(String, String),
-            Str(String),
-        }
-        let mut slots = BTreeSet::new();
+    /// Current values of every slot `ops` write (a set member: `Some("1")`
+    /// when present), in one pipelined round trip.
+    async fn capture<'a>(
+        &mut self,
+        ops: impl Iterator<Item = &'a Op>,
+    ) -> Result<HashMap<Slot, Option<String>>> {
+        let mut all = BTreeSet::new();
         for op in ops {
-            match op {
-                Op::HSet { key, fields } => {
-                    for (f, _) in fields {
-                        slots.insert(Slot::Field(key.clone(), f.clone()));
+            all.extend(op_slots(op));
+        }
+        let all: Vec<Slot> = all.into_iter().collect();
+        if all.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for slot in &all {
+            match slot {
+                Slot::Field(k, f) => pipe.cmd("HGET").arg(k).arg(f),
+                Slot::Member(k, m) => pipe.cmd("SISMEMBER").arg(k).arg(m),
+                Slot::Scored(k, m) => pipe.cmd("ZSCORE").arg(k).arg(m),
+                Slot::Str(k) => pipe.cmd("GET").arg(k),
+            };
+        }
+        let values: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+        let mut out = HashMap::with_capacity(all.len());
+        for (slot, v) in all.into_iter().zip(&values) {
+            let value = match (&slot, v) {
+                (_, redis::Value::Nil) => None,
+                (Slot::Member(..), v) => redis::from_redis_value_ref::<bool>(v)
+                    .map_err(|e| Error::Corrupt(format!("undo capture: {e}")))?
+                    .then(|| "1".to_owned()),
+                (_, v) => Some(
+                    redis::from_redis_value_ref::<String>(v)
+                        .map_err(|e| Error::Corrupt(format!("undo capture: {e}")))?,
+                ),
+            };
+            out.insert(slot, value);
+        }
+        Ok(out)
+    }
+}
+
+/// A block inside the reorg window, committed with its own undo record.
+#[derive(Debug, Clone)]
+pub struct WindowBlock {
+    /// Block number.
+    pub number: u64,
+    /// Its hash.
+    pub hash: B256,
+    /// Its effects, in log order.
+    pub ops: Vec<Op>,
+}
+
+/// One value an op writes: what an undo record restores.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Slot {
+    Field(String, String),
+    Member(String, String),
+    Scored(String, String),
+    Str(String),
+}
+
+impl Slot {
+    fn total(key: &str, field: &Option<String>) -> Slot {
+        match field {
+            Some(f) => Slot::Field(key.to_owned(), f.clone()),
+            None => Slot::Str(key.to_owned()),
+        }
+    }
+
+    /// The restore entry that puts `before` back.
+    fn restore(self, before: Option<String>) -> Restore {
+        match self {
+            Slot::Field(k, f) => Restore::Field(k, f, before),
+            Slot::Member(k, m) => Restore::Member(k, m, before.is_some()),
+            Slot::Scored(k, m) => Restore::Scored(k, m, before),
+            Slot::Str(k) => Restore::Str(k, before),
+        }
+    }
+}
+
+/// The slots `op` writes.
+fn op_slots(op: &Op) -> Vec<Slot> {
+    match op {
+        Op::HSet { key, fields } => fields
+            .iter()
+            .map(|(f, _)| Slot::Field(key.clone(), f.clone()))
+            .collect(),
+        Op::HIncr { key, field, .. } => vec![Slot::Field(key.clone(), field.clone())],
+        Op::SAdd { key, member } | Op::SRem { key, member } => {
+            vec![Slot::Member(key.clone(), member.clone())]
+        }
+        Op::ZAdd { key, member, .. } => vec![Slot::Scored(key.clone(), member.clone())],
+        Op::Set { key, .. } => vec![Slot::Str(key.clone())],
+        Op::AddU256 { key, field, .. } => vec![Slot::total(key, field)],
+    }
+}
+
+/// The slots a block writes, each once (the pre-block value is the same
+/// however often the block touches it), in a deterministic order.
+fn slots(ops: &[Op]) -> Vec<Slot> {
+    let set: BTreeSet<Slot> = ops.iter().flat_map(op_slots).collect();
+    set.into_iter().collect()
+}
+
+/// Applies `op` to the in-memory copy of the slots, as Redis will.
+fn replay(state: &mut HashMap<Slot, Option<String>>, op: &Op) -> Result<()> {
+    match op {
+        Op::HSet { key, fields } => {
+            for (f, v) in fields {
+                state.insert(Slot::Field(key.clone(), f.clone()), Some(v.clone()));
+            }
+        }
+        Op::HIncr { key, field, by } => {
+            let slot = Slot::Field(key.clone(), field.clone());
+            let cur = match state.get(&slot).cloned().flatten() {
+                Some(v) => v
+                    .parse::<i64>()
+                    .map_err(|_| Error::Corrupt(format!("counter {key} {field} = `{v}`")))?,
+                None => 0,
+            };
+            state.insert(slot, Some((cur + by).to_string()));
+        }
+        Op::SAdd { key, member } => {
+            state.insert(Slot::Member(key.clone(), member.clone()), Some("1".into()));
+        }
+        Op::SRem { key, member } => {
+            state.insert(Slot::Member(key.clone(), member.clone()), None);
+        }
+        Op::ZAdd { key, score, member } => {
+            state.insert(
+                Slot::Scored(key.clone(), member.clone()),
+                Some(score.to_string()),
+            );
+        }
+        Op::Set { key, value } => {
+            state.insert(Slot::Str(key.clone()), Some(value.clone()));
+        }
+        Op::AddU256 { key, field, amount } => {
+            let slot = Slot::total(key, field);
+            let cur = parse_total(key, state.get(&slot).cloned().flatten())?;
+            let next = cur
+                .checked_add(*amount)
+                .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
+            state.insert(slot, Some(next.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn parse_total(key: &str, value: Option<String>) -> Result<U256> {
+    match value {
+        Some(s) => s
+            .parse::<U256>()
+            .map_err(|_| Error::Corrupt(format!("total {key} = `{s}`"))),
+        None => Ok(U256::ZERO),
+    }
+}
+
+/// The state writes of `ops`, merged per key ([`Batch`]); every total is
+/// written once, with its value from `totals`.
+fn writes<'a>(
+    ops: impl Iterator<Item = &'a Op>,
+    totals: &HashMap<(String, Option<String>), U256>,
+) -> Vec<Cmd> {
+    let mut batch = Batch::default();
+    let mut written_totals = BTreeSet::new();
+    for op in ops {
+        match op {
+            Op::HSet { key, fields } => {
+                let args = fields
+                    .iter()
+                    .flat_map(|(f, v)| [f.as_bytes().to_vec(), v.as_bytes().to_vec()]);
+                batch.push(key, Kind::HSet, args.collect());
+            }
+            Op::HIncr { key, field, by } => batch.push(
+                key,
+                Kind::Single(b"HINCRBY"),
+                vec![field.as_bytes().to_vec(), by.to_string().into_bytes()],
+            ),
+            Op::SAdd { key, member } => {
+                batch.push(key, Kind::SAdd, vec![member.as_bytes().to_vec()])
+            }
+            Op::SRem { key, member } => {
+                batch.push(key, Kind::SRem, vec![member.as_bytes().to_vec()])
+            }
+            Op::ZAdd { key, score, member } => batch.push(
+                key,
+                Kind::ZAdd,
+                vec![score.to_string().into_bytes(), member.as_bytes().to_vec()],
+            ),
+            Op::Set { key, value } => {
+                batch.push(key, Kind::Single(b"SET"), vec![value.as_bytes().to_vec()])
+            }
+            Op::AddU256 { key, field, .. } => {
+                // One write per total, with the batch's final value.
+                let id = (key.clone(), field.clone());
+                if written_totals.insert(id.clone()) {
+                    let value = totals
+                        .get(&id)
+                        .copied()
+                        .unwrap_or_default()
+                        .to_string()
+                        .into_bytes();
+                    match field {
+                        Some(f) => batch.push(
+                            key,
+                            Kind::Single(b"HSET"),
+                            vec![f.as_bytes().to_vec(), value],
+                        ),
+                        None => batch.push(key, Kind::Single(b"SET"), vec![value]),
                     }
                 }
-                Op::HIncr { key, field, .. } => {
-                    slots.insert(Slot::Field(key.clone(), field.clone()));
-                }
-                Op::SAdd { key, member } | Op::SRem { key, member } => {
-                    slots.insert(Slot::Member(key.clone(), member.clone()));
-                }
-                Op::ZAdd { key, member, .. } => {
-                    slots.insert(Slot::Scored(key.clone(), member.clone()));
-                }
-                Op::Set { key, .. }
-                | Op::AddU256 {
-                    key, field: None, ..
-                } => {
-                    slots.insert(Slot::Str(key.clone()));
-                }
-                Op::AddU256 {
-                    key,
-                    field: Some(f),
-                    ..
-                } => {
-                    slots.insert(Slot::Field(key.clone(), f.clone()));
-                }
             }
         }
-        let slots: Vec<Slot> = slots.into_iter().collect();
-        let values: Vec<redis::Value> = if slots.is_empty() {
-            Vec::new()
-        } else {
-            let mut pipe = redis::pipe();
-            for slot in &slots {
-                match slot {
-                    Slot::Field(k, f) => pipe.cmd("HGET").arg(k).arg(f),
-                    Slot::Member(k, m) => pipe.cmd("SISMEMBER").arg(k).arg(m),
-                    Slot::Scored(k, m) => pipe.cmd("ZSCORE").arg(k).arg(m),
-                    Slot::Str(k) => pipe.cmd("GET").arg(k),
-                };
-            }
-            pipe.query_async(&mut self.conn).await?
-        };
-        let text = |v: &redis::Value| -> Result<Option<String>> {
-            match v {
-                redis::Value::Nil => Ok(None),
-                other => redis::from_redis_value_ref::<String>(other)
-                    .map(Some)
-                    .map_err(|e| Error::Corrupt(format!("undo capture: {e}"))),
-            }
-        };
-        let mut restore = Vec::with_capacity(slots.len());
-        for (slot, v) in slots.into_iter().zip(&values) {
-            restore.push(match slot {
-                Slot::Field(k, f) => Restore::Field(k, f, text(v)?),
-                Slot::Member(k, m) => {
-                    let present = redis::from_redis_value_ref::<bool>(v)
-                        .map_err(|e| Error::Corrupt(format!("undo capture: {e}")))?;
-                    Restore::Member(k, m, present)
-                }
-                Slot::Scored(k, m) => Restore::Scored(k, m, text(v)?),
-                Slot::Str(k) => Restore::Str(k, text(v)?),
-            });
-        }
-        Ok(UndoRecord {
-            prev_number: prev.map(|p| p.number).unwrap_or_default(),
-            prev_hash: prev.map(|p| p.hash).unwrap_or_default(),
-            restore,
-        })
     }
+    batch.into_commands()
 }
 
 /// Every key matching `pattern`, via SCAN (never KEYS).
