@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::Watched;
 use crate::contracts::MockUSDC;
-use crate::logs::AdaptiveRange;
+use crate::logs::{AdaptiveRange, WireLog};
 use crate::metrics::IndexerMetrics;
 use crate::rpc::{LogsOutcome, Rpc};
 use crate::store::{Checkpoint, Commit, Store, WindowBlock};
@@ -592,14 +592,17 @@ impl Drop for Inflight {
 
 /// Logs of every filter, merged in chain order; `removed` logs dropped.
 async fn fetch_logs(rpc: &Rpc, filters: Vec<Filter>) -> Result<LogsOutcome<Vec<Log>>> {
-    let calls = filters
-        .iter()
-        .map(|f| rpc.call_logs("eth_getLogs", move |p| async move { p.get_logs(f).await }));
+    let calls = filters.iter().map(|f| {
+        rpc.call_logs("eth_getLogs", move |p| async move {
+            p.raw_request::<_, Vec<WireLog>>("eth_getLogs".into(), (f,))
+                .await
+        })
+    });
     let results = futures_util::future::join_all(calls).await;
     let mut all = Vec::new();
     for r in results {
         match r? {
-            LogsOutcome::Ok(logs) => all.extend(logs),
+            LogsOutcome::Ok(logs) => all.extend(logs.into_iter().map(Log::from)),
             LogsOutcome::Range(a, m) => return Ok(LogsOutcome::Range(a, m)),
         }
     }
