@@ -181,6 +181,25 @@ impl Follower {
             let cp = self.store.checkpoint().await?;
             let next = cp.map_or(self.cfg.start_block, |c| c.number + 1);
             if next > target {
+                // At (or past) the head, compare the block at the head's height
+                // with ours: the tip may have been replaced by a block of the
+                // same height, or the chain may have become shorter (a reorg
+                // that did not make the chain longer), which no parent hash
+                // reveals until the chain grows past us. A provider that is
+                // merely behind serves our own block there: no reorg.
+                if let Some(cp) = cp {
+                    let ours = if cp.number == target {
+                        Some(cp.hash)
+                    } else {
+                        self.store.block_hash(target).await?
+                    };
+                    if let Some(ours) = ours
+                        && self.header(target).await?.is_some_and(|(h, _)| h != ours)
+                    {
+                        self.reorg(cp).await?;
+                        continue;
+                    }
+                }
                 // A lagging provider may report a head below our checkpoint:
                 // nothing to do, and no reason to suspect a reorg.
                 return Ok(cp.map(|c| c.number));

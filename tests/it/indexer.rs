@@ -606,3 +606,66 @@ async fn a_window_batch_equals_block_by_block_commits_and_reverts_alike() {
         assert_eq!(digest(&mut c2, &spec).await, after[&n], "reverted to {n}");
     }
 }
+
+/// anvil's own reorg tools: `anvil_reorg` replaces the last blocks with empty
+/// ones (their deposits, purchases and transfers vanish), `anvil_rollback`
+/// drops blocks so the chain is shorter until new ones are mined on the new
+/// branch. The follower ends where a fresh reindex of the final chain ends.
+#[tokio::test]
+async fn anvil_reorg_and_rollback_end_at_a_fresh_reindex() {
+    use alloy::providers::ext::AnvilApi;
+    use alloy::rpc::types::anvil::ReorgOptions;
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    seed::run(&stack, &workload(60), 10).await;
+    let (mut f, mut c) = follower(&stack, 1, &spec).await;
+    f.sync().await.expect("sync");
+    let before = digest(&mut c, &spec).await;
+    let provider = &stack.deployer;
+    let head = provider.get_block_number().await.expect("head");
+
+    provider
+        .anvil_reorg(ReorgOptions {
+            depth: 4,
+            tx_block_pairs: vec![],
+        })
+        .await
+        .expect("anvil_reorg");
+    assert_eq!(provider.get_block_number().await.expect("head"), head);
+    assert_eq!(f.sync().await.expect("through the reorg"), Some(head));
+    let after_reorg = digest(&mut c, &spec).await;
+    assert_ne!(before, after_reorg, "the replaced blocks' events are gone");
+    let (mut fresh, mut fc) = follower(&stack, 2, &spec).await;
+    fresh.sync().await.expect("fresh");
+    assert_eq!(after_reorg, digest(&mut fc, &spec).await, "anvil_reorg");
+
+    provider.anvil_rollback(Some(3)).await.expect("rollback");
+    // A shorter chain alone is no reorg to act on: nothing changes yet.
+    f.sync().await.expect("behind the checkpoint");
+    assert_eq!(after_reorg, digest(&mut c, &spec).await);
+    seed::run(
+        &stack,
+        &[
+            Action::Deposit {
+                wallet: 2,
+                amount: 77,
+            },
+            Action::Purchase {
+                wallet: 4,
+                tier: 2,
+                days: 1,
+            },
+        ],
+        1,
+    )
+    .await;
+    let head = provider.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("onto the new branch"), Some(head));
+    let (mut fresh, mut fc) = follower(&stack, 3, &spec).await;
+    fresh.sync().await.expect("fresh");
+    assert_eq!(
+        digest(&mut c, &spec).await,
+        digest(&mut fc, &spec).await,
+        "anvil_rollback then new blocks"
+    );
+}
