@@ -125,26 +125,8 @@ async fn a_transferred_vm_belongs_to_its_new_owner() {
     let stack = Stack::start().await;
     let (seller, buyer) = (stack.signer(1), stack.signer(2));
     let wallet = stack.wallet(1);
-    let d = &stack.deployment;
-    let usdc = MockUSDC::new(d.usdc, &wallet);
-    let vm = VMMarketplace::new(d.vm_marketplace, &wallet);
-    let cost = U256::from(DEFAULT_TIERS[0].price_per_day);
-    mined(
-        usdc.approve(d.vm_marketplace, cost)
-            .send()
-            .await
-            .expect("approve"),
-        "approve",
-    )
-    .await
-    .expect("mined");
-    mined(
-        vm.purchaseVM(0, 1).send().await.expect("purchase"),
-        "purchase",
-    )
-    .await
-    .expect("mined");
-    let token_id = vm.nextTokenId().call().await.expect("nextTokenId") - U256::from(1);
+    let vm = VMMarketplace::new(stack.deployment.vm_marketplace, &wallet);
+    let token_id = stack.buy_vm(1, 0, 1).await;
     mined(
         vm.transferFrom(seller.address(), buyer.address(), token_id)
             .send()
