@@ -107,6 +107,19 @@ fn json_response(body: Bytes) -> Response {
         .into_response()
 }
 
+/// Runs a pipeline of `HGETALL`s; an empty one is an error in redis-rs, so
+/// with nothing to read there is no call.
+async fn hashes(
+    pipe: redis::Pipeline,
+    empty: bool,
+    c: &mut redis::aio::ConnectionManager,
+) -> Result<Vec<HashMap<String, String>>, ApiError> {
+    if empty {
+        return Ok(Vec::new());
+    }
+    Ok(pipe.query_async(c).await?)
+}
+
 fn keys(state: &AppState) -> ChainKeys {
     ChainKeys::new(state.home.deployment.chain_id)
 }
@@ -206,12 +219,7 @@ async fn tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
     for t in &ids {
         pipe.hgetall(k.tier(*t));
     }
-    // An empty pipeline is an error in redis-rs: nothing to read, no call.
-    let rows: Vec<HashMap<String, String>> = if ids.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut c).await?
-    };
+    let rows = hashes(pipe, ids.is_empty(), &mut c).await?;
     let tiers: Vec<Value> = ids
         .iter()
         .zip(rows)
@@ -251,12 +259,7 @@ async fn vms(State(state): State<AppState>, Path(raw): Path<String>) -> Result<R
     for id in &ids {
         pipe.hgetall(k.vm(*id)).hgetall(k.provision(*id));
     }
-    // An empty pipeline is an error in redis-rs: nothing to read, no call.
-    let rows: Vec<HashMap<String, String>> = if ids.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut c).await?
-    };
+    let rows = hashes(pipe, ids.is_empty(), &mut c).await?;
     let now = now_secs(&state);
     let vms: Vec<Value> = ids
         .iter()
