@@ -17,7 +17,7 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use chainfront::auth::signature::{WalletSignature, eip191_hash};
 use chainfront::config::Config;
-use chainfront::deploy::{self, DEFAULT_FEE_BPS, DEFAULT_TIERS, DeployPlan, mined};
+use chainfront::deploy::{self, mined};
 use chainfront::devnet::{self, RedisServer};
 use chainfront::provision::dev::DevProvider;
 use chainfront::provision::worker::Worker;
@@ -94,18 +94,8 @@ async fn main() -> Res<()> {
     let redis = RedisServer::start()?;
     let url = anvil.endpoint();
     let key = |i: usize| PrivateKeySigner::from(anvil.keys()[i].clone());
-    let owner = key(0);
-    let deployer = deploy::signing_provider(&url, owner.clone())?;
-    let plan = DeployPlan {
-        treasury: key(9).address(),
-        usdc: None,
-        cbbtc: None,
-        fee_bps: DEFAULT_FEE_BPS,
-    };
-    let d = deploy::deploy(&deployer, owner.address(), &plan).await?;
-    deploy::seed_tiers(&deployer, d.vm_marketplace, &DEFAULT_TIERS).await?;
     let buyer = key(1);
-    deploy::fund_demo_wallets(&deployer, &d, &[buyer.address()]).await?;
+    let (_, d) = deploy::deploy_local(&url, key(0), key(9).address(), &[buyer.address()]).await?;
     let wallet = deploy::signing_provider(&url, buyer.clone())?;
     let usdc = MockUSDC::new(d.usdc, &wallet);
     mined(

@@ -27,7 +27,7 @@ use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
-use chainfront::deploy::{self, DEFAULT_FEE_BPS, DEFAULT_TIERS, DeployPlan};
+use chainfront::deploy;
 use chainfront::devnet::{self, RedisServer};
 use chainfront_indexer::apply::Watched;
 use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
@@ -68,19 +68,9 @@ async fn main() -> Res<()> {
     let redis = RedisServer::start()?;
     let url = anvil.endpoint();
     let key = |i: usize| PrivateKeySigner::from(anvil.keys()[i].clone());
-    let owner = key(0);
-    let deployer = deploy::signing_provider(&url, owner.clone())?;
-    let plan = DeployPlan {
-        treasury: key(9).address(),
-        usdc: None,
-        cbbtc: None,
-        fee_bps: DEFAULT_FEE_BPS,
-    };
-    let d = deploy::deploy(&deployer, owner.address(), &plan).await?;
-    deploy::seed_tiers(&deployer, d.vm_marketplace, &DEFAULT_TIERS).await?;
     let wallets: Vec<PrivateKeySigner> = (1..=8).map(key).collect();
     let addrs: Vec<_> = wallets.iter().map(|w| w.address()).collect();
-    deploy::fund_demo_wallets(&deployer, &d, &addrs).await?;
+    let (deployer, d) = deploy::deploy_local(&url, key(0), key(9).address(), &addrs).await?;
 
     eprintln!("seeding {events} deposits ...");
     let t = Instant::now();

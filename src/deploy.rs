@@ -233,6 +233,28 @@ pub async fn deploy(
     Ok(deployment)
 }
 
+/// A local chain ready to use: contracts deployed by `owner` with mock
+/// tokens and `treasury`, the default tiers seeded and `wallets` funded.
+/// Returns the owner's signing provider and the deployment.
+pub async fn deploy_local(
+    rpc_url: &str,
+    owner: PrivateKeySigner,
+    treasury: Address,
+    wallets: &[Address],
+) -> Result<(DynProvider, Deployment)> {
+    let provider = signing_provider(rpc_url, owner.clone())?;
+    let plan = DeployPlan {
+        treasury,
+        usdc: None,
+        cbbtc: None,
+        fee_bps: DEFAULT_FEE_BPS,
+    };
+    let d = deploy(&provider, owner.address(), &plan).await?;
+    seed_tiers(&provider, d.vm_marketplace, &DEFAULT_TIERS).await?;
+    fund_demo_wallets(&provider, &d, wallets).await?;
+    Ok((provider, d))
+}
+
 /// Sets each tier on the marketplace (the provider's signer must own it).
 pub async fn seed_tiers(
     provider: &DynProvider,
