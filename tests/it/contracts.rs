@@ -3,7 +3,7 @@
 
 use alloy::primitives::U256;
 use alloy::providers::Provider;
-use chainfront::deploy::{DEFAULT_TIERS, mined};
+use chainfront::deploy::DEFAULT_TIERS;
 use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
 
 use crate::harness::Stack;
@@ -35,33 +35,7 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
         .call()
         .await
         .expect("balance");
-    mined(
-        usdc.approve(d.vm_marketplace, cost)
-            .send()
-            .await
-            .expect("approve"),
-        "approve",
-    )
-    .await
-    .expect("approve mined");
-    let receipt = mined(
-        vm.purchaseVM(tier.tier, days)
-            .send()
-            .await
-            .expect("purchase"),
-        "purchase",
-    )
-    .await
-    .expect("purchase mined");
-
-    let event = receipt
-        .inner
-        .logs()
-        .iter()
-        .find_map(|l| l.log_decode::<VMMarketplace::VMPurchased>().ok())
-        .expect("VMPurchased emitted")
-        .inner
-        .data;
+    let event = stack.purchase_vm(1, tier.tier, days).await;
     assert_eq!(event.buyer, buyer.address());
     assert_eq!(event.tier, tier.tier);
     assert_eq!(event.durationDays, days);
@@ -123,19 +97,11 @@ async fn buyer_purchases_a_vm_and_reads_it_back() {
 #[tokio::test]
 async fn a_transferred_vm_belongs_to_its_new_owner() {
     let stack = Stack::start().await;
-    let (seller, buyer) = (stack.signer(1), stack.signer(2));
+    let buyer = stack.signer(2);
     let wallet = stack.wallet(1);
     let vm = VMMarketplace::new(stack.deployment.vm_marketplace, &wallet);
     let token_id = stack.buy_vm(1, 0, 1).await;
-    mined(
-        vm.transferFrom(seller.address(), buyer.address(), token_id)
-            .send()
-            .await
-            .expect("transfer"),
-        "transfer",
-    )
-    .await
-    .expect("mined");
+    stack.transfer_vm(1, buyer.address(), token_id).await;
     assert_eq!(
         vm.ownerOf(token_id).call().await.expect("ownerOf"),
         buyer.address()

@@ -137,8 +137,14 @@ pub fn run_in_repo(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool
 }
 
 impl Stack {
-    /// Wallet `i` approves and buys a VM of `tier` for `days`; returns its token id.
-    pub async fn buy_vm(&self, i: usize, tier: u8, days: u16) -> alloy::primitives::U256 {
+    /// Wallet `i` approves the price and buys a VM of `tier` for `days` with
+    /// real signed transactions; returns the `VMPurchased` event.
+    pub async fn purchase_vm(
+        &self,
+        i: usize,
+        tier: u8,
+        days: u16,
+    ) -> chainfront_indexer::contracts::VMMarketplace::VMPurchased {
         use alloy::primitives::U256;
         use chainfront::deploy::mined;
         use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
@@ -167,9 +173,33 @@ impl Stack {
             .logs()
             .iter()
             .find_map(|l| l.log_decode::<VMMarketplace::VMPurchased>().ok())
-            .expect("VMPurchased")
+            .expect("VMPurchased emitted")
             .inner
             .data
-            .tokenId
+    }
+
+    /// Wallet `i` buys a VM (see [`Stack::purchase_vm`]); returns its token id.
+    pub async fn buy_vm(&self, i: usize, tier: u8, days: u16) -> alloy::primitives::U256 {
+        self.purchase_vm(i, tier, days).await.tokenId
+    }
+
+    /// Wallet `i`, the VM's owner, transfers it to `to` (ERC-721 `transferFrom`).
+    pub async fn transfer_vm(
+        &self,
+        i: usize,
+        to: alloy::primitives::Address,
+        token: alloy::primitives::U256,
+    ) {
+        use chainfront_indexer::contracts::VMMarketplace;
+        let vm = VMMarketplace::new(self.deployment.vm_marketplace, self.wallet(i));
+        chainfront::deploy::mined(
+            vm.transferFrom(self.signer(i).address(), to, token)
+                .send()
+                .await
+                .expect("transfer"),
+            "transfer",
+        )
+        .await
+        .expect("transfer mined");
     }
 }

@@ -10,10 +10,8 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use chainfront::api::AppState;
 use chainfront::config::Config;
-use chainfront::deploy::mined;
 use chainfront::provision::dev::DevProvider;
 use chainfront::provision::worker::Worker;
-use chainfront_indexer::contracts::VMMarketplace;
 use chainfront_indexer::keys::ChainKeys;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -202,16 +200,7 @@ async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
     assert!(stored.expect("stored").starts_with("ecc:"));
 
     // ERC-721 transfer: the new owner only, from the transfer on.
-    let vm = VMMarketplace::new(stack.deployment.vm_marketplace, stack.wallet(1));
-    mined(
-        vm.transferFrom(buyer.address(), other.address(), token)
-            .send()
-            .await
-            .expect("transfer"),
-        "transfer",
-    )
-    .await
-    .expect("mined");
+    stack.transfer_vm(1, other.address(), token).await;
     indexed(&node, &stack).await;
     assert_eq!(
         get(&creds, Some(&legacy_sig(&buyer, token))).await.0,
