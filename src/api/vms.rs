@@ -107,6 +107,21 @@ fn json_response(body: Bytes) -> Response {
         .into_response()
 }
 
+/// The members of a set of ids that parse, in ascending order.
+async fn sorted_members<T: std::str::FromStr + Ord>(
+    c: &mut redis::aio::ConnectionManager,
+    key: String,
+) -> Result<Vec<T>, ApiError> {
+    let mut ids: Vec<T> = c
+        .smembers::<_, Vec<String>>(key)
+        .await?
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// Runs a pipeline of `HGETALL`s; an empty one is an error in redis-rs, so
 /// with nothing to read there is no call.
 async fn hashes(
@@ -208,13 +223,7 @@ async fn tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
     }
     let k = keys(&state);
     let mut c = state.redis.clone();
-    let mut ids: Vec<u8> = c
-        .smembers::<_, Vec<String>>(k.tiers())
-        .await?
-        .iter()
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    ids.sort_unstable();
+    let ids: Vec<u8> = sorted_members(&mut c, k.tiers()).await?;
     let mut pipe = redis::pipe();
     for t in &ids {
         pipe.hgetall(k.tier(*t));
@@ -248,13 +257,7 @@ async fn vms(State(state): State<AppState>, Path(raw): Path<String>) -> Result<R
     }
     let k = keys(&state);
     let mut c = state.redis.clone();
-    let mut ids: Vec<U256> = c
-        .smembers::<_, Vec<String>>(k.owner_vms(owner))
-        .await?
-        .iter()
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    ids.sort_unstable();
+    let ids: Vec<U256> = sorted_members(&mut c, k.owner_vms(owner)).await?;
     let mut pipe = redis::pipe();
     for id in &ids {
         pipe.hgetall(k.vm(*id)).hgetall(k.provision(*id));
