@@ -328,14 +328,7 @@ impl Store {
             });
         }
         // Totals end at their replayed values.
-        let mut totals = HashMap::new();
-        for op in blocks.iter().flat_map(|b| &b.ops) {
-            if let Op::AddU256 { key, field, .. } = op {
-                let slot = Slot::total(key, field);
-                let value = parse_total(key, state.get(&slot).cloned().flatten())?;
-                totals.insert((key.clone(), field.clone()), value);
-            }
-        }
+        let totals = final_totals(&state, blocks.iter().flat_map(|b| &b.ops))?;
         let mut cmds = writes(blocks.iter().flat_map(|b| &b.ops), &totals);
         cmds.extend(undo_cmds);
         self.finish(cmds, to, to_hash).await
@@ -467,50 +460,15 @@ impl Store {
         }
     }
 
-    /// Current values of every total the ops add to, plus the additions.
-    async fn resolve_totals(
-        &mut self,
-        ops: &[Op],
-    ) -> Result<HashMap<(String, Option<String>), U256>> {
-        let mut totals: HashMap<(String, Option<String>), U256> = HashMap::new();
-        let ids: Vec<(String, Option<String>)> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::AddU256 { key, field, .. } => Some((key.clone(), field.clone())),
-                _ => None,
-            })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if ids.is_empty() {
-            return Ok(totals);
+    /// The final value of every total the ops add to: current values read
+    /// in one round trip (none when there are no totals), additions replayed.
+    async fn resolve_totals(&mut self, ops: &[Op]) -> Result<Totals> {
+        let adds = || ops.iter().filter(|op| matches!(op, Op::AddU256 { .. }));
+        let mut state = self.capture(adds()).await?;
+        for op in adds() {
+            replay(&mut state, op)?;
         }
-        let mut pipe = redis::pipe();
-        for (key, field) in &ids {
-            match field {
-                Some(f) => pipe.hget(key, f),
-                None => pipe.get(key),
-            };
-        }
-        let current: Vec<Option<String>> = pipe.query_async(&mut self.conn).await?;
-        for (id, value) in ids.into_iter().zip(current) {
-            let v = match value {
-                Some(s) => s
-                    .parse::<U256>()
-                    .map_err(|_| Error::Corrupt(format!("total {} = `{s}`", id.0)))?,
-                None => U256::ZERO,
-            };
-            totals.insert(id, v);
-        }
-        for op in ops {
-            if let Op::AddU256 { key, field, amount } = op {
-                let t = totals.entry((key.clone(), field.clone())).or_default();
-                *t = t
-                    .checked_add(*amount)
-                    .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
-            }
-        }
-        Ok(totals)
+        final_totals(&state, adds())
     }
 
     /// Current values of every slot `ops` write (a set member: `Some("1")`
@@ -663,6 +621,24 @@ fn replay(state: &mut HashMap<Slot, Option<String>>, op: &Op) -> Result<()> {
     Ok(())
 }
 
+/// Each total's final value, keyed by (key, hash field).
+type Totals = HashMap<(String, Option<String>), U256>;
+
+/// The values the `AddU256` ops among `ops` end at in the replayed `state`.
+fn final_totals<'a>(
+    state: &HashMap<Slot, Option<String>>,
+    ops: impl Iterator<Item = &'a Op>,
+) -> Result<Totals> {
+    let mut totals = HashMap::new();
+    for op in ops {
+        if let Op::AddU256 { key, field, .. } = op {
+            let value = parse_total(key, state.get(&Slot::total(key, field)).cloned().flatten())?;
+            totals.insert((key.clone(), field.clone()), value);
+        }
+    }
+    Ok(totals)
+}
+
 fn parse_total(key: &str, value: Option<String>) -> Result<U256> {
     match value {
         Some(s) => s
@@ -674,10 +650,7 @@ fn parse_total(key: &str, value: Option<String>) -> Result<U256> {
 
 /// The state writes of `ops`, merged per key ([`Batch`]); every total is
 /// written once, with its value from `totals`.
-fn writes<'a>(
-    ops: impl Iterator<Item = &'a Op>,
-    totals: &HashMap<(String, Option<String>), U256>,
-) -> Vec<Cmd> {
+fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
     let mut batch = Batch::default();
     let mut written_totals = BTreeSet::new();
     for op in ops {
