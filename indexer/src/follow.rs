@@ -222,12 +222,7 @@ impl Follower {
                 self.backfill(next, deep_end).await?;
                 continue;
             }
-            let step = if target > next {
-                self.window_batch(next, target, cp).await?
-            } else {
-                self.window_step(next, cp).await?
-            };
-            match step {
+            match self.window_batch(next, target, cp).await? {
                 Step::Applied | Step::Reverted => continue,
                 Step::NotYet => return Ok(cp.map(|c| c.number)),
             }
@@ -343,7 +338,7 @@ impl Follower {
             let (Some(n), Some(h)) = (last.block_number, last.block_hash) else {
                 return Err(Error::Rpc("a log without block number or hash".into()));
             };
-            self.commit_logs(&logs[start..end], n, h, false).await?;
+            self.commit_logs(&logs[start..end], n, h).await?;
             start = end;
         }
         let hash = match logs.last() {
@@ -359,16 +354,11 @@ impl Follower {
                     .0
             }
         };
-        self.commit_logs(&logs[start..], to, hash, false).await
+        self.commit_logs(&logs[start..], to, hash).await
     }
 
-    async fn commit_logs(
-        &mut self,
-        logs: &[Log],
-        to: u64,
-        to_hash: B256,
-        undo: bool,
-    ) -> Result<()> {
+    /// Commits backfilled logs (below the window: no undo record).
+    async fn commit_logs(&mut self, logs: &[Log], to: u64, to_hash: B256) -> Result<()> {
         let ops = self.watched.ops_for_logs(logs);
         let events = logs.len() as u64;
         self.store
@@ -376,43 +366,27 @@ impl Follower {
                 to,
                 to_hash,
                 ops,
-                undo,
+                undo: false,
             })
             .await?;
-        self.metrics.indexed_block.store(to, Ordering::Relaxed);
-        self.metrics
-            .events_applied
-            .fetch_add(events, Ordering::Relaxed);
+        self.committed(to, events);
         Ok(())
     }
 
-    /// One block inside the window: check its parent, then apply it by hash.
-    async fn window_step(&mut self, n: u64, cp: Option<Checkpoint>) -> Result<Step> {
-        let Some((hash, parent)) = self.header(n).await? else {
-            return Ok(Step::NotYet);
-        };
-        if let Some(cp) = cp
-            && cp.number + 1 == n
-            && cp.hash != parent
-        {
-            self.reorg(cp).await?;
-            return Ok(Step::Reverted);
-        }
-        let logs = match self.fetch_block(hash).await? {
-            Some(logs) => logs,
-            // The block was replaced between the header and the logs: retry.
-            None => return Ok(Step::Reverted),
-        };
-        self.commit_logs(&logs, n, hash, true).await?;
-        Ok(Step::Applied)
+    /// Metrics after a commit that ended at `block` with `events` events.
+    fn committed(&self, block: u64, events: u64) {
+        self.metrics.indexed_block.store(block, Ordering::Relaxed);
+        self.metrics
+            .events_applied
+            .fetch_add(events, Ordering::Relaxed);
     }
 
-    /// Catching up inside the window (several blocks behind): the headers of
-    /// up to [`WINDOW_BATCH`] blocks are fetched concurrently and must form a
-    /// chain from the checkpoint; their logs are then fetched by block hash,
-    /// [`WINDOW_FETCHES`] at a time, and the blocks commit together in one
-    /// atomic step with an undo record each. Same checks as
-    /// [`Self::window_step`], without round trips per block.
+    /// Blocks `n..=last` inside the window (one when following the head, up
+    /// to [`WINDOW_BATCH`] when catching up): their headers are fetched
+    /// concurrently and must chain from the checkpoint by parent hash (a
+    /// first block that is not the checkpoint's child is a reorg); their logs
+    /// are fetched by block hash, [`WINDOW_FETCHES`] at a time, and the blocks
+    /// commit together in one atomic step with an undo record each.
     async fn window_batch(&mut self, n: u64, last: u64, cp: Option<Checkpoint>) -> Result<Step> {
         use futures_util::{StreamExt, TryStreamExt};
         let m = last.min(n + WINDOW_BATCH - 1);
@@ -427,9 +401,12 @@ impl Follower {
         for (k, h) in (n..=m).zip(headers) {
             let Some((hash, p)) = h else { break };
             if parent.is_some_and(|expected| expected != p) {
-                if k == n {
+                if let Some(cp) = cp
+                    && k == n
+                {
                     // Not the child of our checkpoint: a reorg.
-                    return self.window_step(n, cp).await;
+                    self.reorg(cp).await?;
+                    return Ok(Step::Reverted);
                 }
                 // The chain moved while we asked: apply the consistent part.
                 break;
@@ -485,10 +462,7 @@ impl Follower {
             return Ok(());
         };
         self.store.commit_window(blocks).await?;
-        self.metrics.indexed_block.store(last, Ordering::Relaxed);
-        self.metrics
-            .events_applied
-            .fetch_add(events as u64, Ordering::Relaxed);
+        self.committed(last, events as u64);
         Ok(())
     }
 
@@ -547,11 +521,6 @@ impl Follower {
             );
         }
         filters
-    }
-
-    /// Logs of one block by hash; `None` if the node no longer has that block.
-    async fn fetch_block(&self, hash: B256) -> Result<Option<Vec<Log>>> {
-        fetch_block(&self.rpc, self.filters(), hash).await
     }
 }
 
