@@ -8,6 +8,7 @@
 //! Redis commands per credentials request, and signature recoveries per second
 //! with k256 and with libsecp256k1 (the auth module uses the faster).
 
+use chainfront_indexer::conn::RedisConn;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,7 +77,7 @@ fn recoveries_per_sec(sig: &WalletSignature, hash: B256, k256: bool) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-async fn commands_processed(redis: &mut redis::aio::ConnectionManager) -> Res<u64> {
+async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
     let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
     Ok(info
         .lines()

@@ -18,6 +18,7 @@
 //! percentiles (target p99 ≤ poll interval + 50 ms) and the RSS (target
 //! < 150 MB). Figures go in `docs/benchmarks.md`.
 
+use chainfront_indexer::conn::RedisConn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -53,9 +54,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn redis_db(server: &RedisServer, db: u8) -> Res<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(format!("{}/{db}", server.url()))?;
-    Ok(redis::aio::ConnectionManager::new(client).await?)
+async fn redis_db(server: &RedisServer, db: u8) -> Res<RedisConn> {
+    Ok(chainfront_indexer::conn::connect(&format!("{}/{db}", server.url())).await?)
 }
 
 /// Fetches `ranges` with bare `eth_getLogs` calls (the filters of a range

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use chainfront_indexer::chain;
-use redis::aio::ConnectionManager;
+use chainfront_indexer::conn::RedisConn;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -27,9 +27,8 @@ pub fn read_provider(url: &str) -> Result<DynProvider> {
 }
 
 /// Opens a reconnecting, multiplexed Redis connection.
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client)).await {
+pub async fn connect_redis(url: &str) -> Result<RedisConn> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, chainfront_indexer::conn::connect(url)).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(Error::Config {
             key: "redis.url".into(),
@@ -128,7 +127,7 @@ pub async fn serve(
 /// `shutdown` so the whole node stops with that error.
 pub async fn run_indexers(
     config: &Config,
-    redis: ConnectionManager,
+    redis: RedisConn,
     metrics: &crate::metrics::NodeMetrics,
     shutdown: CancellationToken,
 ) -> Result<()> {

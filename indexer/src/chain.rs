@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::conn::RedisConn;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -40,7 +40,7 @@ pub struct ChainSpec {
 
 /// Indexes `spec` until `shutdown`.
 pub async fn run(
-    conn: ConnectionManager,
+    conn: RedisConn,
     spec: ChainSpec,
     metrics: Arc<IndexerMetrics>,
     shutdown: CancellationToken,

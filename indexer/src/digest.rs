@@ -1,7 +1,7 @@
 //! A deterministic hash of one chain's derived state, so two runs (backfill
 //! vs live, crashed vs uninterrupted, reorged vs fresh) can be compared.
 
-use redis::aio::ConnectionManager;
+use crate::conn::RedisConn;
 use sha2::{Digest, Sha256};
 
 use crate::Result;
@@ -10,10 +10,7 @@ use crate::store::scan;
 
 /// SHA-256 (hex) over every state key of the chain, sorted, with its type and
 /// canonically ordered content. Bookkeeping (checkpoint, undo, leader) is left out.
-pub async fn state_digest(
-    conn: &mut ConnectionManager,
-    keys: &ChainKeys,
-) -> Result<(String, usize)> {
+pub async fn state_digest(conn: &mut RedisConn, keys: &ChainKeys) -> Result<(String, usize)> {
     let names = scan(conn, &keys.state_pattern()).await?;
     let mut h = Sha256::new();
     for key in &names {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::conn::RedisConn;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -40,7 +40,7 @@ pub struct Leadership {
 /// then keeps renewing it in the background. `ttl` bounds how long a dead
 /// leader blocks its standby.
 pub async fn acquire(
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     keys: ChainKeys,
     ttl: Duration,
     shutdown: CancellationToken,
@@ -86,7 +86,7 @@ pub async fn acquire(
 }
 
 async fn renew(
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     keys: ChainKeys,
     token: String,
     ttl_ms: u64,

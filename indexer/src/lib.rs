@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod chain;
+pub mod conn;
 pub mod contracts;
 pub mod deployment;
 pub mod digest;

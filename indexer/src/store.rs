@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::conn::RedisConn;
 use alloy::primitives::{B256, U256};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
@@ -194,7 +194,7 @@ fn cmd(parts: &[&[u8]]) -> Cmd {
 /// Redis access for one chain's indexer state.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: ChainKeys,
     /// The reorg window: undo records and hashes are kept this many blocks.
     window: u64,
@@ -208,7 +208,7 @@ pub struct Store {
 
 impl Store {
     /// A store for `keys` on `conn`.
-    pub fn new(conn: ConnectionManager, keys: ChainKeys, window: u64) -> Self {
+    pub fn new(conn: RedisConn, keys: ChainKeys, window: u64) -> Self {
         Self {
             conn,
             keys,
@@ -230,7 +230,7 @@ impl Store {
     }
 
     /// The connection (for the leader lock and readers).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -706,7 +706,7 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
 }
 
 /// Every key matching `pattern`, via SCAN (never KEYS).
-pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>> {
+pub async fn scan(conn: &mut RedisConn, pattern: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {

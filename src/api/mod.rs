@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use alloy::providers::DynProvider;
 use axum::Router;
-use redis::aio::ConnectionManager;
+use chainfront_indexer::conn::RedisConn;
 
 use crate::config::{Config, HomeChain};
 
@@ -25,7 +25,7 @@ pub struct AppState {
     /// The home chain and its contracts.
     pub home: Arc<HomeChain>,
     /// Shared Redis connection (multiplexed, reconnecting).
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     /// Read-only chain access.
     pub chain: DynProvider,
     /// Master key for encryption at rest (`None`: wallet generation and

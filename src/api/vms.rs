@@ -7,6 +7,7 @@
 //! and, with one-time delivery, one write that erases the key. Signature
 //! recovery (in `auth`) is the rest of its cost.
 
+use chainfront_indexer::conn::RedisConn;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::Ordering;
@@ -109,7 +110,7 @@ fn json_response(body: Bytes) -> Response {
 
 /// The members of a set of ids that parse, in ascending order.
 async fn sorted_members<T: std::str::FromStr + Ord>(
-    c: &mut redis::aio::ConnectionManager,
+    c: &mut RedisConn,
     key: String,
 ) -> Result<Vec<T>, ApiError> {
     let mut ids: Vec<T> = c
@@ -127,7 +128,7 @@ async fn sorted_members<T: std::str::FromStr + Ord>(
 async fn hashes(
     pipe: redis::Pipeline,
     empty: bool,
-    c: &mut redis::aio::ConnectionManager,
+    c: &mut RedisConn,
 ) -> Result<Vec<HashMap<String, String>>, ApiError> {
     if empty {
         return Ok(Vec::new());

@@ -28,8 +28,8 @@ pub mod signature;
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::{DynProvider, Provider};
 use axum::http::{HeaderMap, header};
+use chainfront_indexer::conn::RedisConn;
 use rand::RngCore;
-use redis::aio::ConnectionManager;
 use zeroize::Zeroizing;
 
 use crate::api::ApiError;
@@ -241,7 +241,7 @@ impl Auth {
     /// From the node config. Without `jwt_secret` a random per-process secret
     /// is drawn (and a warning logged): tokens then die with the process and
     /// are not accepted by other replicas.
-    pub fn new(config: &Config, redis: ConnectionManager, chain: DynProvider) -> Self {
+    pub fn new(config: &Config, redis: RedisConn, chain: DynProvider) -> Self {
         let secret = match &config.secrets.jwt_secret {
             Some(s) => {
                 if s.expose().len() < 32 {

@@ -5,10 +5,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::keys::NodeKeys;
 use rand::RngCore;
 use redis::RedisResult;
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 /// Hex digits of a nonce (128 random bits).
@@ -40,13 +40,13 @@ pub(crate) fn unix_now() -> u64 {
 /// Server nonces: random, short-lived, single-use.
 #[derive(Clone)]
 pub struct Nonces {
-    redis: ConnectionManager,
+    redis: RedisConn,
     ttl_secs: u64,
 }
 
 impl Nonces {
     /// Nonces valid for `ttl_secs` (at least 1).
-    pub fn new(redis: ConnectionManager, ttl_secs: u64) -> Self {
+    pub fn new(redis: RedisConn, ttl_secs: u64) -> Self {
         Self {
             redis,
             ttl_secs: ttl_secs.max(1),
@@ -98,13 +98,13 @@ impl Nonces {
 /// `max_age` in the future and is then valid until `max_age` past it.
 #[derive(Clone)]
 pub struct ReplayGuard {
-    redis: ConnectionManager,
+    redis: RedisConn,
     ttl_secs: u64,
 }
 
 impl ReplayGuard {
     /// A guard for signatures valid `max_age_secs` either side of their timestamp.
-    pub fn new(redis: ConnectionManager, max_age_secs: u64) -> Self {
+    pub fn new(redis: RedisConn, max_age_secs: u64) -> Self {
         Self {
             redis,
             ttl_secs: max_age_secs.saturating_mul(2).max(1),

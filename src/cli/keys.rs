@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::keys::{ChainKeys, NodeKeys};
 use chainfront_indexer::store::scan;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::config::Config;
 use crate::crypto::ecies::{MasterKey, reencrypt};
@@ -84,7 +84,7 @@ fn rotate_value(
 
 /// Re-encrypts agent wallets and the provisioning records of `chains`.
 pub async fn rotate(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     chains: &[u64],
     old: &MasterKey,
     new: &MasterKey,

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use alloy::primitives::U256;
+use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::keys::ChainKeys;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::Result;
@@ -132,13 +132,13 @@ return due
 /// The provisioning queue of one chain.
 #[derive(Clone)]
 pub struct Queue {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: ChainKeys,
 }
 
 impl Queue {
     /// The queue of the chain `keys` belong to.
-    pub fn new(redis: ConnectionManager, keys: ChainKeys) -> Self {
+    pub fn new(redis: RedisConn, keys: ChainKeys) -> Self {
         Self { redis, keys }
     }
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::U256;
+use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::keys::ChainKeys;
 use chainfront_indexer::retry::RetryPolicy;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -36,7 +36,7 @@ const NOT_READY_DELAY_MS: u64 = 5_000;
 /// Runs provisioning for one chain.
 pub struct Worker {
     queue: Queue,
-    redis: ConnectionManager,
+    redis: RedisConn,
     provider: Arc<dyn Provider>,
     master: Arc<MasterKey>,
     cfg: ProvisioningConfig,
@@ -52,7 +52,7 @@ fn now_ms() -> u64 {
 impl Worker {
     /// A worker for the chain of `keys`.
     pub fn new(
-        redis: ConnectionManager,
+        redis: RedisConn,
         keys: ChainKeys,
         provider: Arc<dyn Provider>,
         master: Arc<MasterKey>,

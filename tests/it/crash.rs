@@ -3,6 +3,7 @@
 //! every restart resumes from the checkpoint and the end state equals an
 //! uninterrupted run's, digest for digest.
 
+use chainfront_indexer::conn::RedisConn;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -87,7 +88,7 @@ pub fn spawn_indexer(stack: &Stack, db: u8, extra: &[(&str, &str)]) -> Indexer {
     Indexer(cmd.spawn().expect("spawn chainfront index"))
 }
 
-pub async fn checkpoint(conn: &mut redis::aio::ConnectionManager) -> Option<u64> {
+pub async fn checkpoint(conn: &mut RedisConn) -> Option<u64> {
     conn.hget(
         chainfront_indexer::keys::ChainKeys::new(31337).checkpoint(),
         "number",
@@ -96,15 +97,14 @@ pub async fn checkpoint(conn: &mut redis::aio::ConnectionManager) -> Option<u64>
     .expect("checkpoint")
 }
 
-pub async fn db(stack: &Stack, db: u8) -> redis::aio::ConnectionManager {
-    let client = redis::Client::open(format!("{}/{db}", stack.redis.url())).expect("client");
-    redis::aio::ConnectionManager::new(client)
+pub async fn db(stack: &Stack, db: u8) -> RedisConn {
+    chainfront_indexer::conn::connect(&format!("{}/{db}", stack.redis.url()))
         .await
         .expect("redis")
 }
 
 /// Waits until database `db`'s checkpoint reaches `head`.
-pub async fn wait_for(conn: &mut redis::aio::ConnectionManager, head: u64, within: Duration) {
+pub async fn wait_for(conn: &mut RedisConn, head: u64, within: Duration) {
     let deadline = Instant::now() + within;
     while checkpoint(conn).await != Some(head) {
         assert!(
@@ -220,7 +220,7 @@ async fn a_redis_restart_mid_run_loses_nothing() {
 }
 
 /// The pid in the leader key (`<fence>:<pid>`), if any.
-async fn leader_pid(conn: &mut redis::aio::ConnectionManager) -> Option<u32> {
+async fn leader_pid(conn: &mut RedisConn) -> Option<u32> {
     let v: Option<String> = conn
         .get(chainfront_indexer::keys::ChainKeys::new(31337).leader())
         .await

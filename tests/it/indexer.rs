@@ -7,6 +7,7 @@ use std::time::Duration;
 use alloy::primitives::U256;
 use alloy::providers::Provider;
 use chainfront_indexer::chain::ChainSpec;
+use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::digest::state_digest;
 use chainfront_indexer::follow::Follower;
 use chainfront_indexer::keys::ChainKeys;
@@ -14,7 +15,6 @@ use chainfront_indexer::metrics::IndexerMetrics;
 use chainfront_indexer::rpc::Rpc;
 use chainfront_indexer::store::Store;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::Stack;
@@ -31,12 +31,13 @@ fn spec(stack: &Stack) -> ChainSpec {
     spec
 }
 
-async fn conn(stack: &Stack, db: u8) -> ConnectionManager {
-    let client = redis::Client::open(format!("{}/{db}", stack.redis.url())).expect("client");
-    ConnectionManager::new(client).await.expect("redis")
+async fn conn(stack: &Stack, db: u8) -> RedisConn {
+    chainfront_indexer::conn::connect(&format!("{}/{db}", stack.redis.url()))
+        .await
+        .expect("redis")
 }
 
-async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, ConnectionManager) {
+async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, RedisConn) {
     let conn = conn(stack, db).await;
     let store = Store::new(conn.clone(), spec.watched.keys.clone(), spec.follow.window);
     let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout).expect("rpc");
@@ -50,7 +51,7 @@ async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, Connect
     (f, conn)
 }
 
-async fn digest(conn: &mut ConnectionManager, spec: &ChainSpec) -> String {
+async fn digest(conn: &mut RedisConn, spec: &ChainSpec) -> String {
     state_digest(conn, &spec.watched.keys)
         .await
         .expect("digest")
