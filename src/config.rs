@@ -38,6 +38,8 @@ pub const SECRET_NAMES: &[&str] = &[
     "admin_key_hash",
     "master_key",
     "vultr_api_key",
+    "llm_api_key",
+    "compute_webhook_key",
 ];
 
 /// The whole node configuration.
@@ -68,6 +70,9 @@ pub struct Config {
     /// VM provisioning.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// The Compute API: jobs, pricing, executors.
+    #[serde(default)]
+    pub compute: crate::compute::config::ComputeConfig,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -262,6 +267,10 @@ pub struct RateLimitConfig {
     pub admin: Limit,
     /// `/auth/*` (nonces, sign-in).
     pub auth: Limit,
+    /// The Compute API (`/v1/compute`, `/v1/jobs`, `/v1/balance`, ...), per IP.
+    pub compute: Limit,
+    /// The Compute API, per wallet, on routes that act for a wallet.
+    pub compute_wallet: Limit,
     /// Violations (429s) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
@@ -281,6 +290,8 @@ impl Default for RateLimitConfig {
             generate_wallet: Limit::per(3, 60),
             admin: Limit::per(20, 60),
             auth: Limit::per(30, 60),
+            compute: Limit::per(100, 60),
+            compute_wallet: Limit::per(60, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,
@@ -452,6 +463,10 @@ pub struct Secrets {
     pub master_key: Option<Secret>,
     /// Vultr API key for the `vultr` provider.
     pub vultr_api_key: Option<Secret>,
+    /// API key of the Compute API's LLM upstream.
+    pub llm_api_key: Option<Secret>,
+    /// Key the per-wallet callback signing secrets are derived from.
+    pub compute_webhook_key: Option<Secret>,
     /// The file `admin_key_hash` came from, if any: re-read when it changes,
     /// so admin keys rotate without a restart.
     pub admin_key_hash_file: Option<PathBuf>,
@@ -485,6 +500,8 @@ impl Secrets {
             admin_key_hash: read("admin_key_hash")?,
             master_key: read("master_key")?,
             vultr_api_key: read("vultr_api_key")?,
+            llm_api_key: read("llm_api_key")?,
+            compute_webhook_key: read("compute_webhook_key")?,
             admin_key_hash_file: vars
                 .get(&format!("{ENV_PREFIX}ADMIN_KEY_HASH_FILE"))
                 .map(PathBuf::from),
@@ -864,6 +881,7 @@ struct Defaults {
     rate_limits: RateLimitConfig,
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
+    compute: crate::compute::config::ComputeConfig,
 }
 
 #[cfg(test)]

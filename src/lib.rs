@@ -8,11 +8,13 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod crypto;
 pub mod deploy;
 pub mod devnet;
 mod error;
+pub mod ledger;
 pub mod metrics;
 pub mod node;
 pub mod provision;

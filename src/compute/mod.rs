@@ -1,0 +1,2 @@
+//! The Compute API's domain: paid jobs.
+pub mod config;
