@@ -197,6 +197,10 @@ pub struct NewJob<'a> {
     pub callback: &'a str,
     /// How long a failed record stays, in seconds.
     pub ttl_secs: u64,
+    /// `None`: queued for a worker. `Some(lease_until_ms)`: the request runs
+    /// it itself (a stream); it is `processing` and leased until then, so a
+    /// worker finds it only if this node dies.
+    pub run_here: Option<u64>,
 }
 
 /// What opening a job did.
@@ -526,6 +530,13 @@ impl Ledger {
             .arg(job.callback)
             .arg(job.ttl_secs.max(1))
             .arg(JOBS_KEPT)
+            .arg(job.run_here.unwrap_or(job.now_ms))
+            .arg(if job.run_here.is_some() {
+                "processing"
+            } else {
+                "pending"
+            })
+            .arg(if job.run_here.is_some() { "here" } else { "" })
             .invoke_async(&mut conn)
             .await?;
         self.cache.forget(&job.wallet);

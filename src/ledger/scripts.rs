@@ -69,7 +69,9 @@ return {1, s(take), s(amount - take)}
 /// Open a job: reserve its maximum charge and queue it, or record it as
 /// failed for want of balance.
 /// KEYS: balance, entries, job, wallet jobs, queue, stats. ARGV: job id, request id,
-/// service, wallet, need, now ms, payload, callback, ttl s, jobs kept per wallet.
+/// service, wallet, need, now ms, payload, callback, ttl s, jobs kept per wallet,
+/// queue score, initial status (`pending`, or `processing` for a job its
+/// request runs itself, e.g. a stream), mode.
 /// Returns {1, available after}, {0, available} short, {-1} id taken.
 const OPEN_JOB: &str = r"
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, '0'} end
@@ -90,11 +92,14 @@ if avail < need then
 end
 redis.call('HINCRBY', KEYS[1], 'avail', s(-need))
 redis.call('HINCRBY', KEYS[1], 'pend', ARGV[5])
+local started = '0'
+local attempts = '0'
+if ARGV[12] == 'processing' then started = ARGV[6]; attempts = '1' end
 redis.call('HSET', KEYS[3], 'id', ARGV[1], 'req', ARGV[2], 'service', ARGV[3], 'wallet', ARGV[4],
-  'status', 'pending', 'reserved', ARGV[5], 'payload', ARGV[7], 'callback', ARGV[8],
-  'created', ARGV[6], 'attempts', '0')
-redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
-redis.call('HINCRBY', KEYS[6], 'jobs:pending', 1)
+  'status', ARGV[12], 'reserved', ARGV[5], 'payload', ARGV[7], 'callback', ARGV[8],
+  'created', ARGV[6], 'attempts', attempts, 'started', started, 'mode', ARGV[13])
+redis.call('ZADD', KEYS[5], ARGV[11], ARGV[1])
+redis.call('HINCRBY', KEYS[6], 'jobs:' .. ARGV[12], 1)
 entry(KEYS[2], KEYS[1], ARGV[6], 'kind', 'reserve', 'amount', ARGV[5], 'ref', ARGV[1])
 return {1, s(avail - need)}
 ";
