@@ -89,7 +89,31 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain.clone(),
     ));
     let admin_keys = Arc::new(crate::auth::admin::AdminKeys::from_secrets(&config.secrets));
+    let compute = if config.compute.enabled {
+        let c = &config.compute;
+        let ledger = crate::ledger::Ledger::new(
+            redis.clone(),
+            Duration::from_millis(c.balance_cache_ms),
+        );
+        let deposits = crate::ledger::deposit::Deposits::from_config(
+            &config,
+            Duration::from_millis(c.rpc_timeout_ms),
+        )?;
+        Some(
+            crate::compute::Compute::new(
+                &config,
+                redis.clone(),
+                ledger,
+                deposits,
+                home.chain.chain_id,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     Ok(AppState {
+        compute,
         admin_keys,
         auth,
         config: Arc::new(config),
@@ -193,6 +217,7 @@ pub async fn run_on(
         }
     };
     let head = tokio::spawn(api::vms::track_head(state.clone(), shutdown.clone()));
+    let compute_tasks = run_compute(&state, shutdown.clone())?;
     let provisioning = run_provisioning(&state, shutdown.clone());
     let (api, indexed, provisioned) = tokio::join!(
         serve(state.clone(), listener, shutdown.clone()),
@@ -200,7 +225,37 @@ pub async fn run_on(
         provisioning
     );
     head.abort();
+    for t in compute_tasks {
+        t.abort();
+    }
     indexed.and(provisioned).and(api)
+}
+
+/// Starts the Compute API's job workers and the deposit reconciler, when
+/// the Compute API is on.
+pub fn run_compute(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let Some(compute) = state.compute.clone() else {
+        return Ok(Vec::new());
+    };
+    let followed = state
+        .config
+        .chain_specs()?
+        .into_iter()
+        .filter(|s| s.watched.usdc.is_some())
+        .map(|s| crate::ledger::reconcile::Followed {
+            chain_id: s.chain_id,
+            window: s.follow.window,
+        })
+        .collect();
+    let reconciler = crate::ledger::reconcile::Reconciler::new(compute.ledger().clone(), followed);
+    let every = Duration::from_millis(state.config.compute.reconcile_interval_ms.max(10));
+    Ok(vec![
+        tokio::spawn(crate::compute::worker::run(compute, shutdown.clone())),
+        tokio::spawn(reconciler.run(every, shutdown)),
+    ])
 }
 
 /// Runs the provisioning worker and expiry sweeper for the home chain until

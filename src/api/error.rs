@@ -41,6 +41,17 @@ pub enum ApiError {
         /// Seconds until a retry can succeed.
         retry_after: u64,
     },
+    /// 501: the node does not offer this (a service, a language, a data type).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 402 with a body beyond `error` (the Compute API's failed job).
+    #[error("{message}")]
+    PaymentRequiredWith {
+        /// The `error` text.
+        message: String,
+        /// The JSON body (it carries `error` itself).
+        body: Vec<u8>,
+    },
     /// 503: a dependency (Redis, RPC) is down.
     #[error("{0}")]
     Unavailable(String),
@@ -78,6 +89,15 @@ impl IntoResponse for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, message.clone())
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+            ApiError::NotImplemented(m) => (StatusCode::NOT_IMPLEMENTED, m.clone()),
+            ApiError::PaymentRequiredWith { body, .. } => {
+                return (
+                    StatusCode::PAYMENT_REQUIRED,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.clone(),
+                )
+                    .into_response();
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(target: "chainfront::api", error = %cause, "internal error");
                 (

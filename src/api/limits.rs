@@ -41,6 +41,8 @@ pub enum RouteClass {
     Admin,
     /// `/auth/*`.
     Auth,
+    /// The Compute API (`/v1/...`).
+    Compute,
 }
 
 impl RouteClass {
@@ -54,6 +56,7 @@ impl RouteClass {
             RouteClass::GenerateWallet => "generate-wallet",
             RouteClass::Admin => "admin",
             RouteClass::Auth => "auth",
+            RouteClass::Compute => "compute",
         }
     }
 
@@ -67,6 +70,7 @@ impl RouteClass {
             RouteClass::GenerateWallet => cfg.generate_wallet,
             RouteClass::Admin => cfg.admin,
             RouteClass::Auth => cfg.auth,
+            RouteClass::Compute => cfg.compute,
         }
     }
 }
@@ -187,10 +191,71 @@ pub async fn enforce(
         next.run(req).await
     };
     let h = response.headers_mut();
+    // A handler that also counted per wallet set its own remaining count:
+    // the client sees the smaller of the two.
+    let wallet_left = h
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let left = max.saturating_sub(count);
     h.insert("x-ratelimit-limit", header(max));
-    h.insert("x-ratelimit-remaining", header(max.saturating_sub(count)));
+    h.insert(
+        "x-ratelimit-remaining",
+        header(wallet_left.map_or(left, |w| w.min(left))),
+    );
     h.insert("x-ratelimit-reset", header(reset));
     response
+}
+
+/// KEYS: counter. ARGV: window. Returns {count, ttl}.
+const WALLET_LUA: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('TTL', KEYS[1])}
+";
+
+/// The per-wallet limit of routes that act for a wallet (`rate_limits.compute_wallet`,
+/// 60/min): counts one request of `wallet` and returns the requests left in
+/// the window, or 429 with `Retry-After`. Lets requests through (and logs)
+/// when Redis is down, like the per-IP limit.
+pub async fn check_wallet(
+    state: &AppState,
+    wallet: alloy::primitives::Address,
+) -> Result<Option<u64>, ApiError> {
+    let cfg = &state.config.rate_limits;
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let limit = cfg.compute_wallet;
+    let window = limit.window_secs.max(1);
+    let now = unix_now();
+    let index = now / window;
+    let mut conn = state.redis.clone();
+    let r: redis::RedisResult<(i64, i64)> = Script::new(WALLET_LUA)
+        .key(NodeKeys.wallet_rate_counter(wallet, "compute", index))
+        .arg(window)
+        .invoke_async(&mut conn)
+        .await;
+    let count = match r {
+        Ok((n, _)) => u64::try_from(n).unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(target: "chainfront::api", error = %e, "wallet rate limiter unavailable; letting the request through");
+            return Ok(None);
+        }
+    };
+    let max = u64::from(limit.requests);
+    if count > max {
+        let retry = ((index + 1) * window).saturating_sub(now).max(1);
+        tracing::warn!(target: "chainfront::security", event = "rate_limited", wallet = %wallet, route = "compute", "per-wallet rate limit exceeded");
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "rate limit exceeded: {} requests per {} s per wallet; retry after {retry} s",
+                limit.requests, window
+            ),
+            retry_after: retry,
+        });
+    }
+    Ok(Some(max - count))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod compute;
 pub mod error;
 mod health;
 pub mod limits;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Public read answers, cached briefly.
     pub read_cache: Arc<vms::ReadCache>,
+    /// The Compute API (`None` when `compute.enabled` is off).
+    pub compute: Option<crate::compute::Compute>,
 }
 
 /// Largest request body accepted by any route.
@@ -73,6 +76,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
+        .merge(compute::health_router())
+        .merge(limited(compute::router(), RouteClass::Compute))
 }
 
 /// The OpenAPI document of every route (what `/openapi.json` serves).

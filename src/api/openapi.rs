@@ -27,6 +27,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "vms", description = "ClawCloud VM routes: tiers, VMs, credentials, agent wallets"),
         (name = "auth", description = "Wallet sign-in"),
         (name = "admin", description = "Operator routes (admin key)"),
+        (name = "compute", description = "Compute API: USDC deposits, balances, paid jobs"),
     )
 )]
 pub struct ApiDoc;

@@ -151,6 +151,8 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     pub(crate) secrets: webhook::Secrets,
     pub(crate) guard: ssrf::Guard,
+    pub(crate) llm: Option<Arc<executors::llm::Llm>>,
+    pub(crate) deposits: crate::ledger::deposit::Deposits,
 }
 
 /// The Compute service. Cheap to clone.
@@ -173,8 +175,14 @@ impl Compute {
         cfg: &crate::config::Config,
         conn: RedisConn,
         ledger: Ledger,
-        data: executors::data::DataSources,
+        deposits: crate::ledger::deposit::Deposits,
+        home_chain_id: u64,
     ) -> crate::Result<Self> {
+        let data = executors::data::DataSources {
+            conn: conn.clone(),
+            networks: deposits.networks().to_vec(),
+            home_chain_id,
+        };
         let c = &cfg.compute;
         if c.trust_wallet_field {
             tracing::warn!(target: "chainfront::security", "compute.trust_wallet_field is on: a bare `wallet` field (or X-Wallet-Address) is accepted as the spender, so anyone can spend any wallet's balance; switch it off unless every client is trusted");
@@ -188,7 +196,7 @@ impl Compute {
             conn.clone(),
         )
         .await?;
-        let (executors, unavailable) =
+        let (executors, unavailable, llm) =
             executors::build(cfg, conn.clone(), guard.clone(), data)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -202,8 +210,20 @@ impl Compute {
                 started: Instant::now(),
                 secrets,
                 guard,
+                llm,
+                deposits,
             }),
         })
+    }
+
+    /// The deposit fast path.
+    pub fn deposits(&self) -> &crate::ledger::deposit::Deposits {
+        &self.inner.deposits
+    }
+
+    /// The LLM executor, when offered (for streams).
+    pub fn llm(&self) -> Option<Arc<executors::llm::Llm>> {
+        self.inner.llm.clone()
     }
 
     /// The ledger.

@@ -150,10 +150,10 @@ impl Llm {
     /// Streams an answer: events go to `events` (a closed receiver — the
     /// client left — does not stop the stream, so the tokens it cost are
     /// still counted); returns the units to charge.
-    pub async fn stream(&self, payload: &Value, events: mpsc::Sender<StreamEvent>) -> Result<Output, Failure> {
+    pub async fn stream(&self, payload: &Value, events: mpsc::UnboundedSender<StreamEvent>) -> Result<Output, Failure> {
         let p = self.prepare(payload, true).map_err(|e| Failure::new(e.to_string()))?;
         let send = |e: StreamEvent| {
-            let _ = events.try_send(e);
+            let _ = events.send(e);
         };
         let resp = self.request(&p.body).send().await.map_err(|_| Failure::new("the model upstream is unreachable"))?;
         if !resp.status().is_success() {

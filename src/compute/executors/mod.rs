@@ -15,8 +15,13 @@ use chainfront_indexer::conn::RedisConn;
 use super::executor::Executor;
 use super::ssrf::Guard;
 
-/// Executors by service, and the services that answer 501 with why.
-pub type Built = (BTreeMap<String, Arc<dyn Executor>>, BTreeMap<String, String>);
+/// Executors by service, the services that answer 501 with why, and the
+/// LLM executor itself (streams bypass the queue).
+pub type Built = (
+    BTreeMap<String, Arc<dyn Executor>>,
+    BTreeMap<String, String>,
+    Option<Arc<llm::Llm>>,
+);
 
 /// Builds every executor the configuration offers.
 pub fn build(
@@ -31,17 +36,20 @@ pub fn build(
     ex.insert("storage".into(), Arc::new(storage::Storage::new(conn, c.storage.clone())));
     ex.insert("data".into(), Arc::new(data::Data::new(data)));
     ex.insert("web".into(), Arc::new(web::Web::new(guard, c.web.clone())));
-    match llm::Llm::new(
+    let llm = match llm::Llm::new(
         c.llm.clone(),
         cfg.secrets.llm_api_key.as_ref().map(|s| s.expose().to_owned()),
     ) {
         Ok(l) => {
-            ex.insert("llm".into(), Arc::new(l));
+            let l = Arc::new(l);
+            ex.insert("llm".into(), l.clone());
+            Some(l)
         }
         Err(why) => {
             off.insert("llm".into(), why);
+            None
         }
-    }
+    };
     match code::Code::new(c.code.clone()) {
         Ok(x) => {
             ex.insert("code".into(), Arc::new(x));
@@ -69,5 +77,5 @@ pub fn build(
         off.remove(svc);
         ex.insert(svc.clone(), Arc::new(cmd));
     }
-    Ok((ex, off))
+    Ok((ex, off, llm))
 }
