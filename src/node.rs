@@ -91,10 +91,8 @@ pub async fn connect(config: Config) -> Result<AppState> {
     let admin_keys = Arc::new(crate::auth::admin::AdminKeys::from_secrets(&config.secrets));
     let compute = if config.compute.enabled {
         let c = &config.compute;
-        let ledger = crate::ledger::Ledger::new(
-            redis.clone(),
-            Duration::from_millis(c.balance_cache_ms),
-        );
+        let ledger =
+            crate::ledger::Ledger::new(redis.clone(), Duration::from_millis(c.balance_cache_ms));
         let deposits = crate::ledger::deposit::Deposits::from_config(
             &config,
             Duration::from_millis(c.rpc_timeout_ms),

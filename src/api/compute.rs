@@ -66,7 +66,9 @@ pub fn health_router() -> OpenApiRouter<AppState> {
 impl From<ComputeError> for ApiError {
     fn from(e: ComputeError) -> Self {
         match e {
-            ComputeError::UnknownService(_) | ComputeError::NoJob => ApiError::NotFound(e.to_string()),
+            ComputeError::UnknownService(_) | ComputeError::NoJob => {
+                ApiError::NotFound(e.to_string())
+            }
             ComputeError::NotOffered(m) => ApiError::NotImplemented(m),
             ComputeError::Invalid(m) => ApiError::BadRequest(m),
             ComputeError::Insufficient { message, job } => ApiError::PaymentRequiredWith {
@@ -75,7 +77,9 @@ impl From<ComputeError> for ApiError {
             },
             ComputeError::NotOwner => ApiError::Forbidden(e.to_string()),
             ComputeError::NotPending(_) => ApiError::Conflict(e.to_string()),
-            ComputeError::Store(_) => ApiError::Unavailable("state store unavailable; retry shortly".into()),
+            ComputeError::Store(_) => {
+                ApiError::Unavailable("state store unavailable; retry shortly".into())
+            }
             ComputeError::Ledger(l) => l.into(),
         }
     }
@@ -101,10 +105,11 @@ impl From<DepositError> for ApiError {
 }
 
 fn compute(state: &AppState) -> Result<&Compute, ApiError> {
-    state
-        .compute
-        .as_ref()
-        .ok_or_else(|| ApiError::NotImplemented("the Compute API is switched off on this node (compute.enabled)".into()))
+    state.compute.as_ref().ok_or_else(|| {
+        ApiError::NotImplemented(
+            "the Compute API is switched off on this node (compute.enabled)".into(),
+        )
+    })
 }
 
 /// What a 401 says: the ways to prove control of a wallet.
@@ -166,7 +171,8 @@ fn header_wallet(headers: &HeaderMap) -> Result<Option<Address>, ApiError> {
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body must be JSON {shape}: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be JSON {shape}: {e}")))
 }
 
 /// A typed JSON answer (typed so money stays exact), with the wallet's
@@ -175,7 +181,8 @@ fn answer<T: Serialize>(status: StatusCode, body: &T, remaining: Option<u64>) ->
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     if let Some(n) = remaining {
-        r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from(n));
+        r.headers_mut()
+            .insert("x-ratelimit-remaining", HeaderValue::from(n));
     }
     r
 }
@@ -258,7 +265,9 @@ async fn balance(
         (Some(w), _) => parse_address(w, "wallet")?,
         (None, Some(w)) => w,
         (None, None) => spender(&state, &headers, None).await.map_err(|_| {
-            ApiError::BadRequest("name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into())
+            ApiError::BadRequest(
+                "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
+            )
         })?,
     };
     let b = c.ledger().balance_cached(wallet).await?;
@@ -327,14 +336,15 @@ struct PendingDeposit {
     ))]
 async fn deposit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let c = compute(&state)?;
-    let req: DepositBody = json_body(&body, "{wallet, paymentProof: {txHash, network, amountUsd, token, timestamp}}")?;
+    let req: DepositBody = json_body(
+        &body,
+        "{wallet, paymentProof: {txHash, network, amountUsd, token, timestamp}}",
+    )?;
     let wallet = parse_address(&req.wallet, "wallet")?;
     let p = req.payment_proof;
-    let tx: B256 = p
-        .tx_hash
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::BadRequest("paymentProof.txHash must be a 0x transaction hash".into()))?;
+    let tx: B256 = p.tx_hash.trim().parse().map_err(|_| {
+        ApiError::BadRequest("paymentProof.txHash must be a 0x transaction hash".into())
+    })?;
     let amount = parse_usd(p.amount_usd.get())
         .map_err(|e| ApiError::BadRequest(format!("paymentProof.amountUsd {e}")))?;
     let verdict = c
@@ -409,7 +419,9 @@ async fn usage(
     let c = compute(&state)?;
     let wallet = spender(&state, &headers, header_wallet(&headers)?).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
-    let u = c.usage(wallet, q.period.as_deref().unwrap_or("all")).await?;
+    let u = c
+        .usage(wallet, q.period.as_deref().unwrap_or("all"))
+        .await?;
     Ok(answer(StatusCode::OK, &u, left))
 }
 
@@ -433,7 +445,10 @@ async fn ledger(
     let c = compute(&state)?;
     let wallet = spender(&state, &headers, header_wallet(&headers)?).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
-    let entries = c.ledger().entries(wallet, q.limit.unwrap_or(50).clamp(1, 500)).await?;
+    let entries = c
+        .ledger()
+        .entries(wallet, q.limit.unwrap_or(50).clamp(1, 500))
+        .await?;
     #[derive(Serialize)]
     struct Body {
         wallet: String,
@@ -486,7 +501,11 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let c = compute(&state)?;
     let req: SubmitBody = json_body(&body, "{wallet, payload, callbackUrl?}")?;
-    let claimed = req.wallet.as_deref().map(|w| parse_address(w, "wallet")).transpose()?;
+    let claimed = req
+        .wallet
+        .as_deref()
+        .map(|w| parse_address(w, "wallet"))
+        .transpose()?;
     let wallet = spender(&state, &headers, claimed).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     if let Some(proof) = &req.payment_proof {
@@ -503,11 +522,9 @@ async fn submit(
 async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Result<(), ApiError> {
     let p: PaymentProofBody = serde_json::from_value(proof.clone())
         .map_err(|e| ApiError::BadRequest(format!("paymentProof: {e}")))?;
-    let tx: B256 = p
-        .tx_hash
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::BadRequest("paymentProof.txHash must be a 0x transaction hash".into()))?;
+    let tx: B256 = p.tx_hash.trim().parse().map_err(|_| {
+        ApiError::BadRequest("paymentProof.txHash must be a 0x transaction hash".into())
+    })?;
     let amount = parse_usd(p.amount_usd.get())
         .map_err(|e| ApiError::BadRequest(format!("paymentProof.amountUsd {e}")))?;
     let verdict = c
@@ -522,7 +539,9 @@ async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Res
         .await?;
     if let Verdict::Confirmed { deposits, .. } = verdict {
         for (dep, amount) in &deposits {
-            c.ledger().credit_deposit(dep, wallet, *amount, Source::Api).await?;
+            c.ledger()
+                .credit_deposit(dep, wallet, *amount, Source::Api)
+                .await?;
         }
     }
     Ok(())
@@ -607,7 +626,14 @@ async fn cancel(
         success: bool,
         job_id: String,
     }
-    Ok(answer(StatusCode::OK, &Body { success: true, job_id: id }, left))
+    Ok(answer(
+        StatusCode::OK,
+        &Body {
+            success: true,
+            job_id: id,
+        },
+        left,
+    ))
 }
 
 /// Streams an LLM answer as Server-Sent Events (`start`, `text`, `usage`,
@@ -626,11 +652,18 @@ async fn stream_llm(
 ) -> Result<Response, ApiError> {
     let c = compute(&state)?.clone();
     let req: SubmitBody = json_body(&body, "{wallet, payload}")?;
-    let claimed = req.wallet.as_deref().map(|w| parse_address(w, "wallet")).transpose()?;
+    let claimed = req
+        .wallet
+        .as_deref()
+        .map(|w| parse_address(w, "wallet"))
+        .transpose()?;
     let wallet = spender(&state, &headers, claimed).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     let llm = c.llm().ok_or_else(|| {
-        ApiError::NotImplemented("the `llm` service is not offered: no upstream is configured (compute.llm.base_url)".into())
+        ApiError::NotImplemented(
+            "the `llm` service is not offered: no upstream is configured (compute.llm.base_url)"
+                .into(),
+        )
     })?;
     let view = c.open_here(wallet, "llm", &req.payload).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamEvent>();
@@ -652,12 +685,17 @@ async fn stream_llm(
         };
         let outcome = llm.stream(&payload, tx).await;
         renew.abort();
-        if let Err(e) = c.finish_here(&job, wallet, outcome, started.elapsed()).await {
+        if let Err(e) = c
+            .finish_here(&job, wallet, outcome, started.elapsed())
+            .await
+        {
             tracing::warn!(target: "chainfront::compute", job = %job.job_id, error = %e, "settling a stream failed; the lease will end and the job be refunded");
         }
     });
     let start = serde_json::json!({"type": "start", "requestId": view.id, "jobId": view.job_id});
-    let first = futures_util::stream::once(async move { Ok::<Event, Infallible>(Event::default().data(start.to_string())) });
+    let first = futures_util::stream::once(async move {
+        Ok::<Event, Infallible>(Event::default().data(start.to_string()))
+    });
     let rest = tokio_stream_from(rx).map(|ev| {
         let v = match ev {
             StreamEvent::Text(t) => serde_json::json!({"type": "text", "text": t}),
@@ -669,9 +707,12 @@ async fn stream_llm(
         };
         Ok::<Event, Infallible>(Event::default().data(v.to_string()))
     });
-    let mut r = Sse::new(first.chain(rest)).keep_alive(KeepAlive::default()).into_response();
+    let mut r = Sse::new(first.chain(rest))
+        .keep_alive(KeepAlive::default())
+        .into_response();
     if let Some(n) = left {
-        r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from(n));
+        r.headers_mut()
+            .insert("x-ratelimit-remaining", HeaderValue::from(n));
     }
     Ok(r)
 }
@@ -692,7 +733,11 @@ struct SecretBody {
     algorithm: &'static str,
 }
 
-async fn secret_answer(state: &AppState, headers: &HeaderMap, rotate: bool) -> Result<Response, ApiError> {
+async fn secret_answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    rotate: bool,
+) -> Result<Response, ApiError> {
     let c = compute(state)?;
     let wallet = spender(state, headers, header_wallet(headers)?).await?;
     let secret = if rotate {
@@ -710,7 +755,8 @@ async fn secret_answer(state: &AppState, headers: &HeaderMap, rotate: bool) -> R
         },
         None,
     );
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
 
@@ -720,7 +766,10 @@ async fn secret_answer(state: &AppState, headers: &HeaderMap, rotate: bool) -> R
         (status = 200, description = "`{wallet, secret, header, algorithm}`", body = Value),
         (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
     ))]
-async fn webhook_secret(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn webhook_secret(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     secret_answer(&state, &headers, false).await
 }
 
@@ -730,7 +779,10 @@ async fn webhook_secret(State(state): State<AppState>, headers: HeaderMap) -> Re
         (status = 200, description = "The new `{wallet, secret, header, algorithm}`", body = Value),
         (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
     ))]
-async fn rotate_webhook_secret(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     secret_answer(&state, &headers, true).await
 }
 
@@ -779,5 +831,12 @@ async fn incoming_webhook(
         #[serde(flatten)]
         job: JobView,
     }
-    Ok(answer(StatusCode::OK, &Body { ok: true, job: view }, left))
+    Ok(answer(
+        StatusCode::OK,
+        &Body {
+            ok: true,
+            job: view,
+        },
+        left,
+    ))
 }

@@ -70,7 +70,11 @@ pub trait Executor: Send + Sync {
     fn check(&self, payload: &Value) -> Result<Bound, Refusal>;
 
     /// Runs it.
-    fn run<'a>(&'a self, ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>>;
+    fn run<'a>(
+        &'a self,
+        ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>>;
 }
 
 /// Reads a string field.
@@ -86,9 +90,8 @@ pub fn str_field<'a>(payload: &'a Value, name: &str) -> Result<Option<&'a str>, 
 pub fn u64_field(payload: &Value, name: &str) -> Result<Option<u64>, Refusal> {
     match payload.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| Refusal::Invalid(format!("payload.{name} must be a non-negative integer"))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Refusal::Invalid(format!("payload.{name} must be a non-negative integer"))
+        }),
     }
 }

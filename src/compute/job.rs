@@ -56,7 +56,9 @@ impl JobView {
         let finished = status == "completed" || status == "failed";
         let error = match get("error").map(String::as_str) {
             Some("insufficient") => Some(insufficient(units("need"), units("have"))),
-            Some("cancelled") => Some("Job cancelled by its owner; the reservation was refunded".into()),
+            Some("cancelled") => {
+                Some("Job cancelled by its owner; the reservation was refunded".into())
+            }
             Some(e) => Some(e.to_owned()),
             None => None,
         };
@@ -64,7 +66,11 @@ impl JobView {
             id: get("req").cloned().unwrap_or_default(),
             job_id: id,
             service: get("service").cloned().unwrap_or_default(),
-            cost: if finished { units("cost") } else { units("reserved") },
+            cost: if finished {
+                units("cost")
+            } else {
+                units("reserved")
+            },
             result: raw("result"),
             usage: raw("usage"),
             error,

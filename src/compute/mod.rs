@@ -35,7 +35,9 @@ use job::JobView;
 use pricing::Pricing;
 
 /// Every service the document names.
-pub const SERVICES: [&str; 8] = ["llm", "code", "web", "trade", "data", "storage", "gpu", "ml"];
+pub const SERVICES: [&str; 8] = [
+    "llm", "code", "web", "trade", "data", "storage", "gpu", "ml",
+];
 
 /// Why a compute request failed.
 #[derive(Debug, thiserror::Error)]
@@ -259,18 +261,18 @@ impl Compute {
         if let Some(reason) = self.inner.unavailable.get(service) {
             return Err(ComputeError::NotOffered(reason.clone()));
         }
-        let exec = self
-            .inner
-            .executors
-            .get(service)
-            .ok_or_else(|| ComputeError::NotOffered(format!("the `{service}` service is not offered by this node")))?;
-        let price = self
-            .inner
-            .pricing
-            .get(service)
-            .ok_or_else(|| ComputeError::NotOffered(format!("no price is configured for `{service}`")))?;
+        let exec = self.inner.executors.get(service).ok_or_else(|| {
+            ComputeError::NotOffered(format!(
+                "the `{service}` service is not offered by this node"
+            ))
+        })?;
+        let price = self.inner.pricing.get(service).ok_or_else(|| {
+            ComputeError::NotOffered(format!("no price is configured for `{service}`"))
+        })?;
         if !payload.is_object() {
-            return Err(ComputeError::Invalid("payload must be a JSON object".into()));
+            return Err(ComputeError::Invalid(
+                "payload must be a JSON object".into(),
+            ));
         }
         let bound = exec.check(payload)?;
         Ok(bound.map_or_else(|| price.max(), |units| price.cost(units)))
@@ -289,10 +291,14 @@ impl Compute {
             let url = reqwest::Url::parse(cb)
                 .map_err(|e| ComputeError::Invalid(format!("callbackUrl is not a URL: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(ComputeError::Invalid("callbackUrl must be http or https".into()));
+                return Err(ComputeError::Invalid(
+                    "callbackUrl must be http or https".into(),
+                ));
             }
         }
-        let (view, opened) = self.open(wallet, service, payload, callback, reserve, None).await?;
+        let (view, opened) = self
+            .open(wallet, service, payload, callback, reserve, None)
+            .await?;
         match opened {
             Opened::Queued(_) => {
                 self.inner.notify.notify_one();
@@ -307,10 +313,17 @@ impl Compute {
 
     /// Opens a job the caller runs itself (an SSE stream): reserved, marked
     /// processing, leased; [`Compute::finish_here`] settles it.
-    pub async fn open_here(&self, wallet: Address, service: &str, payload: &Value) -> Result<JobView> {
+    pub async fn open_here(
+        &self,
+        wallet: Address,
+        service: &str,
+        payload: &Value,
+    ) -> Result<JobView> {
         let reserve = self.quote(service, payload)?;
         let lease = now_ms() + self.inner.config.lease_ms;
-        let (view, opened) = self.open(wallet, service, payload, None, reserve, Some(lease)).await?;
+        let (view, opened) = self
+            .open(wallet, service, payload, None, reserve, Some(lease))
+            .await?;
         match opened {
             Opened::Queued(_) => Ok(view),
             Opened::Insufficient(_) => Err(ComputeError::Insufficient {
@@ -351,11 +364,17 @@ impl Compute {
             .await?;
         let (status, error, cost) = match opened {
             Opened::Queued(_) => (
-                if run_here.is_some() { "processing" } else { "pending" },
+                if run_here.is_some() {
+                    "processing"
+                } else {
+                    "pending"
+                },
                 None,
                 reserve,
             ),
-            Opened::Insufficient(have) => ("failed", Some(job::insufficient(reserve, have)), Usd::ZERO),
+            Opened::Insufficient(have) => {
+                ("failed", Some(job::insufficient(reserve, have)), Usd::ZERO)
+            }
         };
         Ok((
             JobView {
@@ -382,7 +401,15 @@ impl Compute {
         outcome: std::result::Result<executor::Output, executor::Failure>,
         duration: Duration,
     ) -> Result<Settled> {
-        worker::settle(self, &view.job_id, view.service.as_str(), wallet, outcome, duration).await
+        worker::settle(
+            self,
+            &view.job_id,
+            view.service.as_str(),
+            wallet,
+            outcome,
+            duration,
+        )
+        .await
     }
 
     /// Renews the lease of a job this process runs itself.
@@ -417,7 +444,11 @@ impl Compute {
     pub async fn jobs(&self, wallet: Address, limit: usize) -> Result<Vec<JobView>> {
         let mut c = self.inner.conn.clone();
         let ids: Vec<String> = c
-            .zrevrange(LedgerKeys.wallet_jobs(wallet), 0, limit.saturating_sub(1) as isize)
+            .zrevrange(
+                LedgerKeys.wallet_jobs(wallet),
+                0,
+                limit.saturating_sub(1) as isize,
+            )
             .await?;
         let mut pipe = redis::pipe();
         for id in &ids {
@@ -459,7 +490,9 @@ impl Compute {
             None => vec![k.usage_all(wallet)],
             Some(n) => {
                 let today = now_ms() / 86_400_000;
-                (0..n).map(|i| k.usage_day(wallet, today.saturating_sub(i))).collect()
+                (0..n)
+                    .map(|i| k.usage_day(wallet, today.saturating_sub(i)))
+                    .collect()
             }
         };
         let mut c = self.inner.conn.clone();
@@ -471,7 +504,9 @@ impl Compute {
         let mut sums: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
         for h in &hashes {
             for (field, v) in h {
-                let Some((svc, what)) = field.rsplit_once(':') else { continue };
+                let Some((svc, what)) = field.rsplit_once(':') else {
+                    continue;
+                };
                 let e = sums.entry(svc.to_owned()).or_default();
                 match what {
                     "n" => e.0 += v,
@@ -508,10 +543,11 @@ impl Compute {
         let mut c = self.inner.conn.clone();
         let stats: HashMap<String, i64> = c.hgetall(LedgerKeys.stats()).await?;
         let get = |k: &str| u64::try_from(stats.get(k).copied().unwrap_or(0)).unwrap_or(0);
-        let jobs_by_status: BTreeMap<String, u64> = ["pending", "processing", "completed", "failed"]
-            .into_iter()
-            .map(|s| (s.to_owned(), get(&format!("jobs:{s}"))))
-            .collect();
+        let jobs_by_status: BTreeMap<String, u64> =
+            ["pending", "processing", "completed", "failed"]
+                .into_iter()
+                .map(|s| (s.to_owned(), get(&format!("jobs:{s}"))))
+                .collect();
         let requests_by_service = stats
             .iter()
             .filter_map(|(k, v)| {

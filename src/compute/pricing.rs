@@ -181,7 +181,10 @@ mod tests {
             },
         );
         let p = Pricing::new(&o);
-        assert_eq!(p.0["web"].base_price.0, Decimal::from_str("0.02").expect("d"));
+        assert_eq!(
+            p.0["web"].base_price.0,
+            Decimal::from_str("0.02").expect("d")
+        );
         assert_eq!(p.0["web"].unit, "request");
     }
 }

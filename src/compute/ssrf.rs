@@ -93,10 +93,16 @@ impl Guard {
     pub async fn resolve(&self, url: &Url) -> Result<(String, Vec<SocketAddr>), GuardError> {
         match url.scheme() {
             "http" | "https" => {}
-            s => return Err(GuardError::BadUrl(format!("scheme `{s}` is not fetched; use http or https"))),
+            s => {
+                return Err(GuardError::BadUrl(format!(
+                    "scheme `{s}` is not fetched; use http or https"
+                )));
+            }
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(GuardError::BadUrl("URLs with credentials are not fetched".into()));
+            return Err(GuardError::BadUrl(
+                "URLs with credentials are not fetched".into(),
+            ));
         }
         let host = url
             .host_str()
@@ -134,7 +140,8 @@ impl Guard {
         limits: Limits,
     ) -> Result<Fetched, GuardError> {
         let deadline = tokio::time::Instant::now() + limits.timeout;
-        let mut url = Url::parse(url).map_err(|e| GuardError::BadUrl(format!("invalid URL: {e}")))?;
+        let mut url =
+            Url::parse(url).map_err(|e| GuardError::BadUrl(format!("invalid URL: {e}")))?;
         let mut method = method;
         let mut body = body;
         let mut hops = 0u32;
@@ -157,13 +164,20 @@ impl Guard {
                 req = req.body(b.clone());
             }
             let fut = async {
-                let mut resp = req.send().await.map_err(|e| GuardError::Fetch(describe(&e)))?;
+                let mut resp = req
+                    .send()
+                    .await
+                    .map_err(|e| GuardError::Fetch(describe(&e)))?;
                 let status = resp.status();
                 if status.is_redirection()
                     && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)
                 {
-                    let loc = loc.to_str().map_err(|_| GuardError::Fetch("bad Location header".into()))?;
-                    let next = url.join(loc).map_err(|e| GuardError::BadUrl(format!("bad redirect: {e}")))?;
+                    let loc = loc
+                        .to_str()
+                        .map_err(|_| GuardError::Fetch("bad Location header".into()))?;
+                    let next = url
+                        .join(loc)
+                        .map_err(|e| GuardError::BadUrl(format!("bad redirect: {e}")))?;
                     return Ok(Err((status, next)));
                 }
                 if resp.content_length().is_some_and(|n| n > limits.max_bytes) {
@@ -172,10 +186,19 @@ impl Guard {
                 let headers = resp
                     .headers()
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect();
                 let mut out = Vec::new();
-                while let Some(chunk) = resp.chunk().await.map_err(|e| GuardError::Fetch(describe(&e)))? {
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .map_err(|e| GuardError::Fetch(describe(&e)))?
+                {
                     if out.len() as u64 + chunk.len() as u64 > limits.max_bytes {
                         return Err(GuardError::TooLarge(limits.max_bytes));
                     }
@@ -188,9 +211,9 @@ impl Guard {
                     body: out,
                 }))
             };
-            let outcome = tokio::time::timeout_at(deadline, fut)
-                .await
-                .map_err(|_| GuardError::Fetch(format!("timed out after {} ms", limits.timeout.as_millis())))??;
+            let outcome = tokio::time::timeout_at(deadline, fut).await.map_err(|_| {
+                GuardError::Fetch(format!("timed out after {} ms", limits.timeout.as_millis()))
+            })??;
             match outcome {
                 Ok(done) => return Ok(done),
                 Err((status, next)) => {
@@ -199,7 +222,8 @@ impl Guard {
                         return Err(GuardError::Redirects(limits.max_redirects));
                     }
                     if status == StatusCode::SEE_OTHER
-                        || ((status == StatusCode::MOVED_PERMANENTLY || status == StatusCode::FOUND)
+                        || ((status == StatusCode::MOVED_PERMANENTLY
+                            || status == StatusCode::FOUND)
                             && method == Method::POST)
                     {
                         method = Method::GET;

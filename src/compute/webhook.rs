@@ -100,14 +100,18 @@ impl Secrets {
     /// The wallet's current secret (hex).
     pub async fn secret(&self, wallet: Address) -> Result<Zeroizing<String>, redis::RedisError> {
         let mut c = self.conn.clone();
-        let generation: Option<u64> = c.hget(LedgerKeys.webhook_generations(), lower(wallet)).await?;
+        let generation: Option<u64> = c
+            .hget(LedgerKeys.webhook_generations(), lower(wallet))
+            .await?;
         Ok(self.derive(wallet, generation.unwrap_or(0)))
     }
 
     /// A new secret for the wallet (the old one stops working).
     pub async fn rotate(&self, wallet: Address) -> Result<Zeroizing<String>, redis::RedisError> {
         let mut c = self.conn.clone();
-        let generation: u64 = c.hincr(LedgerKeys.webhook_generations(), lower(wallet), 1).await?;
+        let generation: u64 = c
+            .hincr(LedgerKeys.webhook_generations(), lower(wallet), 1)
+            .await?;
         Ok(self.derive(wallet, generation))
     }
 

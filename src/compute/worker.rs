@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::executor::{Failure, JobContext, Output};
 use super::pricing::Num;
 use super::{Compute, Result};
-use crate::ledger::{Settlement, Settled, Usd, now_ms};
+use crate::ledger::{Settled, Settlement, Usd, now_ms};
 
 /// Leases up to ARGV[3] due jobs. KEYS: queue, stats. ARGV: now ms, lease
 /// until ms, count, job key prefix (every job key is in the `{ledger}` slot).
@@ -74,7 +74,11 @@ pub async fn run(compute: Compute, shutdown: CancellationToken) {
     let sem = Arc::new(Semaphore::new(cfg.workers.max(1)));
     let inflight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let claim = redis::Script::new(CLAIM_LUA);
-    let renewer = tokio::spawn(renew_leases(compute.clone(), inflight.clone(), shutdown.clone()));
+    let renewer = tokio::spawn(renew_leases(
+        compute.clone(),
+        inflight.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(target: "chainfront::compute", workers = cfg.workers, "compute workers started");
     loop {
         if shutdown.is_cancelled() {
@@ -115,9 +119,13 @@ pub async fn run(compute: Compute, shutdown: CancellationToken) {
             continue;
         }
         for job in jobs {
-            let Ok(permit) = sem.clone().acquire_owned().await else { break };
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
             {
-                let mut set = inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut set = inflight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 set.insert(job.id.clone());
             }
             let (compute, inflight) = (compute.clone(), inflight.clone());
@@ -152,7 +160,11 @@ fn parse_claimed(flat: &[String]) -> Vec<Claimed> {
         .collect()
 }
 
-async fn renew_leases(compute: Compute, inflight: Arc<Mutex<HashSet<String>>>, shutdown: CancellationToken) {
+async fn renew_leases(
+    compute: Compute,
+    inflight: Arc<Mutex<HashSet<String>>>,
+    shutdown: CancellationToken,
+) {
     let every = Duration::from_millis((compute.inner.config.lease_ms / 3).max(50));
     loop {
         tokio::select! {
@@ -216,11 +228,23 @@ async fn run_one(compute: &Compute, job: Claimed) {
                     Err(_) => Err(Failure::new("the job ran out of time")),
                 }
             }
-            (None, _) => Err(Failure::new(format!("the `{}` service is not offered by this node", job.service))),
+            (None, _) => Err(Failure::new(format!(
+                "the `{}` service is not offered by this node",
+                job.service
+            ))),
             (_, Err(_)) => Err(Failure::new("stored payload is not JSON")),
         }
     };
-    match settle(compute, &job.id, &job.service, wallet, outcome, started.elapsed()).await {
+    match settle(
+        compute,
+        &job.id,
+        &job.service,
+        wallet,
+        outcome,
+        started.elapsed(),
+    )
+    .await
+    {
         Ok(Settled::Charged(_)) => {
             if !job.callback.is_empty() {
                 let c = compute.clone();
@@ -303,7 +327,9 @@ struct Breakdown {
 
 /// POSTs the final job JSON to its callback URL, signed, with retries.
 async fn deliver_callback(compute: &Compute, job_id: &str, wallet: Address, url: &str) {
-    let Ok(Some(view)) = compute.job(job_id).await else { return };
+    let Ok(Some(view)) = compute.job(job_id).await else {
+        return;
+    };
     let body = view.to_json();
     let secret = match compute.inner.secrets.secret(wallet).await {
         Ok(s) => s,
@@ -335,7 +361,13 @@ async fn deliver_callback(compute: &Compute, job_id: &str, wallet: Address, url:
         let r = compute
             .inner
             .guard
-            .fetch(reqwest::Method::POST, url, &headers, Some(body.clone()), limits)
+            .fetch(
+                reqwest::Method::POST,
+                url,
+                &headers,
+                Some(body.clone()),
+                limits,
+            )
             .await;
         let why = match r {
             Ok(f) if f.status.is_success() => {

@@ -6,6 +6,7 @@ mod abi;
 mod admin;
 mod auth;
 mod cli;
+mod compute;
 mod contracts;
 mod crash;
 mod harness;

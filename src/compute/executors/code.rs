@@ -22,7 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::compute::config::CodeConfig;
-use crate::compute::executor::{Bound, Executor, Failure, JobContext, Output, Refusal, str_field, u64_field};
+use crate::compute::executor::{
+    Bound, Executor, Failure, JobContext, Output, Refusal, str_field, u64_field,
+};
 
 /// Languages of the document this node never runs.
 const UNSUPPORTED: [&str; 3] = ["typescript", "rust", "go"];
@@ -68,8 +70,10 @@ impl Code {
         if !cfg.enabled {
             return Err("the `code` service is switched off on this node".into());
         }
-        let bwrap = find(&cfg.bwrap)
-            .ok_or_else(|| "the `code` service needs bubblewrap (`bwrap`), which is not installed on this node".to_owned())?;
+        let bwrap = find(&cfg.bwrap).ok_or_else(|| {
+            "the `code` service needs bubblewrap (`bwrap`), which is not installed on this node"
+                .to_owned()
+        })?;
         let interpreters = cfg
             .interpreters
             .iter()
@@ -77,7 +81,9 @@ impl Code {
             .collect();
         let as_root = {
             use std::os::unix::fs::MetadataExt;
-            std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+            std::fs::metadata("/proc/self")
+                .map(|m| m.uid() == 0)
+                .unwrap_or(false)
         };
         Ok(Self {
             cfg,
@@ -88,7 +94,10 @@ impl Code {
     }
 
     fn interpreter(&self, lang: &str) -> Option<&PathBuf> {
-        self.interpreters.iter().find(|(l, _)| l == lang).map(|(_, p)| p)
+        self.interpreters
+            .iter()
+            .find(|(l, _)| l == lang)
+            .map(|(_, p)| p)
     }
 }
 
@@ -112,7 +121,12 @@ impl Code {
         if !self.cfg.interpreters.contains_key(language) {
             return Err(Refusal::Invalid(format!(
                 "payload.language must be one of {}",
-                self.cfg.interpreters.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.cfg
+                    .interpreters
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if self.interpreter(language).is_none() {
@@ -120,10 +134,13 @@ impl Code {
                 "language `{language}` is not offered: its interpreter is not installed on this node"
             )));
         }
-        let code = str_field(payload, "code")?.ok_or_else(|| Refusal::Invalid("payload.code is required".into()))?;
+        let code = str_field(payload, "code")?
+            .ok_or_else(|| Refusal::Invalid("payload.code is required".into()))?;
         let stdin = str_field(payload, "stdin")?.unwrap_or("");
         if code.len() > MAX_SOURCE || stdin.len() > MAX_SOURCE {
-            return Err(Refusal::Invalid(format!("payload.code and payload.stdin are at most {MAX_SOURCE} bytes")));
+            return Err(Refusal::Invalid(format!(
+                "payload.code and payload.stdin are at most {MAX_SOURCE} bytes"
+            )));
         }
         let timeout_ms = u64_field(payload, "timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
         if timeout_ms == 0 || timeout_ms > self.cfg.max_timeout_ms {
@@ -132,7 +149,8 @@ impl Code {
                 self.cfg.max_timeout_ms
             )));
         }
-        let memory_mb = u64_field(payload, "memoryMb")?.unwrap_or(DEFAULT_MEMORY_MB.min(self.cfg.max_memory_mb));
+        let memory_mb = u64_field(payload, "memoryMb")?
+            .unwrap_or(DEFAULT_MEMORY_MB.min(self.cfg.max_memory_mb));
         if !(16..=self.cfg.max_memory_mb).contains(&memory_mb) {
             return Err(Refusal::Invalid(format!(
                 "payload.memoryMb must be 16..={}",
@@ -161,7 +179,8 @@ impl Code {
             "javascript" => "main.js",
             _ => "main.sh",
         };
-        std::fs::write(work.path().join(file), r.code).map_err(|_| Failure::new("could not write the program"))?;
+        std::fs::write(work.path().join(file), r.code)
+            .map_err(|_| Failure::new("could not write the program"))?;
         if self.as_root {
             let uid = self.cfg.sandbox_uid;
             for p in [work.path().to_path_buf(), work.path().join(file)] {
@@ -178,7 +197,12 @@ impl Code {
         let mut argv: Vec<String> = Vec::new();
         if self.as_root {
             let uid = self.cfg.sandbox_uid.to_string();
-            argv.extend(["setpriv".into(), format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]);
+            argv.extend([
+                "setpriv".into(),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ]);
         }
         argv.extend([
             "prlimit".into(),
@@ -197,10 +221,16 @@ impl Code {
         }
         // An interpreter installed elsewhere (e.g. /opt/node/bin/node): its prefix, read-only.
         let real = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.clone());
-        if !["/usr/", "/bin/", "/lib", "/sbin/"].iter().any(|p| real.starts_with(p))
+        if !["/usr/", "/bin/", "/lib", "/sbin/"]
+            .iter()
+            .any(|p| real.starts_with(p))
             && let Some(prefix) = real.parent().and_then(Path::parent)
         {
-            argv.extend(["--ro-bind".into(), prefix.display().to_string(), prefix.display().to_string()]);
+            argv.extend([
+                "--ro-bind".into(),
+                prefix.display().to_string(),
+                prefix.display().to_string(),
+            ]);
         }
         argv.extend([
             "--dev".into(),
@@ -255,7 +285,8 @@ impl Code {
         let out = child.stdout.take();
         let err = child.stderr.take();
         let run = async {
-            let (_, o, e, status) = tokio::join!(feed, capped(out, cap), capped(err, cap), child.wait());
+            let (_, o, e, status) =
+                tokio::join!(feed, capped(out, cap), capped(err, cap), child.wait());
             (o, e, status)
         };
         let (stdout, stderr, code, timed_out) =
@@ -270,7 +301,9 @@ impl Code {
                 }
             };
         let elapsed = started.elapsed();
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX).min(r.timeout_ms);
+        let ms = u64::try_from(elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(r.timeout_ms);
         Ok(Output {
             result: json!({
                 "language": r.language,
@@ -314,9 +347,15 @@ impl Executor for Code {
         Ok(Some(Decimal::from(r.timeout_ms) / Decimal::from(1000u32)))
     }
 
-    fn run<'a>(&'a self, _ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>> {
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>> {
         async move {
-            let r = self.parse(payload).map_err(|e| Failure::new(e.to_string()))?;
+            let r = self
+                .parse(payload)
+                .map_err(|e| Failure::new(e.to_string()))?;
             self.exec(r).await
         }
         .boxed()

@@ -46,7 +46,11 @@ impl Executor for CommandService {
         Ok(None)
     }
 
-    fn run<'a>(&'a self, ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>> {
         async move {
             let fail = |m: String| Failure::new(format!("`{}` service: {m}", self.service));
             let mut child = Process::new(&self.program)
@@ -74,8 +78,16 @@ impl Executor for CommandService {
                 .map_err(|e| fail(e.to_string()))?;
             if !out.status.success() {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no stderr)");
-                return Err(fail(format!("exited with {}: {}", out.status, last.chars().take(500).collect::<String>())));
+                let last = stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("(no stderr)");
+                return Err(fail(format!(
+                    "exited with {}: {}",
+                    out.status,
+                    last.chars().take(500).collect::<String>()
+                )));
             }
             if out.stdout.len() > MAX_OUTPUT {
                 return Err(fail("answer larger than 1 MB".into()));

@@ -24,7 +24,15 @@ use crate::ledger::deposit::{Network, parse_indexed};
 /// Types answered.
 const TYPES: [&str; 4] = ["balance", "vms", "markets", "deposits"];
 /// The document's trading data types, not served here.
-const TRADING: [&str; 7] = ["price", "orderbook", "candles", "trades", "positions", "news", "sentiment"];
+const TRADING: [&str; 7] = [
+    "price",
+    "orderbook",
+    "candles",
+    "trades",
+    "positions",
+    "news",
+    "sentiment",
+];
 /// Items listed per answer at most.
 const MAX_ITEMS: isize = 100;
 
@@ -70,8 +78,14 @@ impl Data {
     }
 
     async fn answer(&self, ctx: &JobContext, kind: &str, q: &Value) -> Result<Value, String> {
-        let wallet = match q.get("wallet").or_else(|| q.get("address")).and_then(Value::as_str) {
-            Some(w) => w.parse::<Address>().map_err(|_| "query.wallet is not an address".to_owned())?,
+        let wallet = match q
+            .get("wallet")
+            .or_else(|| q.get("address"))
+            .and_then(Value::as_str)
+        {
+            Some(w) => w
+                .parse::<Address>()
+                .map_err(|_| "query.wallet is not an address".to_owned())?,
             None => ctx.wallet,
         };
         let mut conn = self.src.conn.clone();
@@ -86,10 +100,16 @@ impl Data {
                 let units = net
                     .rpc
                     .call("balanceOf", |p| async move {
-                        MockUSDC::new(usdc, &p).balanceOf(wallet).call().await.map_err(|e| match e {
-                            alloy::contract::Error::TransportError(t) => t,
-                            other => alloy::transports::TransportErrorKind::custom_str(&other.to_string()),
-                        })
+                        MockUSDC::new(usdc, &p)
+                            .balanceOf(wallet)
+                            .call()
+                            .await
+                            .map_err(|e| match e {
+                                alloy::contract::Error::TransportError(t) => t,
+                                other => alloy::transports::TransportErrorKind::custom_str(
+                                    &other.to_string(),
+                                ),
+                            })
                     })
                     .await
                     .map_err(|_| "chain unavailable; retry shortly".to_owned())?;
@@ -109,8 +129,11 @@ impl Data {
                     let n = alloy::primitives::U256::from_str_radix(id, 10).unwrap_or_default();
                     pipe.hgetall(k.vm(n));
                 }
-                let vms: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await.map_err(store)?;
-                Ok(json!({"type": "vms", "owner": chainfront_indexer::keys::lower(wallet), "vms": vms, "count": vms.len()}))
+                let vms: Vec<HashMap<String, String>> =
+                    pipe.query_async(&mut conn).await.map_err(store)?;
+                Ok(
+                    json!({"type": "vms", "owner": chainfront_indexer::keys::lower(wallet), "vms": vms, "count": vms.len()}),
+                )
             }
             "markets" => {
                 let k = ChainKeys::new(self.src.home_chain_id);
@@ -123,7 +146,8 @@ impl Data {
                         shown.push(id);
                     }
                 }
-                let markets: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await.map_err(store)?;
+                let markets: Vec<HashMap<String, String>> =
+                    pipe.query_async(&mut conn).await.map_err(store)?;
                 Ok(json!({"type": "markets", "markets": markets, "count": markets.len()}))
             }
             _ => {
@@ -154,14 +178,17 @@ impl Data {
                         }
                     }
                 }
-                Ok(json!({"type": "deposits", "wallet": chainfront_indexer::keys::lower(wallet), "deposits": out, "count": out.len()}))
+                Ok(
+                    json!({"type": "deposits", "wallet": chainfront_indexer::keys::lower(wallet), "deposits": out, "count": out.len()}),
+                )
             }
         }
     }
 }
 
 fn kind(payload: &Value) -> Result<&str, Refusal> {
-    let t = str_field(payload, "type")?.ok_or_else(|| Refusal::Invalid("payload.type is required".into()))?;
+    let t = str_field(payload, "type")?
+        .ok_or_else(|| Refusal::Invalid("payload.type is required".into()))?;
     if TRADING.contains(&t) {
         return Err(Refusal::NotOffered(format!(
             "data type `{t}` is trading market data, which this node does not serve; available: {}",
@@ -169,7 +196,10 @@ fn kind(payload: &Value) -> Result<&str, Refusal> {
         )));
     }
     if !TYPES.contains(&t) {
-        return Err(Refusal::Invalid(format!("payload.type must be one of {}", TYPES.join(", "))));
+        return Err(Refusal::Invalid(format!(
+            "payload.type must be one of {}",
+            TYPES.join(", ")
+        )));
     }
     Ok(t)
 }
@@ -180,7 +210,11 @@ impl Executor for Data {
         Ok(Some(Decimal::ONE))
     }
 
-    fn run<'a>(&'a self, ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>> {
         async move {
             let t = kind(payload).map_err(|e| Failure::new(e.to_string()))?;
             let q = payload.get("query").cloned().unwrap_or(Value::Null);

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::compute::config::LlmConfig;
-use crate::compute::executor::{Bound, Executor, Failure, JobContext, Output, Refusal, str_field, u64_field};
+use crate::compute::executor::{
+    Bound, Executor, Failure, JobContext, Output, Refusal, str_field, u64_field,
+};
 
 /// Largest `maxTokens` accepted.
 const MAX_OUTPUT_TOKENS: u64 = 128_000;
@@ -58,12 +60,15 @@ struct Prepared {
 impl Llm {
     /// `None` with the reason when no upstream is configured.
     pub fn new(cfg: LlmConfig, api_key: Option<String>) -> Result<Self, String> {
-        let base = cfg
-            .base_url
-            .clone()
-            .ok_or_else(|| "the `llm` service is not offered: no upstream is configured (compute.llm.base_url)".to_owned())?;
+        let base = cfg.base_url.clone().ok_or_else(|| {
+            "the `llm` service is not offered: no upstream is configured (compute.llm.base_url)"
+                .to_owned()
+        })?;
         if cfg.models.is_empty() {
-            return Err("the `llm` service is not offered: no model is configured (compute.llm.models)".into());
+            return Err(
+                "the `llm` service is not offered: no model is configured (compute.llm.models)"
+                    .into(),
+            );
         }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
@@ -78,18 +83,28 @@ impl Llm {
     }
 
     fn prepare(&self, payload: &Value, stream: bool) -> Result<Prepared, Refusal> {
-        let model = str_field(payload, "model")?.ok_or_else(|| Refusal::Invalid("payload.model is required".into()))?;
+        let model = str_field(payload, "model")?
+            .ok_or_else(|| Refusal::Invalid("payload.model is required".into()))?;
         let upstream_model = self.cfg.models.get(model).ok_or_else(|| {
             Refusal::Invalid(format!(
                 "model `{model}` is not offered; available: {}",
-                self.cfg.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.cfg
+                    .models
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         let Some(Value::Array(messages)) = payload.get("messages") else {
-            return Err(Refusal::Invalid("payload.messages must be a non-empty array of {role, content}".into()));
+            return Err(Refusal::Invalid(
+                "payload.messages must be a non-empty array of {role, content}".into(),
+            ));
         };
         if messages.is_empty() || messages.len() > MAX_MESSAGES {
-            return Err(Refusal::Invalid(format!("payload.messages must hold 1..={MAX_MESSAGES} messages")));
+            return Err(Refusal::Invalid(format!(
+                "payload.messages must hold 1..={MAX_MESSAGES} messages"
+            )));
         }
         let mut out = Vec::new();
         let mut input_bytes = 0u64;
@@ -102,7 +117,8 @@ impl Llm {
             let content = m.get("content").and_then(Value::as_str);
             if !matches!(role, "user" | "assistant" | "system") || content.is_none() {
                 return Err(Refusal::Invalid(
-                    "each message needs role (user, assistant or system) and content (a string)".into(),
+                    "each message needs role (user, assistant or system) and content (a string)"
+                        .into(),
                 ));
             }
             input_bytes += content.map_or(0, |c| c.len() as u64);
@@ -110,7 +126,9 @@ impl Llm {
         }
         let max_tokens = u64_field(payload, "maxTokens")?.unwrap_or(self.cfg.default_max_tokens);
         if max_tokens == 0 || max_tokens > MAX_OUTPUT_TOKENS {
-            return Err(Refusal::Invalid(format!("payload.maxTokens must be 1..={MAX_OUTPUT_TOKENS}")));
+            return Err(Refusal::Invalid(format!(
+                "payload.maxTokens must be 1..={MAX_OUTPUT_TOKENS}"
+            )));
         }
         let mut body = json!({
             "model": upstream_model,
@@ -124,7 +142,9 @@ impl Llm {
         if let Some(t) = payload.get("temperature").filter(|t| !t.is_null()) {
             let ok = t.as_f64().is_some_and(|v| (0.0..=2.0).contains(&v));
             if !ok {
-                return Err(Refusal::Invalid("payload.temperature must be a number in 0..=2".into()));
+                return Err(Refusal::Invalid(
+                    "payload.temperature must be a number in 0..=2".into(),
+                ));
             }
             body["temperature"] = t.clone();
         }
@@ -140,7 +160,10 @@ impl Llm {
     }
 
     fn request(&self, body: &Value) -> reqwest::RequestBuilder {
-        let mut r = self.client.post(format!("{}/chat/completions", self.base)).json(body);
+        let mut r = self
+            .client
+            .post(format!("{}/chat/completions", self.base))
+            .json(body);
         if let Some(k) = &self.api_key {
             r = r.bearer_auth(k);
         }
@@ -150,12 +173,22 @@ impl Llm {
     /// Streams an answer: events go to `events` (a closed receiver — the
     /// client left — does not stop the stream, so the tokens it cost are
     /// still counted); returns the units to charge.
-    pub async fn stream(&self, payload: &Value, events: mpsc::UnboundedSender<StreamEvent>) -> Result<Output, Failure> {
-        let p = self.prepare(payload, true).map_err(|e| Failure::new(e.to_string()))?;
+    pub async fn stream(
+        &self,
+        payload: &Value,
+        events: mpsc::UnboundedSender<StreamEvent>,
+    ) -> Result<Output, Failure> {
+        let p = self
+            .prepare(payload, true)
+            .map_err(|e| Failure::new(e.to_string()))?;
         let send = |e: StreamEvent| {
             let _ = events.send(e);
         };
-        let resp = self.request(&p.body).send().await.map_err(|_| Failure::new("the model upstream is unreachable"))?;
+        let resp = self
+            .request(&p.body)
+            .send()
+            .await
+            .map_err(|_| Failure::new("the model upstream is unreachable"))?;
         if !resp.status().is_success() {
             let msg = format!("the model upstream answered {}", resp.status().as_u16());
             send(StreamEvent::Error(msg.clone()));
@@ -176,9 +209,14 @@ impl Llm {
             if ev.data.trim() == "[DONE]" {
                 break;
             }
-            let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) else { continue };
+            let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) else {
+                continue;
+            };
             if let Some(choice) = chunk["choices"].get(0) {
-                if let Some(t) = choice["delta"]["content"].as_str().filter(|t| !t.is_empty()) {
+                if let Some(t) = choice["delta"]["content"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                {
                     content.push_str(t);
                     send(StreamEvent::Text(t.to_owned()));
                 }
@@ -200,7 +238,10 @@ impl Llm {
         send(StreamEvent::Usage { input, output });
         if let Some(msg) = failed {
             send(StreamEvent::Error(msg.clone()));
-            return Err(Failure { message: msg, units });
+            return Err(Failure {
+                message: msg,
+                units,
+            });
         }
         let result = answer(&content, &p.model, input, output, finish.as_deref());
         send(StreamEvent::Done(result.clone()));
@@ -233,21 +274,29 @@ impl Executor for Llm {
         Ok(Some(self.prepare(payload, false)?.bound))
     }
 
-    fn run<'a>(&'a self, _ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>> {
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>> {
         async move {
-            let p = self.prepare(payload, false).map_err(|e| Failure::new(e.to_string()))?;
+            let p = self
+                .prepare(payload, false)
+                .map_err(|e| Failure::new(e.to_string()))?;
             let resp = self
                 .request(&p.body)
                 .send()
                 .await
                 .map_err(|_| Failure::new("the model upstream is unreachable"))?;
             let status = resp.status();
-            let body: Value = resp
-                .json()
-                .await
-                .map_err(|_| Failure::new("the model upstream answered something other than JSON"))?;
+            let body: Value = resp.json().await.map_err(|_| {
+                Failure::new("the model upstream answered something other than JSON")
+            })?;
             if !status.is_success() {
-                return Err(Failure::new(format!("the model upstream answered {}", status.as_u16())));
+                return Err(Failure::new(format!(
+                    "the model upstream answered {}",
+                    status.as_u16()
+                )));
             }
             let choice = &body["choices"][0];
             let content = choice["message"]["content"].as_str().unwrap_or("");
@@ -256,7 +305,13 @@ impl Executor for Llm {
                 .as_u64()
                 .unwrap_or_else(|| (content.len() as u64).div_ceil(4));
             Ok(Output {
-                result: answer(content, &p.model, input, output, choice["finish_reason"].as_str()),
+                result: answer(
+                    content,
+                    &p.model,
+                    input,
+                    output,
+                    choice["finish_reason"].as_str(),
+                ),
                 units: Decimal::from(input + output),
             })
         }

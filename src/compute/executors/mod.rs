@@ -33,12 +33,18 @@ pub fn build(
     let c = &cfg.compute;
     let mut ex: BTreeMap<String, Arc<dyn Executor>> = BTreeMap::new();
     let mut off: BTreeMap<String, String> = BTreeMap::new();
-    ex.insert("storage".into(), Arc::new(storage::Storage::new(conn, c.storage.clone())));
+    ex.insert(
+        "storage".into(),
+        Arc::new(storage::Storage::new(conn, c.storage.clone())),
+    );
     ex.insert("data".into(), Arc::new(data::Data::new(data)));
     ex.insert("web".into(), Arc::new(web::Web::new(guard, c.web.clone())));
     let llm = match llm::Llm::new(
         c.llm.clone(),
-        cfg.secrets.llm_api_key.as_ref().map(|s| s.expose().to_owned()),
+        cfg.secrets
+            .llm_api_key
+            .as_ref()
+            .map(|s| s.expose().to_owned()),
     ) {
         Ok(l) => {
             let l = Arc::new(l);

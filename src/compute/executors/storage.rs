@@ -14,7 +14,9 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use crate::compute::config::StorageConfig;
-use crate::compute::executor::{Bound, Executor, Failure, JobContext, Output, Refusal, str_field, u64_field};
+use crate::compute::executor::{
+    Bound, Executor, Failure, JobContext, Output, Refusal, str_field, u64_field,
+};
 
 /// The index field holding the wallet's total bytes (object keys never start with `#`).
 const TOTAL: &str = "#total";
@@ -117,7 +119,8 @@ fn mb(bytes: u64) -> Decimal {
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 256
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b))
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b))
 }
 
 struct Request<'a> {
@@ -130,8 +133,9 @@ struct Request<'a> {
 
 impl Storage {
     fn parse<'a>(&self, payload: &'a Value) -> Result<Request<'a>, Refusal> {
-        let op = str_field(payload, "operation")?
-            .ok_or_else(|| Refusal::Invalid("payload.operation is required: put, get, delete or list".into()))?;
+        let op = str_field(payload, "operation")?.ok_or_else(|| {
+            Refusal::Invalid("payload.operation is required: put, get, delete or list".into())
+        })?;
         let key = str_field(payload, "key")?;
         if !matches!(op, "put" | "get" | "delete" | "list") {
             return Err(Refusal::Invalid(format!(
@@ -139,7 +143,8 @@ impl Storage {
             )));
         }
         if op != "list" {
-            let k = key.ok_or_else(|| Refusal::Invalid(format!("payload.key is required for {op}")))?;
+            let k =
+                key.ok_or_else(|| Refusal::Invalid(format!("payload.key is required for {op}")))?;
             if !valid_key(k) {
                 return Err(Refusal::Invalid(
                     "payload.key must be 1-256 characters of A-Z a-z 0-9 . _ - / :".into(),
@@ -148,7 +153,9 @@ impl Storage {
         }
         let content = str_field(payload, "content")?;
         if op == "put" {
-            let c = content.ok_or_else(|| Refusal::Invalid("payload.content (a string) is required for put".into()))?;
+            let c = content.ok_or_else(|| {
+                Refusal::Invalid("payload.content (a string) is required for put".into())
+            })?;
             if c.len() as u64 > self.cfg.max_object_bytes {
                 return Err(Refusal::Invalid(format!(
                     "payload.content is {} bytes; objects are at most {} bytes",
@@ -220,12 +227,16 @@ impl Storage {
                         "storage limit: this wallet stores {total} bytes; at most {} bytes per wallet",
                         self.cfg.max_wallet_bytes
                     ))),
-                    _ => Err(Failure::new(format!("storage limit: at most {MAX_OBJECTS} objects per wallet"))),
+                    _ => Err(Failure::new(format!(
+                        "storage limit: at most {MAX_OBJECTS} objects per wallet"
+                    ))),
                 }
             }
             "get" => {
-                let h: HashMap<String, String> =
-                    conn.hgetall(keys.object(wallet, key)).await.map_err(store)?;
+                let h: HashMap<String, String> = conn
+                    .hgetall(keys.object(wallet, key))
+                    .await
+                    .map_err(store)?;
                 let Some(content) = h.get("c") else {
                     return Err(Failure::new(format!("no object `{key}`")));
                 };
@@ -253,7 +264,8 @@ impl Storage {
                 })
             }
             _ => {
-                let idx: HashMap<String, String> = conn.hgetall(keys.index(wallet)).await.map_err(store)?;
+                let idx: HashMap<String, String> =
+                    conn.hgetall(keys.index(wallet)).await.map_err(store)?;
                 let now = crate::ledger::now_ms();
                 let mut objects: Vec<(String, u64, u64)> = idx
                     .iter()
@@ -291,9 +303,15 @@ impl Executor for Storage {
         }))
     }
 
-    fn run<'a>(&'a self, ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>> {
         async move {
-            let r = self.parse(payload).map_err(|e| Failure::new(e.to_string()))?;
+            let r = self
+                .parse(payload)
+                .map_err(|e| Failure::new(e.to_string()))?;
             self.exec(ctx.wallet, r).await
         }
         .boxed()

@@ -52,8 +52,10 @@ struct Request {
 }
 
 fn parse(payload: &Value) -> Result<Request, Refusal> {
-    let url = str_field(payload, "url")?.ok_or_else(|| Refusal::Invalid("payload.url is required".into()))?;
-    let parsed = reqwest::Url::parse(url).map_err(|e| Refusal::Invalid(format!("payload.url is not a URL: {e}")))?;
+    let url = str_field(payload, "url")?
+        .ok_or_else(|| Refusal::Invalid("payload.url is required".into()))?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Refusal::Invalid(format!("payload.url is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Refusal::Invalid("payload.url must be http or https".into()));
     }
@@ -62,14 +64,22 @@ fn parse(payload: &Value) -> Result<Request, Refusal> {
             "JavaScript rendering (payload.javascript = true) is not offered by this node; send javascript: false".into(),
         ));
     }
-    let method = match str_field(payload, "method")?.unwrap_or("GET").to_ascii_uppercase().as_str() {
+    let method = match str_field(payload, "method")?
+        .unwrap_or("GET")
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "GET" => reqwest::Method::GET,
         "HEAD" => reqwest::Method::HEAD,
         "POST" => reqwest::Method::POST,
         "PUT" => reqwest::Method::PUT,
         "DELETE" => reqwest::Method::DELETE,
         "PATCH" => reqwest::Method::PATCH,
-        other => return Err(Refusal::Invalid(format!("payload.method `{other}` is not supported"))),
+        other => {
+            return Err(Refusal::Invalid(format!(
+                "payload.method `{other}` is not supported"
+            )));
+        }
     };
     let mut headers = Vec::new();
     match payload.get("headers") {
@@ -77,14 +87,18 @@ fn parse(payload: &Value) -> Result<Request, Refusal> {
         Some(Value::Object(m)) => {
             for (k, v) in m {
                 let Some(v) = v.as_str() else {
-                    return Err(Refusal::Invalid(format!("payload.headers.{k} must be a string")));
+                    return Err(Refusal::Invalid(format!(
+                        "payload.headers.{k} must be a string"
+                    )));
                 };
                 let name = k.to_ascii_lowercase();
                 if FORBIDDEN_HEADERS.contains(&name.as_str())
                     || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                     || reqwest::header::HeaderValue::from_str(v).is_err()
                 {
-                    return Err(Refusal::Invalid(format!("payload.headers.{k} is not allowed")));
+                    return Err(Refusal::Invalid(format!(
+                        "payload.headers.{k} is not allowed"
+                    )));
                 }
                 headers.push((name, v.to_owned()));
             }
@@ -97,25 +111,38 @@ fn parse(payload: &Value) -> Result<Request, Refusal> {
         Some(other) => Some(other.to_string().into_bytes()),
     };
     if body.as_ref().is_some_and(|b| b.len() > MAX_REQUEST_BODY) {
-        return Err(Refusal::Invalid(format!("payload.body is larger than {MAX_REQUEST_BODY} bytes")));
+        return Err(Refusal::Invalid(format!(
+            "payload.body is larger than {MAX_REQUEST_BODY} bytes"
+        )));
     }
     let mut extract = Vec::new();
     match payload.get("extract") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             if m.len() > MAX_SELECTORS {
-                return Err(Refusal::Invalid(format!("payload.extract has more than {MAX_SELECTORS} selectors")));
+                return Err(Refusal::Invalid(format!(
+                    "payload.extract has more than {MAX_SELECTORS} selectors"
+                )));
             }
             for (name, sel) in m {
                 let Some(text) = sel.as_str() else {
-                    return Err(Refusal::Invalid(format!("payload.extract.{name} must be a CSS selector string")));
+                    return Err(Refusal::Invalid(format!(
+                        "payload.extract.{name} must be a CSS selector string"
+                    )));
                 };
-                let selector = scraper::Selector::parse(text)
-                    .map_err(|_| Refusal::Invalid(format!("payload.extract.{name}: `{text}` is not a valid CSS selector")))?;
+                let selector = scraper::Selector::parse(text).map_err(|_| {
+                    Refusal::Invalid(format!(
+                        "payload.extract.{name}: `{text}` is not a valid CSS selector"
+                    ))
+                })?;
                 extract.push((name.clone(), selector));
             }
         }
-        Some(_) => return Err(Refusal::Invalid("payload.extract must be an object of name → CSS selector".into())),
+        Some(_) => {
+            return Err(Refusal::Invalid(
+                "payload.extract must be an object of name → CSS selector".into(),
+            ));
+        }
     }
     Ok(Request {
         url: url.to_owned(),
@@ -132,7 +159,11 @@ impl Executor for Web {
         Ok(Some(Decimal::ONE))
     }
 
-    fn run<'a>(&'a self, _ctx: &'a JobContext, payload: &'a Value) -> BoxFuture<'a, Result<Output, Failure>> {
+    fn run<'a>(
+        &'a self,
+        _ctx: &'a JobContext,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<Output, Failure>> {
         async move {
             let r = parse(payload).map_err(|e| Failure::new(e.to_string()))?;
             let limits = Limits {

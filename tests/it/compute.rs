@@ -1,0 +1,690 @@
+//! The Compute API end to end on real anvil chains and redis-server:
+//! deposits credited once whoever sees them first, reorgs reversed, bad
+//! proofs refused, jobs charged to the base unit, cancel refunds, and a node
+//! SIGKILLed mid-job that resumes without charging twice.
+
+use std::time::{Duration, Instant};
+
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use chainfront::auth::login::SignIn;
+use chainfront_indexer::contracts::MockUSDC;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::Stack;
+use crate::vms::{Node, indexed, node_config, start_node};
+
+/// Signs in as `signer` (GET /auth/nonce, POST /auth/login) and returns the JWT.
+pub async fn login(url: &str, signer: &PrivateKeySigner) -> String {
+    let c = reqwest::Client::new();
+    let nonce: Value = c
+        .get(format!("{url}/auth/nonce"))
+        .send()
+        .await
+        .expect("nonce")
+        .json()
+        .await
+        .expect("json");
+    let msg = SignIn::message(
+        signer.address(),
+        nonce["nonce"].as_str().expect("nonce"),
+        &chainfront::time::now_iso8601(),
+    );
+    let sig = signer.sign_message_sync(msg.as_bytes()).expect("sign");
+    let r: Value = c
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"address": signer.address().to_string(), "message": msg, "signature": format!("0x{}", alloy::hex::encode(sig.as_bytes()))}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    r["token"].as_str().expect("token").to_owned()
+}
+
+/// `from` sends `amount` base units of `token` to `to`; returns the tx hash.
+pub async fn transfer(wallet: &DynProvider, token: Address, to: Address, amount: u64) -> B256 {
+    let r = chainfront::deploy::mined(
+        MockUSDC::new(token, wallet)
+            .transfer(to, U256::from(amount))
+            .send()
+            .await
+            .expect("send"),
+        "transfer",
+    )
+    .await
+    .expect("mined");
+    r.transaction_hash
+}
+
+async fn post(url: &str, body: &Value, token: Option<&str>) -> (StatusCode, Value) {
+    let mut r = reqwest::Client::new().post(url).json(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.expect("request");
+    let s = resp.status();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut r = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.expect("request");
+    let s = resp.status();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A balance answer as sent (its numbers are exact decimals; parsed into a
+/// `Value` they would become floats).
+async fn balance_text(node: &Node, wallet: Address) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/v1/balance?wallet={wallet}", node.url))
+        .send()
+        .await
+        .expect("balance")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn raw(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn available(node: &Node, wallet: Address) -> u64 {
+    node.state
+        .compute
+        .as_ref()
+        .expect("compute")
+        .ledger()
+        .balance(wallet)
+        .await
+        .expect("balance")
+        .available
+        .0
+}
+
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn proof(wallet: Address, tx: B256, network: &str, amount: &str) -> Value {
+    json!({
+        "wallet": wallet.to_string(),
+        "paymentProof": {"txHash": tx.to_string(), "network": network, "amountUsd": serde_json::from_str::<Value>(amount).expect("n"), "token": "USDC", "timestamp": 1706500000000u64}
+    })
+}
+
+/// A second anvil chain with its own USDC, followed as network `other`.
+struct Other {
+    anvil: alloy::node_bindings::AnvilInstance,
+    usdc: Address,
+}
+
+async fn other_chain(stack: &Stack, wallets: &[usize]) -> Other {
+    let anvil = chainfront::devnet::start_anvil(31338, None).expect("anvil 2");
+    let owner = PrivateKeySigner::from(anvil.keys()[0].clone());
+    let p = chainfront::deploy::signing_provider(&anvil.endpoint(), owner).expect("provider");
+    let usdc = *MockUSDC::deploy(&p).await.expect("deploy usdc").address();
+    for i in wallets {
+        chainfront::deploy::mined(
+            MockUSDC::new(usdc, &p)
+                .mint(stack.signer(*i).address(), U256::from(10_000_000_000u64))
+                .send()
+                .await
+                .expect("mint"),
+            "mint",
+        )
+        .await
+        .expect("mint mined");
+    }
+    Other { anvil, usdc }
+}
+
+fn other_env(o: &Other, confirmations: u64) -> Vec<(String, String)> {
+    vec![
+        ("CHAINFRONT_CHAINS__OTHER__CHAIN_ID".into(), "31338".into()),
+        (
+            "CHAINFRONT_CHAINS__OTHER__RPC_URLS".into(),
+            format!("[\"{}\"]", o.anvil.endpoint()),
+        ),
+        ("CHAINFRONT_CHAINS__OTHER__USDC".into(), o.usdc.to_string()),
+        (
+            "CHAINFRONT_CHAINS__OTHER__CONFIRMATIONS".into(),
+            confirmations.to_string(),
+        ),
+        (
+            "CHAINFRONT_CHAINS__OTHER__POLL_INTERVAL_MS".into(),
+            "50".into(),
+        ),
+        (
+            "CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS".into(),
+            "100".into(),
+        ),
+    ]
+}
+
+fn with<'a>(pairs: &'a [(String, String)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(more.iter().copied())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deposit_proven_50_times_while_indexed_is_credited_once_on_two_chains() {
+    let stack = Stack::start().await;
+    let other = other_chain(&stack, &[1]).await;
+    let env = other_env(&other, 0);
+    let node = start_node(node_config(&stack, &with(&env, &[]))).await;
+    let signer = stack.signer(1);
+    let wallet = signer.address();
+    let treasury = stack.deployment.treasury;
+
+    // Home chain: 5 USDC, proven 50 times at once while the indexer sees it too.
+    let tx = transfer(&stack.wallet(1), stack.deployment.usdc, treasury, 5_000_000).await;
+    let url = format!("{}/v1/deposit", node.url);
+    let body = proof(wallet, tx, "local", "5.00");
+    let answers = futures_util::future::join_all((0..50).map(|_| async {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        (r.status(), r.text().await.expect("text"))
+    }))
+    .await;
+    for (s, text) in &answers {
+        assert_eq!(*s, StatusCode::OK, "{text}");
+        assert!(text.contains(r#""success":true,"credits":5.00,"#), "{text}");
+    }
+    let fresh = answers
+        .iter()
+        .filter(|(_, t)| t.contains(r#""alreadyCredited":false"#))
+        .count();
+    assert!(fresh <= 1, "at most one request credits ({fresh})");
+    indexed(&node, &stack).await;
+
+    // Second chain: one deposit proven, one left to the indexer alone.
+    let p2 =
+        chainfront::deploy::signing_provider(&other.anvil.endpoint(), signer.clone()).expect("p2");
+    let tx2 = transfer(&p2, other.usdc, treasury, 2_500_000).await;
+    let (s, b) = post(&url, &proof(wallet, tx2, "other", "2.5"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = post(&url, &proof(wallet, tx2, "eip155:31338", "2.5"), None).await;
+    assert_eq!(
+        (s, b["alreadyCredited"].clone()),
+        (StatusCode::OK, json!(true)),
+        "{b}"
+    );
+    let _unproven = transfer(&p2, other.usdc, treasury, 1_000_000).await;
+
+    wait_for(
+        "the indexed deposits to be credited",
+        Duration::from_secs(60),
+        || async { available(&node, wallet).await == 8_500_000 },
+    )
+    .await;
+    // Give the reconciler more passes: nothing is credited twice.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(available(&node, wallet).await, 8_500_000);
+    let b = balance_text(&node, wallet).await;
+    assert!(
+        b.contains(r#""available":8.50,"pending":0.00,"totalDeposited":8.50,"totalSpent":0.00"#),
+        "{b}"
+    );
+    let token = login(&node.url, &signer).await;
+    let (_, l) = get(&format!("{}/v1/ledger?limit=100", node.url), Some(&token)).await;
+    let credits: Vec<&Value> = l["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["kind"] == "credit")
+        .collect();
+    assert_eq!(credits.len(), 3, "{l}");
+}
+
+#[tokio::test]
+async fn bad_proofs_are_400_and_leave_the_balance_alone_and_shallow_ones_are_202() {
+    let stack = Stack::start().await;
+    let other = other_chain(&stack, &[1]).await;
+    let env = other_env(&other, 2);
+    let node = start_node(node_config(
+        &stack,
+        &with(
+            &env,
+            &[("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100000")],
+        ),
+    ))
+    .await;
+    let d = &stack.deployment;
+    let w1 = stack.signer(1).address();
+    let url = format!("{}/v1/deposit", node.url);
+
+    let good = transfer(&stack.wallet(1), d.usdc, d.treasury, 3_000_000).await;
+    let elsewhere = transfer(
+        &stack.wallet(1),
+        d.usdc,
+        stack.signer(3).address(),
+        1_000_000,
+    )
+    .await;
+    let others = transfer(&stack.wallet(2), d.usdc, d.treasury, 1_000_000).await;
+    let cbbtc = transfer(&stack.wallet(1), d.cbbtc.expect("cbbtc"), d.treasury, 1_000).await;
+    // A transfer of more than the wallet holds, sent with a fixed gas limit: it reverts on chain.
+    let input = MockUSDC::transferCall {
+        to: d.treasury,
+        value: U256::MAX,
+    }
+    .abi_encode();
+    let req = TransactionRequest::default()
+        .with_to(d.usdc)
+        .with_input(input)
+        .with_gas_limit(200_000);
+    let reverted = stack
+        .wallet(1)
+        .send_transaction(req)
+        .await
+        .expect("send")
+        .get_receipt()
+        .await
+        .expect("receipt");
+    assert!(!reverted.status());
+
+    let mut cases = vec![
+        (proof(w1, good, "solana", "3"), "unknown network"),
+        (
+            json!({"wallet": w1.to_string(), "paymentProof": {"txHash": good.to_string(), "network": "local", "amountUsd": 3, "token": "DAI"}}),
+            "USDC only",
+        ),
+        (proof(w1, elsewhere, "local", "1"), "not to the treasury"),
+        (
+            proof(w1, reverted.transaction_hash, "local", "1"),
+            "reverted",
+        ),
+        (proof(w1, others, "local", "1"), "not by"),
+        (proof(w1, good, "local", "100"), "less than amountUsd"),
+        (proof(w1, cbbtc, "local", "0.001"), "not local's USDC"),
+        (proof(w1, B256::repeat_byte(7), "local", "1"), "not found"),
+        (proof(w1, good, "local", "0.0000001"), "6 decimal"),
+    ];
+    cases.push((
+        json!({"wallet": "nope", "paymentProof": {}}),
+        "body must be JSON",
+    ));
+    for (body, want) in cases {
+        let (s, b) = post(&url, &body, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{want}: {b}");
+        let err = b["error"].as_str().unwrap_or_default();
+        assert!(err.contains(want), "expected `{want}` in `{err}`");
+    }
+    assert_eq!(
+        available(&node, w1).await,
+        0,
+        "nothing credited by bad proofs"
+    );
+
+    // The second chain needs 2 confirmations: 202 with what remains, then 200.
+    let p2 =
+        chainfront::deploy::signing_provider(&other.anvil.endpoint(), stack.signer(1)).expect("p2");
+    let tx2 = transfer(&p2, other.usdc, d.treasury, 4_000_000).await;
+    let (s, b) = post(&url, &proof(w1, tx2, "other", "4"), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        (b["status"].clone(), b["remaining"].clone()),
+        (json!("pending"), json!(2)),
+        "{b}"
+    );
+    assert_eq!(available(&node, w1).await, 0);
+    for _ in 0..2 {
+        let _: Value = p2.raw_request("evm_mine".into(), ()).await.expect("mine");
+    }
+    let (s, b) = post(&url, &proof(w1, tx2, "other", "4"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = post(&url, &proof(w1, good, "local", "3"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(available(&node, w1).await, 7_000_000);
+}
+
+#[tokio::test]
+async fn a_deposit_removed_by_a_reorg_is_reversed() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100")],
+    ))
+    .await;
+    let signer = stack.signer(1);
+    let wallet = signer.address();
+    indexed(&node, &stack).await;
+    let provider = &stack.deployer;
+    let snapshot: U256 = provider
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .expect("snapshot");
+    let tx = transfer(
+        &stack.wallet(1),
+        stack.deployment.usdc,
+        stack.deployment.treasury,
+        2_000_000,
+    )
+    .await;
+    let (s, b) = post(
+        &format!("{}/v1/deposit", node.url),
+        &proof(wallet, tx, "local", "2"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(available(&node, wallet).await, 2_000_000);
+    indexed(&node, &stack).await;
+
+    // The block with the deposit is replaced by a longer branch without it.
+    let _: bool = provider
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .expect("revert");
+    for _ in 0..3 {
+        crate::seed::mine(provider).await;
+    }
+    wait_for("the reversal", Duration::from_secs(60), || async {
+        available(&node, wallet).await == 0
+    })
+    .await;
+    let b = balance_text(&node, wallet).await;
+    assert!(
+        b.contains(r#""available":0.00,"pending":0.00,"totalDeposited":0.00"#),
+        "{b}"
+    );
+    let token = login(&node.url, &signer).await;
+    let (_, l) = get(&format!("{}/v1/ledger", node.url), Some(&token)).await;
+    let kinds: Vec<&str> = l["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["reversal", "credit"], "{l}");
+}
+
+/// A local page for `web` jobs: `/page` answers HTML, `/slow` after 3 s.
+pub async fn local_site() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/page", get(|| async { axum::response::Html("<html><head><title>Local page</title></head><body><h1>Hello compute</h1></body></html>") }))
+        .route("/slow", get(|| async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            "slow answer"
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn wait_job(node: &Node, id: &str) -> Value {
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (_, j) = get(&format!("{}/v1/jobs/{id}", node.url), None).await;
+        if j["status"] == "completed" || j["status"] == "failed" {
+            return j;
+        }
+        last = j;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish: {last}");
+}
+
+fn usd(v: &Value) -> u64 {
+    chainfront::ledger::money::parse_usd(&v.to_string())
+        .expect("usd")
+        .0
+}
+
+#[tokio::test]
+async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
+    let stack = Stack::start().await;
+    let site = local_site().await;
+    let node = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100"),
+            ("CHAINFRONT_COMPUTE__WEB__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("CHAINFRONT_COMPUTE__WORKERS", "1"),
+        ],
+    ))
+    .await;
+    let signer = stack.signer(2);
+    let wallet = signer.address();
+    let token = login(&node.url, &signer).await;
+    let compute_url = |svc: &str| format!("{}/v1/compute/{svc}", node.url);
+
+    // No proof: 401 naming the ways; nothing funded yet: 402 as a failed job.
+    let (s, b) = post(
+        &compute_url("storage"),
+        &json!({"wallet": wallet.to_string(), "payload": {"operation": "list"}}),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert!(
+        b["error"].as_str().unwrap_or("").contains("/auth/login"),
+        "{b}"
+    );
+    let (s, b) = post(
+        &compute_url("storage"),
+        &json!({"payload": {"operation": "list"}}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{b}");
+    assert_eq!(
+        b["error"], "Insufficient balance. Need $0.001, have $0.00",
+        "{b}"
+    );
+    assert_eq!(b["status"], "failed");
+
+    transfer(
+        &stack.wallet(2),
+        stack.deployment.usdc,
+        stack.deployment.treasury,
+        1_000_000,
+    )
+    .await;
+    wait_for("the deposit", Duration::from_secs(60), || async {
+        available(&node, wallet).await == 1_000_000
+    })
+    .await;
+
+    // storage put of 2,500,000 bytes would be 0.00025 → clamped to the 0.001 minimum.
+    let content = "x".repeat(1_500);
+    let (s, b) = post(
+        &compute_url("storage"),
+        &json!({"payload": {"operation": "put", "key": "a.txt", "content": content, "ttl": 3600}}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["status"].clone(), usd(&b["cost"])),
+        (json!("pending"), 1_000),
+        "{b}"
+    );
+    let put = wait_job(&node, b["jobId"].as_str().expect("id")).await;
+    assert_eq!(put["status"], "completed", "{put}");
+    assert_eq!(usd(&put["cost"]), 1_000);
+    let text = raw(&format!(
+        "{}/v1/jobs/{}",
+        node.url,
+        put["jobId"].as_str().expect("id")
+    ))
+    .await;
+    assert!(
+        text.contains(r#""breakdown":{"base":0,"usage":0.00000015,"total":0.001}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#""cost":0.001,"#), "{text}");
+
+    // web with extract: 0.005 + 1 × 0.005 = 0.01 exactly.
+    let (s, b) = post(&compute_url("web"), &json!({"payload": {"url": format!("{site}/page"), "extract": {"title": "title", "heading": "h1"}}}), Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let web = wait_job(&node, b["jobId"].as_str().expect("id")).await;
+    assert_eq!(web["status"], "completed", "{web}");
+    assert_eq!(
+        web["result"]["extracted"],
+        json!({"title": "Local page", "heading": "Hello compute"})
+    );
+    assert_eq!(usd(&web["cost"]), 10_000);
+    // SSRF: a non-allow-listed private address fails the job, refunded.
+    let (_, b) = post(
+        &compute_url("web"),
+        &json!({"payload": {"url": "http://169.254.169.254/latest/meta-data"}}),
+        Some(&token),
+    )
+    .await;
+    let blocked = wait_job(&node, b["jobId"].as_str().expect("id")).await;
+    assert_eq!(
+        (blocked["status"].clone(), usd(&blocked["cost"])),
+        (json!("failed"), 0),
+        "{blocked}"
+    );
+
+    let spent = 1_000 + 10_000;
+    assert_eq!(available(&node, wallet).await, 1_000_000 - spent);
+
+    // Cancel: one worker busy on a slow page, the next job stays pending.
+    let (_, slow) = post(
+        &compute_url("web"),
+        &json!({"payload": {"url": format!("{site}/slow")}}),
+        Some(&token),
+    )
+    .await;
+    let slow_id = slow["jobId"].as_str().expect("id").to_owned();
+    wait_for("the slow job to start", Duration::from_secs(30), || async {
+        get(&format!("{}/v1/jobs/{slow_id}", node.url), None)
+            .await
+            .1["status"]
+            == "processing"
+    })
+    .await;
+    let (_, queued) = post(
+        &compute_url("web"),
+        &json!({"payload": {"url": format!("{site}/page")}}),
+        Some(&token),
+    )
+    .await;
+    let queued_id = queued["jobId"].as_str().expect("id");
+    assert_eq!(
+        available(&node, wallet).await,
+        1_000_000 - spent - 20_000,
+        "two reservations of 0.01"
+    );
+    let (s, b) = post(
+        &format!("{}/v1/jobs/{queued_id}/cancel", node.url),
+        &json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        (s, b.clone()),
+        (StatusCode::OK, json!({"success": true, "jobId": queued_id})),
+        "{b}"
+    );
+    let (s, _) = post(
+        &format!("{}/v1/jobs/{slow_id}/cancel", node.url),
+        &json!({}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a processing job cannot be cancelled"
+    );
+    let other = login(&node.url, &stack.signer(3)).await;
+    let (s, _) = post(
+        &format!("{}/v1/jobs/{slow_id}/cancel", node.url),
+        &json!({}),
+        Some(&other),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    wait_job(&node, &slow_id).await;
+    let spent = spent + 10_000;
+    assert_eq!(available(&node, wallet).await, 1_000_000 - spent);
+
+    // Balance, usage and the ledger add up.
+    let b: Value = serde_json::from_str(&balance_text(&node, wallet).await).expect("json");
+    assert_eq!(
+        (
+            usd(&b["available"]),
+            usd(&b["pending"]),
+            usd(&b["totalSpent"])
+        ),
+        (1_000_000 - spent, 0, spent),
+        "{b}"
+    );
+    let (s, u) = get(&format!("{}/v1/usage?period=day", node.url), Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(usd(&u["totalCost"]), spent, "{u}");
+    assert_eq!(u["byService"]["web"]["requests"], 3, "{u}");
+    let (_, jobs) = get(&format!("{}/v1/jobs?limit=100", node.url), Some(&token)).await;
+    assert_eq!(jobs["count"], 6, "{jobs}");
+    let (s, _) = get(&format!("{}/v1/jobs", node.url), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = get(&format!("{}/v1/jobs/{slow_id}", node.url), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/{slow_id}", node.url))
+        .header("x-wallet-address", stack.signer(3).address().to_string())
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, m) = get(&format!("{}/v1/metrics", node.url), None).await;
+    assert_eq!(usd(&m["totalRevenue"]), spent, "{m}");
+    let (s, p) = get(&format!("{}/v1/pricing", node.url), None).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert!(
+        raw(&format!("{}/v1/pricing", node.url))
+            .await
+            .contains(r#""pricePerUnit":0.000003,"#)
+    );
+    let (s, _) = post(&compute_url("trade"), &json!({"payload": {}}), Some(&token)).await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
+    let (s, _) = post(
+        &compute_url("data"),
+        &json!({"payload": {"type": "orderbook"}}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
+}
