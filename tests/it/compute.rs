@@ -688,3 +688,353 @@ async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
     .await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED);
 }
+
+/// Funds `i`'s balance with `amount` base units through a real deposit.
+async fn fund(stack: &Stack, node: &Node, i: usize, amount: u64) -> String {
+    let signer = stack.signer(i);
+    let before = available(node, signer.address()).await;
+    transfer(
+        &stack.wallet(i),
+        stack.deployment.usdc,
+        stack.deployment.treasury,
+        amount,
+    )
+    .await;
+    wait_for("the deposit", Duration::from_secs(60), || async {
+        available(node, signer.address()).await == before + amount
+    })
+    .await;
+    login(&node.url, &signer).await
+}
+
+#[tokio::test]
+async fn the_code_sandbox_contains_fork_bombs_loops_network_and_writes() {
+    let stack = Stack::start().await;
+    let node = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100")],
+    ))
+    .await;
+    let token = fund(&stack, &node, 4, 5_000_000).await;
+    let run = |language: &'static str, code: &'static str, timeout: u64| {
+        let (url, token) = (format!("{}/v1/compute/code", node.url), token.clone());
+        let node_url = node.url.clone();
+        async move {
+            let (s, b) = post(
+                &url,
+                &json!({"payload": {"language": language, "code": code, "timeout": timeout}}),
+                Some(&token),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let id = b["jobId"].as_str().expect("id").to_owned();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, j) = get(&format!("{node_url}/v1/jobs/{id}"), None).await;
+                if j["status"] == "completed" || j["status"] == "failed" {
+                    return j;
+                }
+                assert!(Instant::now() < deadline, "code job did not finish");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let ok = run("python", "print(6 * 7)", 10_000).await;
+    assert_eq!(
+        (
+            ok["result"]["stdout"].clone(),
+            ok["result"]["exitCode"].clone()
+        ),
+        (json!("42\n"), json!(0)),
+        "{ok}"
+    );
+    let js = run(
+        "javascript",
+        "console.log([1,2,3].map(x => x * 2).join(','))",
+        10_000,
+    )
+    .await;
+    assert_eq!(js["result"]["stdout"], "2,4,6\n", "{js}");
+
+    let bomb = run("bash", ":(){ :|:& };: ; sleep 1; echo survived", 5_000).await;
+    assert_eq!(bomb["status"], "completed", "{bomb}");
+    assert!(
+        bomb["result"]["stderr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fork")
+            || bomb["result"]["timedOut"] == true,
+        "{bomb}"
+    );
+    let looped = run("python", "while True: pass", 1_500).await;
+    assert_eq!(looped["result"]["timedOut"], true, "{looped}");
+    let net = run(
+        "python",
+        "import urllib.request\nurllib.request.urlopen('http://1.1.1.1', timeout=3)",
+        10_000,
+    )
+    .await;
+    assert_ne!(net["result"]["exitCode"], 0, "{net}");
+    assert!(
+        net["result"]["stderr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Network is unreachable")
+            || net["result"]["stderr"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Error"),
+        "{net}"
+    );
+    let write = run("bash", "echo x > /etc/chainfront-escape; echo x > /usr/escape; echo ok > /work/inside && cat /work/inside", 5_000).await;
+    let err = write["result"]["stderr"].as_str().unwrap_or("");
+    assert!(
+        err.contains("Read-only file system") || err.contains("Permission denied"),
+        "{write}"
+    );
+    assert_eq!(write["result"]["stdout"], "ok\n", "{write}");
+    assert!(!std::path::Path::new("/etc/chainfront-escape").exists());
+    // Charged per second: 0.01 + seconds × 0.001, exact to the base unit.
+    let ms = ok["result"]["durationMs"].as_u64().expect("ms");
+    assert_eq!(usd(&ok["cost"]), (10_000 + ms).max(10_000), "{ok}");
+    let (s, b) = post(
+        &format!("{}/v1/compute/code", node.url),
+        &json!({"payload": {"language": "go", "code": "package main"}}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{b}");
+}
+
+/// A small OpenAI-compatible upstream: `/chat/completions`, plain and streamed.
+async fn llm_stub() -> String {
+    use axum::routing::post;
+    async fn chat(axum::Json(req): axum::Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let words = ["In ", "the ", "realm ", "of ", "code..."];
+        if req["stream"] == true {
+            let mut body = String::new();
+            for w in words {
+                body.push_str(&format!(
+                    "data: {}\n\n",
+                    json!({"choices": [{"delta": {"content": w}, "finish_reason": null}]})
+                ));
+            }
+            body.push_str(&format!(
+                "data: {}\n\n",
+                json!({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+            ));
+            body.push_str(&format!(
+                "data: {}\n\n",
+                json!({"choices": [], "usage": {"prompt_tokens": 25, "completion_tokens": 150}})
+            ));
+            body.push_str("data: [DONE]\n\n");
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                body,
+            )
+                .into_response()
+        } else {
+            axum::Json(json!({
+                "model": req["model"],
+                "choices": [{"message": {"role": "assistant", "content": "The weather is sunny."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5}
+            }))
+            .into_response()
+        }
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn llm_jobs_and_streams_are_metered_in_tokens() {
+    let stack = Stack::start().await;
+    let upstream = llm_stub().await;
+    let node = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100"),
+            ("CHAINFRONT_COMPUTE__LLM__BASE_URL", &upstream),
+            (
+                "CHAINFRONT_COMPUTE__LLM__MODELS",
+                "{claude-sonnet-4-20250514 = \"stub-model\"}",
+            ),
+        ],
+    ))
+    .await;
+    let wallet = stack.signer(5).address();
+    let token = fund(&stack, &node, 5, 1_000_000).await;
+    let payload = json!({"model": "claude-sonnet-4-20250514", "messages": [{"role": "user", "content": "What's the weather?"}], "maxTokens": 100});
+    let (s, b) = post(
+        &format!("{}/v1/compute/llm", node.url),
+        &json!({"payload": payload}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let j = wait_job(&node, b["jobId"].as_str().expect("id")).await;
+    assert_eq!(
+        j["result"],
+        json!({"content": "The weather is sunny.", "model": "claude-sonnet-4-20250514", "usage": {"inputTokens": 10, "outputTokens": 5}, "stopReason": "end_turn"})
+    );
+    // 15 tokens × 0.000003 = 0.000045, below the 0.001 minimum.
+    assert_eq!(usd(&j["cost"]), 1_000);
+
+    // The stream: start, text…, usage, done; 175 tokens → 0.000525 → 0.001 minimum.
+    let text = reqwest::Client::new()
+        .post(format!("{}/v1/stream/llm", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"payload": payload}))
+        .send()
+        .await
+        .expect("stream")
+        .text()
+        .await
+        .expect("text");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("event json"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "start", "text", "text", "text", "text", "text", "usage", "done"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        events[6]["usage"],
+        json!({"inputTokens": 25, "outputTokens": 150})
+    );
+    assert_eq!(events[7]["response"]["content"], "In the realm of code...");
+    wait_for(
+        "the stream's settlement",
+        Duration::from_secs(30),
+        || async { available(&node, wallet).await == 1_000_000 - 2_000 },
+    )
+    .await;
+}
+
+fn bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_chainfront"))
+}
+
+/// `chainfront run` as a child process on `port`.
+fn spawn_node(stack: &Stack, port: u16, extra: &[(&str, &str)]) -> crate::crash::Indexer {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(crate::harness::local_toml())
+        .envs(stack.env())
+        .env("CHAINFRONT_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHAINFRONT_RATE_LIMITS__ENABLED", "false")
+        .env("CHAINFRONT_PROVISIONING__ENABLED", "false")
+        .env(
+            "CHAINFRONT_JWT_SECRET",
+            "a-test-secret-of-at-least-32-bytes-long",
+        )
+        .env("CHAINFRONT_CHAINS__LOCAL__POLL_INTERVAL_MS", "50")
+        .env("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100")
+        .env("CHAINFRONT_COMPUTE__LEASE_MS", "1500")
+        .env("CHAINFRONT_LOG__FILTER", "warn")
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    crate::crash::Indexer(cmd.spawn().expect("spawn chainfront run"))
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_job_loses_no_job_and_charges_none_twice() {
+    let stack = Stack::start().await;
+    let site = local_site().await;
+    let port = chainfront::devnet::free_port().expect("port");
+    let url = format!("http://127.0.0.1:{port}");
+    let allow = [
+        ("CHAINFRONT_COMPUTE__WEB__ALLOW", "[\"127.0.0.1/32\"]"),
+        ("CHAINFRONT_COMPUTE__WORKERS", "2"),
+    ];
+    let mut child = spawn_node(&stack, port, &allow);
+    let signer = stack.signer(6);
+    let wallet = signer.address();
+    wait_for("the node", Duration::from_secs(60), || async {
+        reqwest::get(format!("{url}/v1/health")).await.is_ok()
+    })
+    .await;
+    let ledger = chainfront::ledger::Ledger::new(crate::crash::db(&stack, 0).await, Duration::ZERO);
+    transfer(
+        &stack.wallet(6),
+        stack.deployment.usdc,
+        stack.deployment.treasury,
+        1_000_000,
+    )
+    .await;
+    wait_for("the deposit", Duration::from_secs(60), || async {
+        ledger.balance(wallet).await.expect("balance").available.0 == 1_000_000
+    })
+    .await;
+    let token = login(&url, &signer).await;
+    // Two slow jobs (running when the node dies) and three queued behind them.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let page = if i < 2 { "slow" } else { "page" };
+        let (s, b) = post(
+            &format!("{url}/v1/compute/web"),
+            &json!({"payload": {"url": format!("{site}/{page}")}}),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        ids.push(b["jobId"].as_str().expect("id").to_owned());
+    }
+    wait_for("the slow jobs to run", Duration::from_secs(30), || async {
+        get(&format!("{url}/v1/jobs/{}", ids[0]), None).await.1["status"] == "processing"
+    })
+    .await;
+    child.kill();
+    let during = ledger.balance(wallet).await.expect("balance");
+    assert_eq!(
+        during.available.0 + during.pending.0,
+        1_000_000,
+        "nothing charged yet"
+    );
+
+    let _restarted = spawn_node(&stack, port, &allow);
+    wait_for("the node again", Duration::from_secs(60), || async {
+        reqwest::get(format!("{url}/v1/health")).await.is_ok()
+    })
+    .await;
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, j) = get(&format!("{url}/v1/jobs/{id}"), None).await;
+            if j["status"] == "completed" {
+                assert_eq!(usd(&j["cost"]), 10_000, "{j}");
+                break;
+            }
+            assert!(j["status"] != "failed", "{j}");
+            assert!(Instant::now() < deadline, "job {id} lost: {j}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let after = ledger.balance(wallet).await.expect("balance");
+    assert_eq!(
+        (after.available.0, after.pending.0, after.spent.0),
+        (1_000_000 - 50_000, 0, 50_000)
+    );
+    let charges = ledger
+        .entries(wallet, 100)
+        .await
+        .expect("entries")
+        .into_iter()
+        .filter(|e| e.kind == "charge")
+        .count();
+    assert_eq!(charges, 5, "one charge per job");
+}
