@@ -1038,3 +1038,58 @@ async fn a_node_killed_mid_job_loses_no_job_and_charges_none_twice() {
         .count();
     assert_eq!(charges, 5, "one charge per job");
 }
+
+#[tokio::test]
+async fn the_python_client_deposits_proves_runs_jobs_and_reads_usage() {
+    let stack = Stack::start().await;
+    let site = local_site().await;
+    let node = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_COMPUTE__WEB__ALLOW", "[\"127.0.0.1/32\"]")],
+    ))
+    .await;
+    let python = crate::harness::repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/bootstrap first (it creates .venv with eth-account and requests)"
+    );
+    let key = format!("0x{}", alloy::hex::encode(stack.signer(3).to_bytes()));
+    let out = tokio::process::Command::new(python)
+        .arg(crate::harness::repo_root().join("tests/clients/compute_client.py"))
+        .args([
+            "--api",
+            &node.url,
+            "--rpc",
+            &stack.anvil.endpoint(),
+            "--key",
+            &key,
+        ])
+        .args([
+            "--usdc",
+            &stack.deployment.usdc.to_string(),
+            "--treasury",
+            &stack.deployment.treasury.to_string(),
+        ])
+        .args(["--page", &format!("{site}/page")])
+        .output()
+        .await
+        .expect("python client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("summary json");
+    assert_eq!(summary["credited"], "2.50");
+    assert_eq!(
+        summary["web"],
+        json!({"title": "Local page", "heading": "Hello compute"})
+    );
+    // 0.001 + 0.001 (storage minimum) + 0.01 (web) = 0.012.
+    assert_eq!(summary["usage"]["totalCost"], "0.012", "{summary}");
+    assert_eq!(
+        available(&node, stack.signer(3).address()).await,
+        2_500_000 - 12_000
+    );
+}
