@@ -524,7 +524,7 @@ impl Compute {
                     ServiceUsage {
                         requests: n,
                         cost: Usd(cost),
-                        avg_duration: if n == 0 { 0 } else { ms / n },
+                        avg_duration: ms.checked_div(n).unwrap_or(0),
                     },
                 )
             })

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use alloy::primitives::Address;
-use alloy::providers::Provider;
 use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::contracts::MockUSDC;
 use chainfront_indexer::keys::ChainKeys;
@@ -113,7 +112,6 @@ impl Data {
                     })
                     .await
                     .map_err(|_| "chain unavailable; retry shortly".to_owned())?;
-                let _ = net.rpc.provider().get_chain_id();
                 let units = u64::try_from(units).unwrap_or(crate::ledger::MAX_UNITS);
                 Ok(json!({
                     "type": "balance", "network": net.name, "chainId": net.chain_id,
