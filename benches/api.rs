@@ -147,7 +147,12 @@ async fn compute_bench(
 
     // Sign in for a token.
     let c = reqwest::Client::new();
-    let nonce: serde_json::Value = c.get(format!("{api}/auth/nonce")).send().await?.json().await?;
+    let nonce: serde_json::Value = c
+        .get(format!("{api}/auth/nonce"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let msg = chainfront::auth::login::SignIn::message(
         buyer.address(),
         nonce["nonce"].as_str().ok_or("nonce")?,
@@ -198,7 +203,13 @@ wrk.headers["Content-Type"] = "application/json"
         (c1 - c0) as f64 / (done as f64).max(1.0)
     );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("machine load (1/5/15 min): {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "machine load (1/5/15 min): {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     Ok(())
 }
 

@@ -234,6 +234,12 @@ impl Reconciler {
                     None => continue,
                 };
                 let indexed = parse_indexed(chain.chain_id, member, value);
+                if indexed.is_none() && !value.is_empty() {
+                    // Present but unreadable (a format this build does not
+                    // know): never a reason to take money back.
+                    tracing::error!(target: "chainfront::ledger", key = %member, "indexed deposit value not understood; not reconciled");
+                    continue;
+                }
                 let same = indexed.as_ref().is_some_and(|d| {
                     d.from == wallet && u64::try_from(d.amount).ok() == Some(record.amount.0)
                 });

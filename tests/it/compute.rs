@@ -1093,3 +1093,178 @@ async fn the_python_client_deposits_proves_runs_jobs_and_reads_usage() {
         2_500_000 - 12_000
     );
 }
+
+#[tokio::test]
+async fn callbacks_are_signed_webhooks_verified_limits_counted_and_trust_is_opt_in() {
+    use std::sync::{Arc, Mutex};
+    let stack = Stack::start().await;
+    // A callback receiver that fails its first delivery (the node retries).
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    let mut s = seen.lock().expect("lock");
+                    let sig = headers
+                        .get("x-clodds-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    s.push((sig, body));
+                    if s.len() == 1 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let node = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100"),
+            ("CHAINFRONT_COMPUTE__WEB__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("CHAINFRONT_COMPUTE__CALLBACKS__BASE_DELAY_MS", "50"),
+            ("CHAINFRONT_RATE_LIMITS__ENABLED", "true"),
+            (
+                "CHAINFRONT_RATE_LIMITS__COMPUTE_WALLET",
+                "{requests = 3, window_secs = 60}",
+            ),
+        ],
+    ))
+    .await;
+    let signer = stack.signer(4);
+    let wallet = signer.address();
+    let token = fund(&stack, &node, 4, 1_000_000).await;
+
+    // The wallet's secret, with proof only.
+    let (s, _) = get(&format!("{}/v1/webhook-secret", node.url), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, sec) = get(&format!("{}/v1/webhook-secret", node.url), Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{sec}");
+    let secret = sec["secret"].as_str().expect("secret").to_owned();
+
+    // 1: a job with a callback: delivered (after one retry), signed over the raw body.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/compute/storage", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"payload": {"operation": "put", "key": "k", "content": "v"}, "callbackUrl": hook}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "2");
+    let job: Value = r.json().await.expect("json");
+    wait_for("the callback", Duration::from_secs(30), || async {
+        seen.lock().expect("lock").len() >= 2
+    })
+    .await;
+    let (sig, body) = seen.lock().expect("lock")[1].clone();
+    assert_eq!(
+        sig,
+        chainfront::compute::webhook::sign(secret.as_bytes(), body.as_bytes())
+    );
+    let delivered: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        (delivered["jobId"].clone(), delivered["status"].clone()),
+        (job["jobId"].clone(), json!("completed"))
+    );
+
+    // 2: an incoming webhook runs a job when signed with the wallet's secret.
+    let hook_url = format!("{}/v1/webhook/{wallet}/storage", node.url);
+    let raw = r#"{"payload":{"operation":"list"}}"#;
+    let send = |sig: Option<(&'static str, String)>| {
+        let mut r = reqwest::Client::new()
+            .post(&hook_url)
+            .header("content-type", "application/json")
+            .body(raw);
+        if let Some((h, v)) = sig {
+            r = r.header(h, v);
+        }
+        r.send()
+    };
+    assert_eq!(
+        send(None).await.expect("send").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(Some(("x-webhook-signature", "00".repeat(32))))
+            .await
+            .expect("send")
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let good = chainfront::compute::webhook::sign(secret.as_bytes(), raw.as_bytes());
+    let r = send(Some(("x-hub-signature-256", format!("sha256={good}"))))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(b["ok"], true, "{b}");
+    let r = send(Some(("x-webhook-signature", good)))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // 3: the per-wallet limit (3 per window here): the next request is 429 with Retry-After.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/compute/storage", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"payload": {"operation": "list"}}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_some());
+    assert!(r.headers().get("x-ratelimit-remaining").is_some());
+
+    // 4: /metrics carries the Compute counters.
+    let text = raw_text(&format!("{}/metrics", node.url)).await;
+    assert!(
+        text.contains("chainfront_compute_requests_total{service=\"storage\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("chainfront_compute_active_jobs"), "{text}");
+
+    // 5: a bare wallet field is refused here, accepted by a node that opts in.
+    let bare = json!({"wallet": wallet.to_string(), "payload": {"operation": "list"}});
+    let (s, b) = post(&format!("{}/v1/compute/storage", node.url), &bare, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    let trusting = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_COMPUTE__TRUST_WALLET_FIELD", "true")],
+    ))
+    .await;
+    let (s, b) = post(&format!("{}/v1/compute/storage", trusting.url), &bare, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _) = post(
+        &format!("{}/v1/compute/storage", trusting.url),
+        &json!({"payload": {"operation": "list"}}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "no wallet at all is still refused"
+    );
+}
+
+async fn raw_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
