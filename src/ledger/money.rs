@@ -174,7 +174,8 @@ mod tests {
         assert_eq!(parse_usd("0.0000001"), Err(AmountError::TooPrecise));
         assert_eq!(parse_usd("-1"), Err(AmountError::Negative));
         assert_eq!(parse_usd("abc"), Err(AmountError::NotANumber));
-        assert_eq!(parse_usd("1e30"), Err(AmountError::TooLarge));
+        assert_eq!(parse_usd("1e20"), Err(AmountError::TooLarge));
+        assert_eq!(parse_usd("10000000000"), Err(AmountError::TooLarge));
     }
 
     #[test]
