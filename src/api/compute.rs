@@ -14,7 +14,7 @@ use alloy::primitives::{Address, B256};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
+use crate::auth::AuthError;
 use crate::compute::executors::llm::StreamEvent;
 use crate::compute::job::JobView;
 use crate::compute::{Compute, ComputeError};
@@ -115,42 +116,78 @@ fn compute(state: &AppState) -> Result<&Compute, ApiError> {
 /// What a 401 says: the ways to prove control of a wallet.
 pub const PROOF_NEEDED: &str = "spending or reading a wallet's jobs needs proof of control of the wallet; a bare `wallet` field is not accepted on this node. Either sign in (GET /auth/nonce, sign the message, POST /auth/login) and send `Authorization: Bearer <token>`, or sign the request itself with the wallet (per-request signature header), or pay the request with x402";
 
+/// The request as signed: method, path and query, body.
+pub struct Signed<'a> {
+    /// HTTP method.
+    pub method: &'a Method,
+    /// Path and query as sent.
+    pub uri: &'a Uri,
+    /// Raw body.
+    pub body: &'a [u8],
+}
+
 /// The one place a request's paying wallet is established: a proof of
-/// control (sign-in JWT; per-request signature; x402), or — only with
+/// control (see [`proven_wallet`]), or — only with
 /// `compute.trust_wallet_field` — the wallet the request names. `claimed` is
 /// the body's `wallet` (or `X-Wallet-Address`); when both are present they
 /// must agree.
 async fn spender(
     state: &AppState,
     headers: &HeaderMap,
+    signed: &Signed<'_>,
     claimed: Option<Address>,
 ) -> Result<Address, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    if let Some(token) = bearer {
-        let proven = state.auth.verify_jwt(token).map_err(|e| {
-            tracing::warn!(target: "chainfront::security", event = "auth_failure", method = "jwt", reason = e.reason(), "compute request refused");
-            ApiError::Unauthorized(format!("{e}. {PROOF_NEEDED}"))
-        })?;
-        if let Some(c) = claimed
-            && c != proven
-        {
-            return Err(ApiError::Forbidden(format!(
-                "the token proves {proven}, but the request names {c}"
-            )));
+    match proven_wallet(state, headers, signed).await {
+        Ok(Some(proven)) => {
+            if let Some(c) = claimed
+                && c != proven
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "the credentials prove {proven}, but the request names {c}"
+                )));
+            }
+            Ok(proven)
         }
-        return Ok(proven);
+        Ok(None) => match claimed {
+            Some(c) if state.config.compute.trust_wallet_field => Ok(c),
+            _ => Err(ApiError::Unauthorized(PROOF_NEEDED.into())),
+        },
+        Err(AuthError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+        Err(e) => Err(ApiError::Unauthorized(format!("{e}. {PROOF_NEEDED}"))),
     }
-    if state.config.compute.trust_wallet_field
-        && let Some(c) = claimed
-    {
-        return Ok(c);
+}
+
+/// The auth module's answer to "which wallet does this request prove?":
+/// `None` when it carries no credentials. Today: a sign-in JWT
+/// (`Authorization: Bearer`). This is the one call to swap for the auth
+/// module's request-signature check (`Auth::wallet_from_request(method,
+/// path_and_query, headers, body)`: JWT or `X-Wallet-Signature`) when it
+/// lands on main: its `Missing` maps to `None`.
+async fn proven_wallet(
+    state: &AppState,
+    headers: &HeaderMap,
+    signed: &Signed<'_>,
+) -> Result<Option<Address>, AuthError> {
+    let _ = (signed.method, signed.uri, signed.body);
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| {
+            AuthError::Invalid(
+                "Authorization must be `Bearer <token from POST /auth/login>`".into(),
+            )
+        })?;
+    let proven = state.auth.verify_jwt(token);
+    if let Err(e) = &proven {
+        tracing::warn!(target: "chainfront::security", event = "auth_failure", method = "jwt", reason = e.reason(), "compute request refused");
     }
-    Err(ApiError::Unauthorized(PROOF_NEEDED.into()))
+    proven.map(Some)
 }
 
 fn parse_address(s: &str, what: &str) -> Result<Address, ApiError> {
@@ -257,18 +294,27 @@ fn is_zero(u: &Usd) -> bool {
     ))]
 async fn balance(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Query(q): Query<WalletQuery>,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
     let c = compute(&state)?;
     let wallet = match (&q.wallet, header_wallet(&headers)?) {
         (Some(w), _) => parse_address(w, "wallet")?,
         (None, Some(w)) => w,
-        (None, None) => spender(&state, &headers, None).await.map_err(|_| {
-            ApiError::BadRequest(
-                "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
-            )
-        })?,
+        (None, None) => spender(&state, &headers, &signed, None)
+            .await
+            .map_err(|_| {
+                ApiError::BadRequest(
+                    "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
+                )
+            })?,
     };
     let b = c.ledger().balance_cached(wallet).await?;
     Ok(answer(
@@ -413,11 +459,18 @@ struct UsageQuery {
     ))]
 async fn usage(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
     let c = compute(&state)?;
-    let wallet = spender(&state, &headers, header_wallet(&headers)?).await?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     let u = c
         .usage(wallet, q.period.as_deref().unwrap_or("all"))
@@ -439,11 +492,18 @@ struct LimitQuery {
     ))]
 async fn ledger(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Query(q): Query<LimitQuery>,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
     let c = compute(&state)?;
-    let wallet = spender(&state, &headers, header_wallet(&headers)?).await?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     let entries = c
         .ledger()
@@ -496,9 +556,16 @@ struct SubmitBody {
 async fn submit(
     State(state): State<AppState>,
     Path(service): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
     let c = compute(&state)?;
     let req: SubmitBody = json_body(&body, "{wallet, payload, callbackUrl?}")?;
     let claimed = req
@@ -506,7 +573,7 @@ async fn submit(
         .as_deref()
         .map(|w| parse_address(w, "wallet"))
         .transpose()?;
-    let wallet = spender(&state, &headers, claimed).await?;
+    let wallet = spender(&state, &headers, &signed, claimed).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     if let Some(proof) = &req.payment_proof {
         credit_inline_proof(c, wallet, proof).await?;
@@ -556,11 +623,18 @@ async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Res
     ))]
 async fn jobs(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     Query(q): Query<LimitQuery>,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
     let c = compute(&state)?;
-    let wallet = spender(&state, &headers, header_wallet(&headers)?).await?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     let jobs = c.jobs(wallet, q.limit.unwrap_or(50).clamp(1, 100)).await?;
     #[derive(Serialize)]
@@ -603,6 +677,7 @@ async fn job(
 
 /// Cancels a pending job and refunds its reservation.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "compute",
+    request_body(content = String, content_type = "application/json", description = "empty or `{}`"),
     params(("id" = String, Path, description = "jobId")),
     responses(
         (status = 200, description = "`{success: true, jobId}`", body = Value),
@@ -614,10 +689,18 @@ async fn job(
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
     let c = compute(&state)?;
-    let wallet = spender(&state, &headers, header_wallet(&headers)?).await?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     c.cancel(&id, wallet).await?;
     #[derive(Serialize)]
@@ -647,9 +730,16 @@ async fn cancel(
     ))]
 async fn stream_llm(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
     let c = compute(&state)?.clone();
     let req: SubmitBody = json_body(&body, "{wallet, payload}")?;
     let claimed = req
@@ -657,7 +747,7 @@ async fn stream_llm(
         .as_deref()
         .map(|w| parse_address(w, "wallet"))
         .transpose()?;
-    let wallet = spender(&state, &headers, claimed).await?;
+    let wallet = spender(&state, &headers, &signed, claimed).await?;
     let left = super::limits::check_wallet(&state, wallet).await?;
     let llm = c.llm().ok_or_else(|| {
         ApiError::NotImplemented(
@@ -736,10 +826,11 @@ struct SecretBody {
 async fn secret_answer(
     state: &AppState,
     headers: &HeaderMap,
+    signed: &Signed<'_>,
     rotate: bool,
 ) -> Result<Response, ApiError> {
     let c = compute(state)?;
-    let wallet = spender(state, headers, header_wallet(headers)?).await?;
+    let wallet = spender(state, headers, signed, header_wallet(headers)?).await?;
     let secret = if rotate {
         c.secrets().rotate(wallet).await?
     } else {
@@ -768,22 +859,38 @@ async fn secret_answer(
     ))]
 async fn webhook_secret(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    secret_answer(&state, &headers, false).await
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
+    secret_answer(&state, &headers, &signed, false).await
 }
 
 /// Replaces the proven wallet's webhook secret.
 #[utoipa::path(post, path = "/v1/webhook-secret", tag = "compute",
+    request_body(content = String, content_type = "application/json", description = "empty or `{}`"),
     responses(
         (status = 200, description = "The new `{wallet, secret, header, algorithm}`", body = Value),
         (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
     ))]
 async fn rotate_webhook_secret(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    secret_answer(&state, &headers, true).await
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
+    secret_answer(&state, &headers, &signed, true).await
 }
 
 /// An automation hook: a job for `wallet` whose raw body (`{payload,
