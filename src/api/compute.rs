@@ -226,25 +226,35 @@ fn answer<T: Serialize>(status: StatusCode, body: &T, remaining: Option<u64>) ->
 
 // ---- node ----
 
-/// Compute health, plus the Clockchain health fields.
-#[utoipa::path(get, path = "/v1/health", tag = "compute",
-    responses((status = 200, description = "`{status, service, version, uptime, activeJobs, api_version, timestamp, rate_limit}`", body = Value)))]
-async fn v1_health(State(state): State<AppState>) -> Response {
+/// The Compute API's fields of `GET /v1/health` (`service`, `version`,
+/// `uptime`, `activeJobs`), for whichever handler serves that route.
+pub async fn health_fields(state: &AppState) -> serde_json::Map<String, Value> {
     let (uptime, active) = match &state.compute {
         Some(c) => (c.uptime_secs(), c.active_jobs().await.unwrap_or(0)),
         None => (state.metrics.uptime_secs(), 0),
     };
-    let body = serde_json::json!({
-        "status": "healthy",
-        "service": "chainfront-compute",
-        "version": "v1",
-        "uptime": uptime,
-        "activeJobs": active,
-        "api_version": "v1",
-        "timestamp": crate::time::now_iso8601(),
-        "rate_limit": "60 per minute per wallet, 100 per minute per IP",
-    });
-    Json(body).into_response()
+    let mut m = serde_json::Map::new();
+    m.insert("service".into(), "chainfront-compute".into());
+    m.insert("version".into(), "v1".into());
+    m.insert("uptime".into(), uptime.into());
+    m.insert("activeJobs".into(), active.into());
+    m
+}
+
+/// Compute health, plus the Clockchain health fields (until the markets
+/// surface serves this route: it then adds [`health_fields`] to its answer).
+#[utoipa::path(get, path = "/v1/health", tag = "compute",
+    responses((status = 200, description = "`{status, service, version, uptime, activeJobs, api_version, timestamp, rate_limit}`", body = Value)))]
+async fn v1_health(State(state): State<AppState>) -> Response {
+    let mut body = health_fields(&state).await;
+    body.insert("status".into(), "healthy".into());
+    body.insert("api_version".into(), "v1".into());
+    body.insert("timestamp".into(), crate::time::now_iso8601().into());
+    body.insert(
+        "rate_limit".into(),
+        "60 per minute per wallet, 100 per minute per IP".into(),
+    );
+    Json(Value::Object(body)).into_response()
 }
 
 /// Prices of every service.
