@@ -119,6 +119,24 @@ async fn available(node: &Node, wallet: Address) -> u64 {
         .0
 }
 
+/// `(available, spent)` once nothing is pending (else `(0, 0)`).
+async fn settled(node: &Node, wallet: Address) -> (u64, u64) {
+    let b = node
+        .state
+        .compute
+        .as_ref()
+        .expect("compute")
+        .ledger()
+        .balance(wallet)
+        .await
+        .expect("balance");
+    if b.pending.0 == 0 {
+        (b.available.0, b.spent.0)
+    } else {
+        (0, 0)
+    }
+}
+
 async fn wait_for<F, Fut>(what: &str, within: Duration, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -829,9 +847,16 @@ async fn llm_stub() -> String {
                 json!({"choices": [], "usage": {"prompt_tokens": 25, "completion_tokens": 150}})
             ));
             body.push_str("data: [DONE]\n\n");
+            // One event every 50 ms, like a model generating.
+            let events: Vec<String> = body.split_inclusive("\n\n").map(str::to_owned).collect();
+            let stream =
+                futures_util::StreamExt::then(futures_util::stream::iter(events), |e| async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::convert::Infallible>(e)
+                });
             (
                 [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
-                body,
+                axum::body::Body::from_stream(stream),
             )
                 .into_response()
         } else {
@@ -918,9 +943,36 @@ async fn llm_jobs_and_streams_are_metered_in_tokens() {
     wait_for(
         "the stream's settlement",
         Duration::from_secs(30),
-        || async { available(&node, wallet).await == 1_000_000 - 2_000 },
+        || async { settled(&node, wallet).await == (1_000_000 - 2_000, 2_000) },
     )
     .await;
+
+    // A client that leaves after the first bytes is still charged for the
+    // generation (the stream is drained and settled without it).
+    let mut resp = reqwest::Client::new()
+        .post(format!("{}/v1/stream/llm", node.url))
+        .bearer_auth(&token)
+        .json(&json!({"payload": payload}))
+        .send()
+        .await
+        .expect("stream");
+    let first = resp.chunk().await.expect("chunk").expect("some bytes");
+    assert!(String::from_utf8_lossy(&first).contains("start"));
+    drop(resp);
+    wait_for(
+        "the abandoned stream's settlement",
+        Duration::from_secs(30),
+        || async { settled(&node, wallet).await == (1_000_000 - 3_000, 3_000) },
+    )
+    .await;
+    let (_, l) = get(&format!("{}/v1/ledger", node.url), Some(&token)).await;
+    let charges = l["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["kind"] == "charge")
+        .count();
+    assert_eq!(charges, 3, "{l}");
 }
 
 fn bin() -> std::path::PathBuf {
