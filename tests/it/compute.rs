@@ -1463,3 +1463,67 @@ async fn ledger_arithmetic_holds_under_random_operations() {
         "each live credit is one credit entry more than its reversals"
     );
 }
+
+#[tokio::test]
+async fn data_answers_from_node_state_and_commands_serve_mapped_services() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("trade.sh");
+    // The provisioning command contract: JSON request on stdin, JSON answer on stdout.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nreq=$(cat)\nprintf '{\"result\": {\"echo\": %s}, \"units\": 2}' \"$req\"\n",
+    )
+    .expect("script");
+    let commands = format!("{{trade = [\"sh\", \"{}\"]}}", script.display());
+    let node = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100"),
+            ("CHAINFRONT_COMPUTE__COMMANDS", &commands),
+        ],
+    ))
+    .await;
+    let wallet = stack.signer(1).address();
+    let token = fund(&stack, &node, 1, 1_000_000).await;
+    let run = |svc: &'static str, payload: Value| {
+        let (url, token) = (format!("{}/v1/compute/{svc}", node.url), token.clone());
+        async move {
+            let (s, b) = post(&url, &json!({"payload": payload}), Some(&token)).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            b["jobId"].as_str().expect("id").to_owned()
+        }
+    };
+    let id = run("data", json!({"type": "balance"})).await;
+    let j = wait_job(&node, &id).await;
+    // 10,000 USDC minted, 1 deposited.
+    assert_eq!(j["result"]["units"], "9999000000", "{j}");
+    assert_eq!(usd(&j["cost"]), 2_000, "0.001 + 1 × 0.001");
+    let id = run("data", json!({"type": "deposits"})).await;
+    let j = wait_job(&node, &id).await;
+    assert_eq!(j["result"]["count"], 1, "{j}");
+    assert_eq!(j["result"]["deposits"][0]["amount"], "1.00", "{j}");
+    let id = run("data", json!({"type": "markets"})).await;
+    assert_eq!(
+        wait_job(&node, &id).await["result"]["count"],
+        1,
+        "the demo market"
+    );
+    let id = run("trade", json!({"action": "quote"})).await;
+    let j = wait_job(&node, &id).await;
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["result"]["echo"]["payload"], json!({"action": "quote"}));
+    assert_eq!(
+        j["result"]["echo"]["wallet"],
+        chainfront_indexer::keys::lower(wallet)
+    );
+    // 0.01 + 2 × 0.01.
+    assert_eq!(usd(&j["cost"]), 30_000, "{j}");
+    let (s, _) = post(
+        &format!("{}/v1/compute/gpu", node.url),
+        &json!({"payload": {}}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "gpu is not mapped");
+}
