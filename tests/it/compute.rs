@@ -455,6 +455,8 @@ pub async fn local_site() -> String {
     use axum::routing::get;
     let app = axum::Router::new()
         .route("/page", get(|| async { axum::response::Html("<html><head><title>Local page</title></head><body><h1>Hello compute</h1></body></html>") }))
+        .route("/to-metadata", get(|| async { axum::response::Redirect::temporary("http://169.254.169.254/latest/meta-data") }))
+        .route("/to-page", get(|| async { axum::response::Redirect::temporary("/page") }))
         .route("/slow", get(|| async {
             tokio::time::sleep(Duration::from_secs(3)).await;
             "slow answer"
@@ -595,7 +597,32 @@ async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
         "{blocked}"
     );
 
-    let spent = 1_000 + 10_000;
+    // Redirects are followed and each hop checked again.
+    let (_, b) = post(
+        &compute_url("web"),
+        &json!({"payload": {"url": format!("{site}/to-metadata")}}),
+        Some(&token),
+    )
+    .await;
+    let hop = wait_job(&node, b["jobId"].as_str().expect("id")).await;
+    assert_eq!(hop["status"], "failed", "{hop}");
+    assert!(
+        hop["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("169.254.169.254"),
+        "{hop}"
+    );
+    let (_, b) = post(
+        &compute_url("web"),
+        &json!({"payload": {"url": format!("{site}/to-page"), "extract": {"h": "h1"}}}),
+        Some(&token),
+    )
+    .await;
+    let ok = wait_job(&node, b["jobId"].as_str().expect("id")).await;
+    assert_eq!(ok["result"]["extracted"]["h"], "Hello compute", "{ok}");
+
+    let spent = 1_000 + 10_000 + 10_000;
     assert_eq!(available(&node, wallet).await, 1_000_000 - spent);
 
     // Cancel: one worker busy on a slow page, the next job stays pending.
@@ -673,9 +700,9 @@ async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
     let (s, u) = get(&format!("{}/v1/usage?period=day", node.url), Some(&token)).await;
     assert_eq!(s, StatusCode::OK, "{u}");
     assert_eq!(usd(&u["totalCost"]), spent, "{u}");
-    assert_eq!(u["byService"]["web"]["requests"], 3, "{u}");
+    assert_eq!(u["byService"]["web"]["requests"], 5, "{u}");
     let (_, jobs) = get(&format!("{}/v1/jobs?limit=100", node.url), Some(&token)).await;
-    assert_eq!(jobs["count"], 6, "{jobs}");
+    assert_eq!(jobs["count"], 8, "{jobs}");
     let (s, _) = get(&format!("{}/v1/jobs", node.url), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = get(&format!("{}/v1/jobs/{slow_id}", node.url), None).await;
