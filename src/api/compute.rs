@@ -304,13 +304,12 @@ fn is_zero(u: &Usd) -> bool {
     ))]
 async fn balance(
     State(state): State<AppState>,
-    method: Method,
     uri: Uri,
     headers: HeaderMap,
     Query(q): Query<WalletQuery>,
 ) -> Result<Response, ApiError> {
     let signed = Signed {
-        method: &method,
+        method: &Method::GET,
         uri: &uri,
         body: &[],
     };

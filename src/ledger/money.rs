@@ -58,11 +58,14 @@ impl Usd {
     /// The dollar text: at least two decimals, no trailing zeros beyond them
     /// (`10.50`, `0.0045`, `0.00`).
     pub fn text(self) -> String {
-        let mut d = self.to_decimal().normalize();
-        if d.scale() < 2 {
-            d.rescale(2);
+        // Integer formatting (exact, one allocation): this runs for every
+        // amount of every answer, `GET /v1/balance` included.
+        let (whole, frac) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        let mut digits = format!("{frac:06}");
+        while digits.len() > 2 && digits.ends_with('0') {
+            digits.pop();
         }
-        d.to_string()
+        format!("{whole}.{digits}")
     }
 
     /// Saturating subtraction.
@@ -152,6 +155,26 @@ mod tests {
         assert_eq!(Usd(3).text(), "0.000003");
         assert_eq!(Usd(45_500_000).text(), "45.50");
         assert_eq!(Usd(MAX_UNITS).text(), "9007199254.740991");
+        for u in [
+            0u64,
+            1,
+            10,
+            100_000,
+            1_000_000,
+            1_234_500,
+            987_654_321,
+            MAX_UNITS,
+        ] {
+            let mut d = Usd(u).to_decimal().normalize();
+            if d.scale() < 2 {
+                d.rescale(2);
+            }
+            assert_eq!(
+                Usd(u).text(),
+                d.to_string(),
+                "the same text as rust_decimal's"
+            );
+        }
         #[derive(Serialize)]
         struct B {
             available: Usd,
