@@ -262,6 +262,17 @@ pub struct RateLimitConfig {
     pub admin: Limit,
     /// `/auth/*` (nonces, sign-in).
     pub auth: Limit,
+    /// Clockchain `GET /v1/markets`, `/v1/markets/{id}` and its resolution
+    /// (per IP).
+    pub markets: Limit,
+    /// Clockchain `GET /v1/markets/{id}/submissions` (per IP).
+    pub market_submissions: Limit,
+    /// Clockchain `GET /v1/submissions/{id}`, the submission status URL (per IP).
+    pub submission_status: Limit,
+    /// Clockchain `POST /v1/calculate_fees` (per IP).
+    pub calculate_fees: Limit,
+    /// Clockchain `POST /v1/submissions`, per IP and per proven wallet.
+    pub submissions: Limit,
     /// Violations (429s) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
@@ -281,6 +292,11 @@ impl Default for RateLimitConfig {
             generate_wallet: Limit::per(3, 60),
             admin: Limit::per(20, 60),
             auth: Limit::per(30, 60),
+            markets: Limit::per(60, 60),
+            market_submissions: Limit::per(60, 60),
+            submission_status: Limit::per(60, 60),
+            calculate_fees: Limit::per(60, 60),
+            submissions: Limit::per(10, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,

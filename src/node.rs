@@ -89,6 +89,22 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain.clone(),
     ));
     let admin_keys = Arc::new(crate::auth::admin::AdminKeys::from_secrets(&config.secrets));
+    let chain_head: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+    let chain_time: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+    let markets = Arc::new(crate::markets::Markets::new(crate::markets::MarketsParts {
+        redis: redis.clone(),
+        chain: chain.clone(),
+        chain_id,
+        contracts: crate::markets::Contracts {
+            stakes: home.deployment.submission_stakes,
+            cbbtc: home.deployment.cbbtc,
+            usdc: Some(home.deployment.usdc),
+        },
+        confirmations: home.chain.confirmations,
+        chain_time: chain_time.clone(),
+        chain_head: chain_head.clone(),
+        auth: auth.clone(),
+    }));
     Ok(AppState {
         admin_keys,
         auth,
@@ -98,9 +114,10 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain,
         master,
         metrics: Arc::default(),
-        chain_head: Arc::default(),
-        chain_time: Arc::default(),
+        chain_head,
+        chain_time,
         read_cache: Arc::default(),
+        markets,
     })
 }
 
