@@ -393,9 +393,11 @@ async fn create_submission(
             Ok(q) => q,
             Err(too_many) => return Ok(too_many),
         };
-    let outcome = state.markets.commit(&prepared).await?;
     let prefix = prefix_of(matched.as_ref());
-    let mut response = outcome_response(outcome, true, |tx| format!("{prefix}/submissions/{tx}"));
+    let mut response = match state.markets.commit(&prepared).await {
+        Ok(outcome) => outcome_response(outcome, true, |tx| format!("{prefix}/submissions/{tx}")),
+        Err(e) => ApiError::from(e).into_response(),
+    };
     quota.apply(&mut response);
     Ok(response)
 }

@@ -1,16 +1,18 @@
 //! `POST /v1/submissions` in two steps, so the API can count the request
 //! against the proven wallet's rate limit in between:
 //!
-//! 1. [`Markets::prepare`]: the body's fields and the market rules (exists,
-//!    open at the head block's time, one original, competitor and null need
-//!    an original), then the signature of
+//! 1. [`Markets::prepare`]: the body's fields, the market exists, and the
+//!    signature of
 //!    `{market_id}:{predicted_text or 'null'}:{initial_stake_amount}:{transaction_hash}`
 //!    by `creator_wallet` (EIP-191 `personal_sign` or a raw signature of
 //!    keccak256(message), checked by `crate::auth`);
-//! 2. [`Markets::commit`]: the payment transaction on chain (`payment`), then
-//!    the atomic claim of its hash (`claims`). A `submit` call is answered
-//!    with the indexed submission (or 202 until indexed); a plain transfer is
-//!    queued for the operator's `recordSubmission` and answered 202.
+//! 2. [`Markets::commit`]: the payment transaction on chain (`payment`); for
+//!    a plain transfer the market rules (open at the head block's time, one
+//!    original, competitor and null need an original — a `submit` call met
+//!    them on chain already); then the atomic claim of its hash (`claims`).
+//!    A `submit` call is answered with the indexed submission (or 202 until
+//!    indexed); a plain transfer is queued for the operator's
+//!    `recordSubmission` and answered 202.
 
 use alloy::primitives::{Address, B256, U256};
 use serde_json::{Map, Value};
@@ -270,12 +272,33 @@ fn unix_now_ms() -> u64 {
 }
 
 impl Markets {
-    /// Step 1: the body, the market rules and the signature.
+    /// Step 1: the body, the market's existence and the signature.
     pub async fn prepare(&self, body: &Value) -> Result<Prepared> {
         self.stakes()?;
         let request = SubmissionRequest::parse(body)?;
+        self.index.market(request.market_id).await?;
+        let message = request.message();
+        self.auth
+            .verify_wallet_message(message.as_bytes(), &request.signature, request.creator)
+            .await
+            .map_err(|e| match e {
+                AuthError::Unavailable(m) => MarketsError::Unavailable(m),
+                other => MarketsError::InvalidSignature(format!(
+                    "expected creator_wallet's signature of \"{message}\" (EIP-191 personal_sign, or a raw signature of its keccak256): {other}"
+                )),
+            })?;
+        let settings = self.index.settings().await?;
+        let stake = fees::parse_amount(&request.stake_text, request.currency)?;
+        let quote = FeeQuote::new(stake, settings.fee_bps, request.currency)?;
+        Ok(Prepared { request, quote })
+    }
+
+    /// The market rules a new submission must meet at the head block's
+    /// time (a `submit` call met them when it was mined: the contract checks
+    /// the same).
+    async fn check_rules(&self, r: &SubmissionRequest) -> Result<()> {
         let now = self.chain_now().await?;
-        let market = self.index.market(request.market_id).await?;
+        let market = self.index.market(r.market_id).await?;
         match market.status(now) {
             MarketStatus::Active => {}
             MarketStatus::Upcoming => {
@@ -296,30 +319,17 @@ impl Markets {
                 ));
             }
         }
-        match (request.kind, market.original_submission.is_some()) {
-            (SubmissionType::Original, true) => return Err(MarketsError::OriginalExists),
+        match (r.kind, market.original_submission.is_some()) {
+            (SubmissionType::Original, true) => Err(MarketsError::OriginalExists),
             (SubmissionType::Competitor | SubmissionType::Null, false) => {
-                return Err(MarketsError::OriginalRequired);
+                Err(MarketsError::OriginalRequired)
             }
-            _ => {}
+            _ => Ok(()),
         }
-        let message = request.message();
-        self.auth
-            .verify_wallet_message(message.as_bytes(), &request.signature, request.creator)
-            .await
-            .map_err(|e| match e {
-                AuthError::Unavailable(m) => MarketsError::Unavailable(m),
-                other => MarketsError::InvalidSignature(format!(
-                    "expected creator_wallet's signature of \"{message}\" (EIP-191 personal_sign, or a raw signature of its keccak256): {other}"
-                )),
-            })?;
-        let settings = self.index.settings().await?;
-        let stake = fees::parse_amount(&request.stake_text, request.currency)?;
-        let quote = FeeQuote::new(stake, settings.fee_bps, request.currency)?;
-        Ok(Prepared { request, quote })
     }
 
-    /// Step 2: the payment transaction and the claim of its hash.
+    /// Step 2: the payment transaction, the market rules (for plain
+    /// transfers) and the claim of its hash.
     pub async fn commit(&self, prepared: &Prepared) -> Result<Outcome> {
         let r = &prepared.request;
         if self.claims.is_used(r.tx).await? {
@@ -339,6 +349,9 @@ impl Markets {
             fee_percentage: fees::format_percentage(prepared.quote.fee_percentage),
         };
         let paid = self.verify_payment(&expected).await?;
+        if matches!(paid, Paid::Transfer { .. }) {
+            self.check_rules(r).await?;
+        }
         let (status, submission_id) = match &paid {
             Paid::Transfer { .. } => (ClaimStatus::Pending, None),
             Paid::Submitted { submission_id } => (ClaimStatus::Direct, Some(*submission_id)),
