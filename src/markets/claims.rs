@@ -86,6 +86,9 @@ pub struct Claim {
     pub submission_id: Option<U256>,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// Record round: bumped when a record transaction was mined and
+    /// reverted, so the next one is a new send (`record:<tx>:<round>`).
+    pub round: u32,
     /// Why it failed (last error while retrying, final error once failed).
     pub error: Option<String>,
     /// When it was claimed (unix s).
@@ -107,6 +110,7 @@ impl Claim {
             ),
             ("stake", self.stake.to_string()),
             ("attempts", self.attempts.to_string()),
+            ("round", self.round.to_string()),
             ("created_at", self.created_at.to_string()),
         ];
         if let Some(id) = self.submission_id {
@@ -132,6 +136,7 @@ impl Claim {
             record_tx: get("record_tx").and_then(|v| v.parse().ok()),
             submission_id: get("submission_id").and_then(|v| v.parse().ok()),
             attempts: get("attempts").and_then(|v| v.parse().ok()).unwrap_or(0),
+            round: get("round").and_then(|v| v.parse().ok()).unwrap_or(0),
             error: get("error").map(str::to_owned),
             created_at: get("created_at").and_then(|v| v.parse().ok()).unwrap_or(0),
         })
@@ -282,6 +287,31 @@ impl Claims {
             .ignore()
             .query_async(&mut c)
             .await?;
+        Ok(())
+    }
+
+    /// Makes a queued claim due again at `due_ms` (no attempt counted).
+    pub async fn requeue(&self, tx: B256, due_ms: u64) -> Result<()> {
+        let mut c = self.redis.clone();
+        let _: () = c
+            .zadd(self.keys.submission_claim_queue(), tx.to_string(), due_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a hash out of the queue (its claim needs no recording).
+    pub async fn dequeue(&self, tx: B256) -> Result<()> {
+        let mut c = self.redis.clone();
+        let _: () = c
+            .zrem(self.keys.submission_claim_queue(), tx.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// The next record transaction for this claim is a new send.
+    pub async fn next_round(&self, tx: B256) -> Result<()> {
+        let mut c = self.redis.clone();
+        let _: () = c.hincr(self.keys.submission_claim(tx), "round", 1).await?;
         Ok(())
     }
 

@@ -10,12 +10,15 @@
 //! - [`view`]: the documented answer shapes;
 //! - [`submit`]: the request's rules, its signature and the claim;
 //! - [`payment`]: what the payment transaction proves on chain;
-//! - [`claims`]: the atomic one-hash-one-submission claim in Redis.
+//! - [`claims`]: the atomic one-hash-one-submission claim in Redis;
+//! - [`recorder`]: records plain transfers with the operator's key through
+//!   the one transaction sender (`crate::chain`).
 
 pub mod claims;
 pub mod fees;
 pub mod index;
 pub mod payment;
+pub mod recorder;
 pub mod submit;
 pub mod view;
 
@@ -149,6 +152,8 @@ pub struct Markets {
     block_times: BlockTimes,
     settings: RwLock<Option<(Instant, index::StakeSettings)>>,
     auth: Arc<Auth>,
+    /// Wakes the recorder when a plain transfer is claimed.
+    pub(crate) recorder_wake: tokio::sync::Notify,
 }
 
 /// How long the indexed fee is reused by `calculate_fees`.
@@ -200,6 +205,7 @@ impl Markets {
             block_times: BlockTimes::default(),
             settings: RwLock::new(None),
             auth: p.auth,
+            recorder_wake: tokio::sync::Notify::new(),
         }
     }
 

@@ -371,6 +371,7 @@ impl Markets {
             record_tx: (status == ClaimStatus::Direct).then_some(r.tx),
             submission_id,
             attempts: 0,
+            round: 0,
             error: None,
             created_at: unix_now_ms() / 1000,
         };
@@ -378,6 +379,9 @@ impl Markets {
             ClaimOutcome::Claimed => {}
             ClaimOutcome::Used => return Err(MarketsError::HashUsed),
             ClaimOutcome::OriginalExists => return Err(MarketsError::OriginalExists),
+        }
+        if status == ClaimStatus::Pending {
+            self.recorder_wake.notify_one();
         }
         tracing::info!(
             target: "chainfront::markets",

@@ -1187,3 +1187,347 @@ async fn limits_per_ip_and_per_wallet_with_headers() {
         .expect("post");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+/// Anvil key 8 becomes the stakes contract's operator; its hex key for
+/// `CHAINFRONT_OPERATOR_KEY`.
+async fn operator_key(stack: &Stack) -> String {
+    mined(
+        SubmissionStakes::new(stakes(stack), &stack.deployer)
+            .setOperator(stack.signer(8).address(), true)
+            .send()
+            .await
+            .expect("setOperator"),
+        "setOperator",
+    )
+    .await
+    .expect("operator set");
+    format!("0x{}", alloy::hex::encode(stack.anvil.keys()[8].to_bytes()))
+}
+
+/// Every `SubmissionCreated` on chain, as (payment tx, submission id).
+async fn created_events(stack: &Stack) -> Vec<(B256, U256)> {
+    use alloy::rpc::types::Filter;
+    let logs = stack
+        .deployer
+        .get_logs(&Filter::new().address(stakes(stack)).from_block(0))
+        .await
+        .expect("logs");
+    logs.iter()
+        .filter_map(|l| l.log_decode::<SubmissionStakes::SubmissionCreated>().ok())
+        .map(|e| (e.inner.data.paymentTxHash, e.inner.data.submissionId))
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_transfers_are_recorded_by_the_operator_and_served() {
+    let stack = Stack::start().await;
+    let key = operator_key(&stack).await;
+    let n = node(&stack, &[("CHAINFRONT_OPERATOR_KEY", &key)]).await;
+    let v1 = format!("{}/v1", n.url);
+    let treasury = stack.signer(9).address();
+    let before = stack.deployer.get_balance(treasury).await.expect("balance");
+    let demo = DEMO_MARKET_UUID;
+
+    let pay1 = pay_eth(&stack, 1, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(1),
+        demo,
+        "original",
+        Some("sunny"),
+        "0.1",
+        "ETH",
+        &pay1,
+        Sig::PersonalSign,
+    );
+    let (s, accepted) = post(&format!("{v1}/submissions"), &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    let status_url = format!(
+        "{}{}",
+        n.url,
+        accepted["status_url"].as_str().expect("status_url")
+    );
+    let recorded = wait_for(&status_url, "recorded and indexed", |s, _| {
+        s == StatusCode::OK
+    })
+    .await;
+    assert_eq!(recorded["transaction_hash"], pay1);
+    assert_ne!(
+        recorded["record_transaction_hash"], pay1,
+        "recorded by the operator's own transaction"
+    );
+    assert_eq!(
+        recorded["creator_wallet"],
+        stack.signer(1).address().to_string()
+    );
+    assert_eq!(
+        (
+            recorded["initial_stake_amount"].as_str(),
+            recorded["platform_fee_amount"].as_str()
+        ),
+        (Some("0.1"), Some("0.007"))
+    );
+    let after = stack.deployer.get_balance(treasury).await.expect("balance");
+    assert_eq!(
+        after - before,
+        milli_eth(7),
+        "the fee reached the fee treasury"
+    );
+
+    // A competitor (raw keccak signature, bare hex) and a null submission.
+    let pay2 = pay_eth(&stack, 2, milli_eth(214)).await.to_string();
+    let b = body(
+        &stack.signer(2),
+        demo,
+        "competitor",
+        Some("rainy"),
+        "0.2",
+        "ETH",
+        &pay2,
+        Sig::RawHashBareHex,
+    );
+    let (s, accepted) = post(&format!("{}/api/chain/v1/submissions", n.url), &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    let pay3 = pay_eth(&stack, 3, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(3),
+        demo,
+        "null",
+        None,
+        "0.1",
+        "ETH",
+        &pay3,
+        Sig::PersonalSign,
+    );
+    let (s, accepted) = post(&format!("{v1}/submissions"), &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    let subs = wait_for(
+        &format!("{v1}/markets/{demo}/submissions"),
+        "three submissions",
+        |_, b| b["count"] == 3,
+    )
+    .await;
+    let kinds: Vec<(&str, &Value)> = subs["submissions"]
+        .as_array()
+        .expect("subs")
+        .iter()
+        .map(|s| {
+            (
+                s["submission_type"].as_str().expect("type"),
+                &s["predicted_text"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("original", &json!("sunny")),
+            ("competitor", &json!("rainy")),
+            ("null", &Value::Null)
+        ]
+    );
+    assert_eq!(created_events(&stack).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_crash_between_claim_and_record_resumes_and_never_records_twice() {
+    use chainfront::chain::{SenderConfig, TxSender};
+    use chainfront_indexer::retry::RetryPolicy;
+    use chainfront_indexer::rpc::Rpc;
+    let stack = Stack::start().await;
+    let key = operator_key(&stack).await;
+    let short = create_market(&stack, -10, 600, "Short").await;
+    // A node without the operator key claims and queues, then "crashes".
+    let a = node(&stack, &[]).await;
+    let url = format!("{}/v1/submissions", a.url);
+    let mut payments = Vec::new();
+    for (i, market) in [
+        (1, DEMO_MARKET_UUID),
+        (2, short.as_str()),
+        (3, short.as_str()),
+    ] {
+        let tx = pay_eth(&stack, i, milli_eth(107)).await.to_string();
+        let kind = if i == 3 { "competitor" } else { "original" };
+        let b = body(
+            &stack.signer(i),
+            market,
+            kind,
+            Some("p"),
+            "0.1",
+            "ETH",
+            &tx,
+            Sig::PersonalSign,
+        );
+        let (s, e) = post(&url, &b).await;
+        if i == 3 {
+            // The short market's original is claimed but not indexed yet.
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+            assert!(error(&e).starts_with("Market has no original"), "{e}");
+        } else {
+            assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+            payments.push(tx.parse::<B256>().expect("hash"));
+        }
+    }
+    let (p1, p2) = (payments[0], payments[1]);
+    // A second original for the short market while the first is only claimed.
+    let tx = pay_eth(&stack, 4, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(4),
+        &short,
+        "original",
+        Some("q"),
+        "0.1",
+        "ETH",
+        &tx,
+        Sig::PersonalSign,
+    );
+    let (s, e) = post(&url, &b).await;
+    assert_eq!(
+        (s, error(&e)),
+        (StatusCode::BAD_REQUEST, "Market already has original")
+    );
+    drop(a);
+
+    // Before dying, a recorder had sent p1's record (send id record:<tx>:0),
+    // and p2 got recorded by another path (e.g. another replica) meanwhile.
+    let rpc = Rpc::new(
+        &[stack.anvil.endpoint()],
+        RetryPolicy::default(),
+        Duration::from_secs(5),
+    )
+    .expect("rpc");
+    let redis = chainfront_indexer::conn::connect(&stack.redis.url())
+        .await
+        .expect("redis");
+    let sender = TxSender::new(rpc, stack.signer(8), 31337, redis, SenderConfig::default());
+    let record =
+        |payment: B256, market: &str, creator: Address| SubmissionStakes::recordSubmissionCall {
+            marketId: chainfront::deploy::market_id(market).expect("id"),
+            creator,
+            submissionType: 0,
+            predictedText: "p".into(),
+            stakeToken: Address::ZERO,
+            stake: milli_eth(100),
+            paymentTxHash: payment,
+        };
+    let call = |c: SubmissionStakes::recordSubmissionCall| {
+        TransactionRequest::default()
+            .with_to(stakes(&stack))
+            .with_input(alloy::sol_types::SolCall::abi_encode(&c))
+    };
+    let first = sender
+        .send(
+            &format!("record:{p1}:0"),
+            call(record(p1, DEMO_MARKET_UUID, stack.signer(1).address())),
+        )
+        .await
+        .expect("recorded before the crash");
+    sender
+        .send(
+            "elsewhere",
+            call(record(p2, &short, stack.signer(2).address())),
+        )
+        .await
+        .expect("recorded elsewhere");
+
+    // A node with the key resumes both: p1 is the same transaction, p2
+    // is refused by the contract (PaymentAlreadyUsed) and read as recorded.
+    let b = node(&stack, &[("CHAINFRONT_OPERATOR_KEY", &key)]).await;
+    for p in [p1, p2] {
+        let done = wait_for(
+            &format!("{}/v1/submissions/{p}", b.url),
+            "recorded",
+            |s, _| s == StatusCode::OK,
+        )
+        .await;
+        assert_eq!(done["transaction_hash"], p.to_string());
+    }
+    let (_, one) = get(&format!("{}/v1/submissions/{p1}", b.url)).await;
+    assert_eq!(
+        one["record_transaction_hash"],
+        first.transaction_hash.to_string(),
+        "resumed, not re-sent"
+    );
+    let events = created_events(&stack).await;
+    for p in [p1, p2] {
+        assert_eq!(
+            events.iter().filter(|(pay, _)| *pay == p).count(),
+            1,
+            "exactly one record of {p}"
+        );
+    }
+    assert_eq!(events.len(), 2);
+    let queued = b.state.markets.claims().queued().await.expect("queue");
+    assert_eq!(queued, 0, "nothing left to record");
+}
+
+#[tokio::test]
+async fn a_submission_the_contract_refuses_is_reported_and_a_reorged_payment_is_released() {
+    use alloy::providers::ext::AnvilApi;
+    use alloy::rpc::types::anvil::ReorgOptions;
+    let stack = Stack::start().await;
+    let key = operator_key(&stack).await;
+    let short = create_market(&stack, -10, 120, "Closing soon").await;
+    let a = node(&stack, &[]).await;
+    let url = format!("{}/v1/submissions", a.url);
+    let late = pay_eth(&stack, 1, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(1),
+        &short,
+        "original",
+        Some("late"),
+        "0.1",
+        "ETH",
+        &late,
+        Sig::PersonalSign,
+    );
+    let (s, e) = post(&url, &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+    // The market closes before anyone records it.
+    warp(&stack.deployer, 200).await;
+    // A claimed payment that a reorg then drops.
+    let dropped = pay_eth(&stack, 2, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(2),
+        DEMO_MARKET_UUID,
+        "original",
+        Some("gone"),
+        "0.1",
+        "ETH",
+        &dropped,
+        Sig::PersonalSign,
+    );
+    let (s, e) = post(&url, &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+    drop(a);
+    stack
+        .deployer
+        .anvil_reorg(ReorgOptions {
+            depth: 1,
+            tx_block_pairs: vec![],
+        })
+        .await
+        .expect("anvil_reorg");
+
+    let n = node(&stack, &[("CHAINFRONT_OPERATOR_KEY", &key)]).await;
+    let failed = wait_for(
+        &format!("{}/v1/submissions/{late}", n.url),
+        "failed",
+        |s, _| s == StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(
+        error(&failed).starts_with("Submission could not be recorded: the market closed"),
+        "{failed}"
+    );
+    wait_for(
+        &format!("{}/v1/submissions/{dropped}", n.url),
+        "released",
+        |s, _| s == StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert!(
+        created_events(&stack).await.is_empty(),
+        "nothing was recorded"
+    );
+    assert_eq!(n.state.markets.claims().queued().await.expect("queue"), 0);
+}
