@@ -162,8 +162,13 @@ async fn list_markets(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let statuses = parse_statuses(query.get("status").map(String::as_str))?;
+    // Keyed by the index version and the head time, so a cached list is
+    // never older than the state it shows (a client that just saw its
+    // submission recorded sees it counted here too).
+    let (version, now) =
+        tokio::try_join!(state.markets.index().version(), state.markets.chain_now())?;
     let cache_key = format!(
-        "markets:{}",
+        "markets:{}:{version}:{now}",
         statuses
             .iter()
             .map(|s| s.as_str())

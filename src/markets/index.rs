@@ -298,6 +298,15 @@ impl Index {
         Self { redis, keys }
     }
 
+    /// The indexed state's version: the hash of the last committed block
+    /// (changes with every commit and every reorg). Answers cached under it
+    /// are never stale.
+    pub async fn version(&self) -> Result<String> {
+        let mut c = self.redis.clone();
+        let hash: Option<String> = c.hget(self.keys.checkpoint(), "hash").await?;
+        Ok(hash.unwrap_or_default())
+    }
+
     /// Every market, in creation order.
     pub async fn markets(&self) -> Result<Vec<Market>> {
         let mut c = self.redis.clone();

@@ -1531,3 +1531,115 @@ async fn a_submission_the_contract_refuses_is_reported_and_a_reorged_payment_is_
     );
     assert_eq!(n.state.markets.claims().queued().await.expect("queue"), 0);
 }
+
+/// Runs a client program from `tests/clients/` against a node with an
+/// operator; returns the submissions it printed.
+async fn run_client(program: &str, args: &[String]) -> Vec<Value> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(crate::harness::repo_root())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{program} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn check_client_submissions(served: &[Value], wallet: Address, text: &str) {
+    assert_eq!(served.len(), 2, "{served:?}");
+    let kinds: Vec<&str> = served
+        .iter()
+        .map(|s| s["submission_type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(kinds, ["original", "competitor"]);
+    for s in served {
+        assert_eq!(s["status"], "recorded", "{s}");
+        assert_eq!(s["market_id"], DEMO_MARKET_UUID);
+        assert_eq!(s["creator_wallet"], wallet.to_string());
+        assert_eq!(s["predicted_text"], text);
+        assert_eq!(
+            (
+                s["initial_stake_amount"].as_str(),
+                s["platform_fee_amount"].as_str()
+            ),
+            (Some("0.1"), Some("0.007"))
+        );
+        assert!(
+            s["transaction_hash"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("0x") && t.len() == 66),
+            "{s}"
+        );
+    }
+}
+
+fn hex_key(stack: &Stack, i: usize) -> String {
+    format!("0x{}", alloy::hex::encode(stack.anvil.keys()[i].to_bytes()))
+}
+
+/// The document's Python example with web3.py and eth_account: an ETH stake
+/// sent on anvil, signed once with `unsafe_sign_hash(keccak(message))` (bare
+/// hex) and once with `sign_message`, posted through `/ai_agent/v1` and read back.
+#[tokio::test]
+async fn the_documents_python_example_runs_for_real() {
+    let python = crate::harness::repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/bootstrap first (it creates .venv with web3, eth-account, requests)"
+    );
+    let stack = Stack::start().await;
+    let key = operator_key(&stack).await;
+    let n = node(&stack, &[("CHAINFRONT_OPERATOR_KEY", &key)]).await;
+    let served = run_client(
+        python.to_str().expect("utf8"),
+        &[
+            "tests/clients/clockchain_example.py".into(),
+            "--api".into(),
+            format!("{}/ai_agent/v1", n.url),
+            "--rpc".into(),
+            stack.anvil.endpoint(),
+            "--key".into(),
+            hex_key(&stack, 1),
+        ],
+    )
+    .await;
+    check_client_submissions(&served, stack.signer(1).address(), "My prediction text");
+    let (_, subs) = get(&format!(
+        "{}/v1/markets/{DEMO_MARKET_UUID}/submissions",
+        n.url
+    ))
+    .await;
+    assert_eq!(subs["count"], 2);
+}
+
+/// The document's JavaScript example with ethers v6 and axios: the same,
+/// signed once with `wallet.signMessage` and once with a raw keccak signature.
+#[tokio::test]
+async fn the_documents_javascript_example_runs_for_real() {
+    assert!(
+        crate::harness::repo_root()
+            .join("node_modules/ethers/package.json")
+            .exists(),
+        "run scripts/bootstrap first (npm ci installs ethers and axios)"
+    );
+    let stack = Stack::start().await;
+    let key = operator_key(&stack).await;
+    let n = node(&stack, &[("CHAINFRONT_OPERATOR_KEY", &key)]).await;
+    let served = run_client(
+        "node",
+        &[
+            "tests/clients/clockchain_example.js".into(),
+            format!("{}/ai_agent/v1", n.url),
+            stack.anvil.endpoint(),
+            hex_key(&stack, 2),
+        ],
+    )
+    .await;
+    check_client_submissions(&served, stack.signer(2).address(), "My prediction");
+}
