@@ -225,11 +225,15 @@ pub async fn enforce(
 // ---- per-wallet limits (markets surface) ----
 
 /// KEYS: counter. ARGV: window. Returns {count, ttl}.
-const WALLET_LUA: &str = r"
+static WALLET_LUA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('TTL', KEYS[1])}
-";
+",
+    )
+});
 
 /// A wallet's standing after [`enforce_wallet`] counted a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +288,7 @@ pub async fn enforce_wallet(
         class.name(),
         index,
     );
-    let result: redis::RedisResult<(i64, i64)> = Script::new(WALLET_LUA)
+    let result: redis::RedisResult<(i64, i64)> = WALLET_LUA
         .key(key)
         .arg(window)
         .invoke_async(&mut conn)
