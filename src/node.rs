@@ -210,6 +210,9 @@ pub async fn run_on(
         }
     };
     let head = tokio::spawn(api::vms::track_head(state.clone(), shutdown.clone()));
+    let markets = state.markets.clone();
+    let version_stop = shutdown.clone();
+    let version = tokio::spawn(async move { markets.watch_version(version_stop).await });
     let provisioning = run_provisioning(&state, shutdown.clone());
     let recorder = run_recorder(&state, shutdown.clone());
     let (api, indexed, provisioned, recorded) = tokio::join!(
@@ -219,6 +222,7 @@ pub async fn run_on(
         recorder
     );
     head.abort();
+    version.abort();
     indexed.and(provisioned).and(recorded).and(api)
 }
 

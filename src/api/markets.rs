@@ -166,7 +166,7 @@ async fn list_markets(
     // never older than the state it shows (a client that just saw its
     // submission recorded sees it counted here too).
     let (version, now) =
-        tokio::try_join!(state.markets.index().version(), state.markets.chain_now())?;
+        tokio::try_join!(state.markets.index_version(), state.markets.chain_now())?;
     let cache_key = format!(
         "markets:{}:{version}:{now}",
         statuses
@@ -363,12 +363,10 @@ async fn get_submission(
 async fn calculate_fees(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
-    let view = state.markets.calculate_fees_body(&body).await?;
-    Ok(Json(
-        serde_json::to_value(view).map_err(ApiError::internal)?,
-    ))
+) -> Result<Json<crate::markets::view::FeeView>, ApiError> {
+    let body: crate::markets::view::FeesRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be a JSON object: {e}")))?;
+    Ok(Json(state.markets.calculate_fees_body(&body).await?))
 }
 
 /// Create a submission paid by a confirmed transaction.

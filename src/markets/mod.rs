@@ -151,6 +151,7 @@ pub struct Markets {
     chain_head: Arc<AtomicU64>,
     block_times: BlockTimes,
     settings: RwLock<Option<(Instant, index::StakeSettings)>>,
+    version: RwLock<Option<(Instant, String)>>,
     auth: Arc<Auth>,
     /// Wakes the recorder when a plain transfer is claimed.
     pub(crate) recorder_wake: tokio::sync::Notify,
@@ -158,6 +159,11 @@ pub struct Markets {
 
 /// How long the indexed fee is reused by `calculate_fees`.
 const SETTINGS_TTL: Duration = Duration::from_secs(1);
+/// How long a read of the index version is trusted. [`Markets::watch_version`]
+/// re-reads it every [`VERSION_POLL`], so requests normally never wait for it.
+const VERSION_TTL: Duration = Duration::from_millis(100);
+/// How often [`Markets::watch_version`] re-reads the index version.
+const VERSION_POLL: Duration = Duration::from_millis(20);
 
 impl std::fmt::Debug for Markets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,6 +210,7 @@ impl Markets {
             chain_head: p.chain_head,
             block_times: BlockTimes::default(),
             settings: RwLock::new(None),
+            version: RwLock::new(None),
             auth: p.auth,
             recorder_wake: tokio::sync::Notify::new(),
         }
@@ -257,6 +264,48 @@ impl Markets {
             _ => Err(MarketsError::Unavailable(
                 "the chain did not answer; retry shortly".into(),
             )),
+        }
+    }
+
+    /// The index version (the checkpoint's block hash) that cached answers
+    /// are keyed by, read from memory: at most [`VERSION_TTL`] old, re-read
+    /// from Redis when older (no watcher running). Routes that just served
+    /// newer indexed data call [`Markets::refresh_version`], so a client that
+    /// saw its submission recorded never gets an older list from this node.
+    pub async fn index_version(&self) -> Result<String> {
+        if let Some((at, v)) = self
+            .version
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            && at.elapsed() < VERSION_TTL
+        {
+            return Ok(v.clone());
+        }
+        self.refresh_version().await
+    }
+
+    /// Re-reads the index version from Redis.
+    pub async fn refresh_version(&self) -> Result<String> {
+        let v = self.index.version().await?;
+        *self
+            .version
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// Keeps the index version fresh until `shutdown` (one `HGET` every
+    /// [`VERSION_POLL`], instead of one per request).
+    pub async fn watch_version(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.refresh_version().await {
+                tracing::debug!(target: "chainfront::markets", error = %e, "index version not refreshed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(VERSION_POLL) => {}
+            }
         }
     }
 

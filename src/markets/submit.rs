@@ -396,6 +396,7 @@ impl Markets {
             && let Some(s) = self.index.submission(id).await?
             && s.tx == r.tx
         {
+            self.refresh_version().await?;
             return Ok(Outcome::Recorded(Box::new(
                 self.submission_view_full(&s).await?,
             )));
@@ -409,6 +410,7 @@ impl Markets {
     /// the hash reads as unknown.
     pub async fn status_by_payment(&self, tx: B256) -> Result<Outcome> {
         if let Some(s) = self.index.submission_for_payment(tx).await? {
+            self.refresh_version().await?;
             return Ok(Outcome::Recorded(Box::new(
                 self.submission_view_full(&s).await?,
             )));
@@ -421,6 +423,7 @@ impl Markets {
             && let Some(s) = self.index.submission(id).await?
             && s.tx == tx
         {
+            self.refresh_version().await?;
             return Ok(Outcome::Recorded(Box::new(
                 self.submission_view_full(&s).await?,
             )));

@@ -156,6 +156,17 @@ pub struct MarketSubmissions {
     pub count: usize,
 }
 
+/// The body of `POST /v1/calculate_fees` (other fields are ignored).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FeesRequest {
+    /// The stake, a decimal string.
+    #[serde(default)]
+    pub initial_stake_amount: Option<Value>,
+    /// `ETH` or `BTC`.
+    #[serde(default)]
+    pub currency: Option<Value>,
+}
+
 /// `POST /v1/calculate_fees`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FeeView {
@@ -332,15 +343,18 @@ impl Markets {
 
     /// `POST /v1/calculate_fees` with the documented body
     /// `{initial_stake_amount, currency}`.
-    pub async fn calculate_fees_body(&self, body: &Value) -> Result<FeeView> {
-        let Some(body) = body.as_object() else {
-            return Err(MarketsError::InvalidField(
-                "body must be a JSON object with initial_stake_amount and currency".into(),
-            ));
+    pub async fn calculate_fees_body(&self, body: &FeesRequest) -> Result<FeeView> {
+        let field = |v: &Option<Value>, name: &'static str| match v {
+            None | Some(Value::Null) => Err(MarketsError::MissingField(name)),
+            Some(Value::String(s)) if s.is_empty() => Err(MarketsError::MissingField(name)),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(MarketsError::InvalidField(format!(
+                "{name} must be a string"
+            ))),
         };
-        let amount = super::submit::string_field(body, "initial_stake_amount")?;
-        let currency = super::submit::string_field(body, "currency")?;
-        self.calculate_fees(amount, currency).await
+        let amount = field(&body.initial_stake_amount, "initial_stake_amount")?;
+        let currency = field(&body.currency, "currency")?;
+        self.calculate_fees(&amount, &currency).await
     }
 
     /// The quote for `amount` in `currency`, at the contract's indexed fee

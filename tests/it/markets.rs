@@ -375,6 +375,21 @@ async fn health_markets_fees_and_statuses_as_documented() {
     assert_eq!(all["count"], 4, "demo, upcoming, closing, resolving: {all}");
     let (_, closed) = get(&format!("{v1}/markets?status=closed,resolved")).await;
     assert_eq!(closed["count"], 2, "{closed}");
+    // A resolved market takes no more submissions.
+    let paid = pay_eth(&stack, 4, milli_eth(107)).await.to_string();
+    let late = body(
+        &stack.signer(4),
+        &resolving,
+        "competitor",
+        Some("late"),
+        "0.1",
+        "ETH",
+        &paid,
+        Sig::PersonalSign,
+    );
+    let (status, e) = post(&format!("{v1}/submissions"), &late).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(error(&e).starts_with("Market is resolved"), "{e}");
 
     // The market's resolution: winner, resolver, payouts per currency.
     let res = wait_for(
@@ -664,6 +679,39 @@ async fn every_submission_rule_answers_its_documented_error() {
         StatusCode::BAD_REQUEST,
         "Transaction failed on chain",
     );
+    let view_call = SubmissionStakes::isOracleCall {
+        marketId: chainfront::deploy::market_id(demo).expect("id"),
+        account: w1.address(),
+    };
+    let not_submit = send(
+        &stack,
+        1,
+        stakes(&stack),
+        U256::ZERO,
+        Bytes::from(alloy::sol_types::SolCall::abi_encode(&view_call)),
+    )
+    .await
+    .to_string();
+    let (s, e) = post(
+        &url,
+        &sub(&w1, demo, "original", Some("x"), "0.1", &not_submit),
+    )
+    .await;
+    expect(
+        s,
+        &e,
+        StatusCode::BAD_REQUEST,
+        "Transaction calls SubmissionStakes but not submit()",
+    );
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.expect("json error");
+    assert!(error(&e).starts_with("body must be a JSON object"), "{e}");
     let unknown = B256::repeat_byte(0x42).to_string();
     let (s, e) = post(
         &url,
@@ -1326,6 +1374,23 @@ async fn plain_transfers_are_recorded_by_the_operator_and_served() {
         ]
     );
     assert_eq!(created_events(&stack).await.len(), 3);
+    // The original is indexed now: another one is refused by the rules.
+    let pay4 = pay_eth(&stack, 4, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(4),
+        demo,
+        "original",
+        Some("again"),
+        "0.1",
+        "ETH",
+        &pay4,
+        Sig::PersonalSign,
+    );
+    let (s, e) = post(&format!("{v1}/submissions"), &b).await;
+    assert_eq!(
+        (s, error(&e)),
+        (StatusCode::BAD_REQUEST, "Market already has original")
+    );
 }
 
 #[tokio::test]
