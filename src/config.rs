@@ -75,6 +75,9 @@ pub struct Config {
     /// The Compute API: jobs, pricing, executors.
     #[serde(default)]
     pub compute: crate::compute::config::ComputeConfig,
+    /// Clockchain markets: recording plain-transfer submissions.
+    #[serde(default)]
+    pub markets: MarketsConfig,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -273,6 +276,17 @@ pub struct RateLimitConfig {
     pub compute: Limit,
     /// The Compute API, per wallet, on routes that act for a wallet.
     pub compute_wallet: Limit,
+    /// Clockchain `GET /v1/markets`, `/v1/markets/{id}` and its resolution
+    /// (per IP).
+    pub markets: Limit,
+    /// Clockchain `GET /v1/markets/{id}/submissions` (per IP).
+    pub market_submissions: Limit,
+    /// Clockchain `GET /v1/submissions/{id}`, the submission status URL (per IP).
+    pub submission_status: Limit,
+    /// Clockchain `POST /v1/calculate_fees` (per IP).
+    pub calculate_fees: Limit,
+    /// Clockchain `POST /v1/submissions`, per IP and per proven wallet.
+    pub submissions: Limit,
     /// Violations (429s) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
@@ -294,6 +308,11 @@ impl Default for RateLimitConfig {
             auth: Limit::per(30, 60),
             compute: Limit::per(100, 60),
             compute_wallet: Limit::per(60, 60),
+            markets: Limit::per(60, 60),
+            market_submissions: Limit::per(60, 60),
+            submission_status: Limit::per(60, 60),
+            calculate_fees: Limit::per(60, 60),
+            submissions: Limit::per(10, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,
@@ -389,6 +408,36 @@ impl Default for ProvisioningConfig {
             max_attempts: 5,
             retry_base_ms: 2_000,
             poll_interval_ms: 500,
+        }
+    }
+}
+
+/// Clockchain markets. The operator key that records plain-transfer
+/// submissions on chain is `CHAINFRONT_OPERATOR_KEY`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketsConfig {
+    /// Run the submission recorder inside `chainfront run` (needs the
+    /// operator key; without it claims wait for a replica that has one).
+    pub record: bool,
+    /// How often the recorder looks at its queue when not woken, in ms.
+    pub record_poll_interval_ms: u64,
+    /// Attempts (transient failures) before a submission is given up.
+    pub record_max_attempts: u32,
+    /// First retry delay in ms (doubles per attempt, capped at a minute).
+    pub record_retry_base_ms: u64,
+    /// How long to wait for a record transaction's receipt per attempt, in ms.
+    pub record_receipt_timeout_ms: u64,
+}
+
+impl Default for MarketsConfig {
+    fn default() -> Self {
+        Self {
+            record: true,
+            record_poll_interval_ms: 500,
+            record_max_attempts: 20,
+            record_retry_base_ms: 1_000,
+            record_receipt_timeout_ms: 60_000,
         }
     }
 }
@@ -895,6 +944,7 @@ struct Defaults {
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
     compute: crate::compute::config::ComputeConfig,
+    markets: MarketsConfig,
 }
 
 #[cfg(test)]

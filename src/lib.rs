@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod devnet;
 mod error;
 pub mod ledger;
+pub mod markets;
 pub mod metrics;
 pub mod node;
 pub mod provision;

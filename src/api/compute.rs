@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use alloy::primitives::{Address, B256};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -24,6 +23,7 @@ use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::limits::{RouteClass, WalletQuota, enforce_wallet};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::AuthError;
@@ -56,12 +56,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook_secret, rotate_webhook_secret))
         .routes(routes!(incoming_webhook))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPUTE_BODY))
-}
-
-/// `GET /v1/health` (Compute fields; the Clockchain fields are the markets
-/// surface's — both sets are answered).
-pub fn health_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(v1_health))
 }
 
 impl From<ComputeError> for ApiError {
@@ -213,15 +207,19 @@ fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T
 }
 
 /// A typed JSON answer (typed so money stays exact), with the wallet's
-/// remaining requests when it was counted.
-fn answer<T: Serialize>(status: StatusCode, body: &T, remaining: Option<u64>) -> Response {
+/// `X-RateLimit-*` when it was counted.
+fn answer<T: Serialize>(status: StatusCode, body: &T, quota: Option<WalletQuota>) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
-    if let Some(n) = remaining {
-        r.headers_mut()
-            .insert("x-ratelimit-remaining", HeaderValue::from(n));
+    if let Some(q) = quota {
+        q.apply(&mut r);
     }
     r
+}
+
+/// Counts a request of a proven wallet (`rate_limits.compute_wallet`).
+async fn per_wallet(state: &AppState, wallet: Address) -> Result<WalletQuota, Response> {
+    enforce_wallet(state, RouteClass::ComputeWallet, wallet).await
 }
 
 // ---- node ----
@@ -239,22 +237,6 @@ pub async fn health_fields(state: &AppState) -> serde_json::Map<String, Value> {
     m.insert("uptime".into(), uptime.into());
     m.insert("activeJobs".into(), active.into());
     m
-}
-
-/// Compute health, plus the Clockchain health fields (until the markets
-/// surface serves this route: it then adds [`health_fields`] to its answer).
-#[utoipa::path(get, path = "/v1/health", tag = "compute",
-    responses((status = 200, description = "`{status, service, version, uptime, activeJobs, api_version, timestamp, rate_limit}`", body = Value)))]
-async fn v1_health(State(state): State<AppState>) -> Response {
-    let mut body = health_fields(&state).await;
-    body.insert("status".into(), "healthy".into());
-    body.insert("api_version".into(), "v1".into());
-    body.insert("timestamp".into(), crate::time::now_iso8601().into());
-    body.insert(
-        "rate_limit".into(),
-        "60 per minute per wallet, 100 per minute per IP".into(),
-    );
-    Json(Value::Object(body)).into_response()
 }
 
 /// Prices of every service.
@@ -480,7 +462,10 @@ async fn usage(
     };
     let c = compute(&state)?;
     let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     let u = c
         .usage(wallet, q.period.as_deref().unwrap_or("all"))
         .await?;
@@ -513,7 +498,10 @@ async fn ledger(
     };
     let c = compute(&state)?;
     let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     let entries = c
         .ledger()
         .entries(wallet, q.limit.unwrap_or(50).clamp(1, 500))
@@ -583,7 +571,10 @@ async fn submit(
         .map(|w| parse_address(w, "wallet"))
         .transpose()?;
     let wallet = spender(&state, &headers, &signed, claimed).await?;
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     if let Some(proof) = &req.payment_proof {
         credit_inline_proof(c, wallet, proof).await?;
     }
@@ -644,7 +635,10 @@ async fn jobs(
     };
     let c = compute(&state)?;
     let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     let jobs = c.jobs(wallet, q.limit.unwrap_or(50).clamp(1, 100)).await?;
     #[derive(Serialize)]
     struct Body {
@@ -710,7 +704,10 @@ async fn cancel(
     };
     let c = compute(&state)?;
     let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     c.cancel(&id, wallet).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -757,7 +754,10 @@ async fn stream_llm(
         .map(|w| parse_address(w, "wallet"))
         .transpose()?;
     let wallet = spender(&state, &headers, &signed, claimed).await?;
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     let llm = c.llm().ok_or_else(|| {
         ApiError::NotImplemented(
             "the `llm` service is not offered: no upstream is configured (compute.llm.base_url)"
@@ -809,9 +809,8 @@ async fn stream_llm(
     let mut r = Sse::new(first.chain(rest))
         .keep_alive(KeepAlive::default())
         .into_response();
-    if let Some(n) = left {
-        r.headers_mut()
-            .insert("x-ratelimit-remaining", HeaderValue::from(n));
+    if let Some(q) = left {
+        q.apply(&mut r);
     }
     Ok(r)
 }
@@ -935,7 +934,10 @@ async fn incoming_webhook(
         tracing::warn!(target: "chainfront::security", event = "auth_failure", method = "webhook", wallet = %wallet, "invalid webhook signature");
         return Err(ApiError::Unauthorized("invalid webhook signature".into()));
     }
-    let left = super::limits::check_wallet(&state, wallet).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
     let req: SubmitBody = json_body(&body, "{payload, callbackUrl?}")?;
     let view = c
         .submit(wallet, &service, &req.payload, req.callback_url.as_deref())

@@ -6,6 +6,7 @@ pub mod compute;
 pub mod error;
 mod health;
 pub mod limits;
+pub mod markets;
 pub mod openapi;
 pub mod vms;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub read_cache: Arc<vms::ReadCache>,
     /// The Compute API (`None` when `compute.enabled` is off).
     pub compute: Option<crate::compute::Compute>,
+    /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
+    pub markets: Arc<crate::markets::Markets>,
 }
 
 /// Largest request body accepted by any route.
@@ -76,8 +79,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
-        .merge(compute::health_router())
         .merge(limited(compute::router(), RouteClass::Compute))
+        .merge(markets::router(state))
 }
 
 /// The OpenAPI document of every route (what `/openapi.json` serves).

@@ -714,6 +714,18 @@ async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
         .await
         .expect("get");
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (s, h) = get(&format!("{}/v1/health", node.url), None).await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    assert_eq!(
+        (
+            h["service"].clone(),
+            h["version"].clone(),
+            h["activeJobs"].clone()
+        ),
+        (json!("chainfront-compute"), json!("v1"), json!(0)),
+        "{h}"
+    );
+    assert!(h["uptime"].is_u64() && h["api_version"] == "v1", "{h}");
     let (_, m) = get(&format!("{}/v1/metrics", node.url), None).await;
     assert_eq!(usd(&m["totalRevenue"]), spent, "{m}");
     let (s, p) = get(&format!("{}/v1/pricing", node.url), None).await;

@@ -14,6 +14,7 @@ mod harness;
 mod health;
 mod indexer;
 mod limits;
+mod markets;
 mod openapi;
 mod provision;
 mod rpc_faults;
