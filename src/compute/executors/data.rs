@@ -137,11 +137,9 @@ impl Data {
                 let k = ChainKeys::new(self.src.home_chain_id);
                 let ids: Vec<String> = conn.smembers(k.markets()).await.map_err(store)?;
                 let mut pipe = redis::pipe();
-                let mut shown = Vec::new();
                 for id in ids.iter().take(MAX_ITEMS as usize) {
                     if let Ok(m) = id.parse::<alloy::primitives::FixedBytes<16>>() {
                         pipe.hgetall(k.market(m));
-                        shown.push(id);
                     }
                 }
                 let markets: Vec<HashMap<String, String>> =

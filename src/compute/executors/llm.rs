@@ -52,7 +52,6 @@ pub enum StreamEvent {
 
 struct Prepared {
     model: String,
-    upstream_model: String,
     body: Value,
     bound: Decimal,
 }
@@ -153,7 +152,6 @@ impl Llm {
         let bound = Decimal::from(input_bytes + 16 * out.len() as u64 + max_tokens);
         Ok(Prepared {
             model: model.to_owned(),
-            upstream_model: upstream_model.clone(),
             body,
             bound,
         })
@@ -245,7 +243,6 @@ impl Llm {
         }
         let result = answer(&content, &p.model, input, output, finish.as_deref());
         send(StreamEvent::Done(result.clone()));
-        let _ = p.upstream_model;
         Ok(Output { result, units })
     }
 }
