@@ -128,6 +128,10 @@ async fn main() -> Res<()> {
             "CHAINFRONT_MASTER_KEY",
             "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318".into(),
         ),
+        (
+            "CHAINFRONT_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret".into(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -166,7 +170,7 @@ async fn main() -> Res<()> {
     Worker::new(
         state.redis.clone(),
         keys,
-        Arc::new(DevProvider),
+        Arc::new(DevProvider::default()),
         state.master.clone().ok_or("master key")?,
         state.config.provisioning.clone(),
     )
