@@ -5,6 +5,7 @@
 mod abi;
 mod admin;
 mod auth;
+mod chain;
 mod cli;
 mod contracts;
 mod crash;
