@@ -1101,6 +1101,33 @@ rpc_urls = ["http://127.0.0.1:8545"]
     }
 
     #[test]
+    fn config_check_output_has_no_url_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", MINIMAL);
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[
+                (
+                    "CHAINFRONT_CHAINS__LOCAL__RPC_URLS",
+                    "[\"https://user:hunter2@rpc.example/v2/APIKEY123?key=QUERYKEY\"]",
+                ),
+                (
+                    "CHAINFRONT_REDIS__URL",
+                    "redis://:redispass@10.0.0.1:6379/0",
+                ),
+                ("CHAINFRONT_VULTR_API_KEY", "VULTRKEY"),
+            ]),
+        )
+        .expect("load");
+        let shown = c.to_redacted_toml();
+        for secret in ["hunter2", "APIKEY123", "QUERYKEY", "redispass", "VULTRKEY"] {
+            assert!(!shown.contains(secret), "{secret} in:\n{shown}");
+        }
+        assert!(shown.contains("https://rpc.example"), "{shown}");
+        assert!(shown.contains("# vultr_api_key: set"), "{shown}");
+    }
+
+    #[test]
     fn home_chain_merges_the_deployment_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dep_path = dir.path().join("deployment.json");
@@ -1160,6 +1187,24 @@ rpc_urls = ["http://127.0.0.1:8545"]
             let c = Config::load_with_env(Some(&root.join(name)), &env(&[])).expect(name);
             assert!(c.chains.contains_key(&c.home_chain), "{name}");
         }
+        for name in ["base-sepolia.toml", "base-mainnet.toml"] {
+            let c = Config::load_with_env(Some(&root.join(name)), &env(&[])).expect(name);
+            assert!(
+                !c.api.legacy_bearer_auth,
+                "{name}: the replayable form is off"
+            );
+            assert!(
+                c.api.listen.ip().is_loopback(),
+                "{name}: behind a TLS proxy"
+            );
+        }
+        let local =
+            Config::load_with_env(Some(&root.join("local.toml")), &env(&[])).expect("local");
+        assert!(
+            local.api.legacy_bearer_auth,
+            "documented clients work on a test chain"
+        );
+        assert!(!ApiConfig::default().legacy_bearer_auth, "off by default");
         let mainnet = root.join("base-mainnet.toml");
         let c = Config::load_with_env(Some(&mainnet), &env(&[])).expect("mainnet");
         let err = c

@@ -16,5 +16,6 @@ mod limits;
 mod openapi;
 mod provision;
 mod rpc_faults;
+mod security;
 mod seed;
 mod vms;
