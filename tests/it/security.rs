@@ -539,3 +539,100 @@ async fn metrics_can_move_to_an_internal_listener() {
     let text = internal.text().await.expect("text");
     assert!(text.contains("chainfront_events_applied_total"), "{text}");
 }
+
+/// F1 (reorg): a purchase is provisioned and its key fetched, then reorged
+/// out; the same token id is re-minted for another buyer. The new buyer
+/// never gets the old VM's key: 202 until a fresh VM with a fresh key is
+/// provisioned for their purchase, and the old instance is terminated.
+#[tokio::test]
+async fn a_token_id_reminted_after_a_reorg_never_inherits_the_old_vm() {
+    use alloy::providers::Provider;
+    let stack = Stack::start().await;
+    let node = start_node(node_config(&stack, &[])).await;
+    let provider = Arc::new(DevProvider::default());
+    let (first, second) = (stack.signer(1), stack.signer(2));
+    let snapshot: U256 = stack
+        .deployer
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .expect("snapshot");
+    let token = stack.buy_vm(1, 0, 3).await;
+    indexed(&node, &stack).await;
+    worker_with(&node, provider.clone())
+        .pass()
+        .await
+        .expect("pass");
+    let creds = format!("{}/credentials/{token}", node.url);
+    let http = reqwest::Client::new();
+    let get = |who: &alloy::signers::local::PrivateKeySigner| {
+        http.get(&creds).bearer_auth(legacy_sig(who, token)).send()
+    };
+    let resp = get(&first).await.expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let old_key = resp.json::<Value>().await.expect("json")["privateKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let instance = format!("chainfront-vm-{token}");
+    assert_eq!(provider.authorized_keys(&instance).len(), 1);
+
+    // Reorg: the purchase disappears; the same token id goes to `second`.
+    let _: bool = stack
+        .deployer
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .expect("revert");
+    let again = stack.buy_vm(2, 1, 5).await;
+    assert_eq!(again, token, "the token id is re-minted");
+    crate::seed::mine(&stack.deployer).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    let keys = chainfront_indexer::keys::ChainKeys::new(31337);
+    let mut c = node.state.redis.clone();
+    let mut reindexed = false;
+    for _ in 0..400 {
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(keys.vm(token))
+            .arg("owner")
+            .query_async(&mut c)
+            .await
+            .expect("hget");
+        let cp: Option<u64> = redis::cmd("HGET")
+            .arg(keys.checkpoint())
+            .arg("number")
+            .query_async(&mut c)
+            .await
+            .expect("hget");
+        if owner == Some(format!("{:#x}", second.address())) && cp.is_some_and(|n| n >= head) {
+            reindexed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(reindexed, "the indexer followed the reorg");
+
+    // Before the worker notices: the new buyer is not served the old key.
+    let resp = get(&second).await.expect("get");
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(get(&first).await.expect("get").status(), StatusCode::FORBIDDEN);
+    // The worker tears the old VM down and provisions a fresh one.
+    worker_with(&node, provider.clone())
+        .pass()
+        .await
+        .expect("pass");
+    assert!(
+        provider.authorized_keys(&instance).len() <= 1,
+        "one key at most"
+    );
+    let resp = get(&second).await.expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    let new_key = body["privateKey"].as_str().expect("key");
+    assert_ne!(new_key, old_key, "a fresh key for the new purchase");
+    assert_eq!(body["tier"], 1, "the new purchase's tier, not the old VM's");
+    let public_old = ssh_key::PrivateKey::from_openssh(&old_key)
+        .expect("key")
+        .public_key()
+        .to_openssh()
+        .expect("public");
+    assert!(!provider.authorized_keys(&instance).contains(&public_old));
+}
