@@ -341,21 +341,17 @@ impl Desk {
         Ok((owner.map_err(chain)?, valid.map_err(chain)?))
     }
 
-    /// A token the index does not have: if the chain has it at the confirmed
-    /// height (a purchase newer than the index), its owner hears 202 as for
-    /// provisioning; else 404. The credential was pre-checked, so anonymous
+    /// A token the index does not have: if the chain has it (a purchase newer
+    /// than the index), its owner hears 202 as for provisioning; else 404. The credential was pre-checked, so anonymous
     /// or malformed requests never get here.
     async fn not_indexed_yet(
         &self,
         id: U256,
         credential: VmCredential,
     ) -> Result<Delivery, CredentialsError> {
-        let head = self.head.load(Ordering::Relaxed);
-        let at = if head > 0 {
-            BlockId::number(head.saturating_sub(self.confirmations))
-        } else {
-            BlockId::latest()
-        };
+        // `latest`: this only decides 202 or 404 (no secret is served), and a
+        // purchase newer than the confirmed height is exactly what it is for.
+        let at = BlockId::latest();
         let marketplace = self.marketplace;
         let owner = self
             .rpc
