@@ -485,14 +485,15 @@ impl ChainConfig {
     }
 }
 
-/// A secret value; its `Debug` never shows it.
+/// A secret value; its `Debug` never shows it and its memory is wiped when
+/// it is dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(zeroize::Zeroizing<String>);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(zeroize::Zeroizing::new(value.into()))
     }
 
     /// The value itself. Callers must not log it.

@@ -613,7 +613,10 @@ async fn a_token_id_reminted_after_a_reorg_never_inherits_the_old_vm() {
     // Before the worker notices: the new buyer is not served the old key.
     let resp = get(&second).await.expect("get");
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(get(&first).await.expect("get").status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&first).await.expect("get").status(),
+        StatusCode::FORBIDDEN
+    );
     // The worker tears the old VM down and provisions a fresh one.
     worker_with(&node, provider.clone())
         .pass()
