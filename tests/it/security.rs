@@ -639,3 +639,108 @@ async fn a_token_id_reminted_after_a_reorg_never_inherits_the_old_vm() {
         .expect("public");
     assert!(!provider.authorized_keys(&instance).contains(&public_old));
 }
+
+/// F2: when the index trails the chain, ownership is read on chain at the
+/// confirmed height (head - confirmations), never at `latest`; and even a
+/// confirmed new owner is never served the previous owner's key.
+#[tokio::test]
+async fn a_stale_index_reads_ownership_at_the_confirmed_height() {
+    let stack = Stack::start().await;
+    let indexer_node = start_node(node_config(&stack, &[])).await;
+    let (seller, buyer) = (stack.signer(1), stack.signer(2));
+    let token = stack.buy_vm(1, 0, 3).await;
+    indexed(&indexer_node, &stack).await;
+    worker_with(&indexer_node, Arc::new(DevProvider::default()))
+        .pass()
+        .await
+        .expect("pass");
+    // The index stops following the chain.
+    drop(indexer_node);
+    let node = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_INDEXER__ENABLED", "false"),
+            ("CHAINFRONT_CHAINS__LOCAL__CONFIRMATIONS", "3"),
+        ],
+    ))
+    .await;
+    stack.transfer_vm(1, buyer.address(), token).await;
+    for _ in 0..8 {
+        crate::seed::mine(&stack.deployer).await;
+    }
+    let creds = format!("{}/credentials/{token}", node.url);
+    let http = reqwest::Client::new();
+    let status_of = |who: &alloy::signers::local::PrivateKeySigner| {
+        http.get(&creds).bearer_auth(legacy_sig(who, token)).send()
+    };
+    // Wait for the head tracker to see the new head: the index is 9 blocks
+    // behind (stale) and the transfer 9 deep, past the 3 confirmations: the
+    // buyer owns the NFT at the confirmed height, but
+    // the key was made for the seller, so the buyer waits (202).
+    let mut seen = None;
+    for _ in 0..200 {
+        let s = status_of(&buyer).await.expect("get").status();
+        if s == StatusCode::ACCEPTED {
+            seen = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(StatusCode::ACCEPTED),
+        "buyer waits for the re-key"
+    );
+    assert_eq!(
+        status_of(&seller).await.expect("get").status(),
+        StatusCode::FORBIDDEN,
+        "the seller no longer owns it at the confirmed height"
+    );
+    // A transfer back that is not confirmed yet (1 block deep) is not honoured.
+    stack.transfer_vm(2, seller.address(), token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status_of(&seller).await.expect("get").status(),
+        StatusCode::FORBIDDEN,
+        "an unconfirmed transfer is not honoured"
+    );
+}
+
+/// Per-wallet limits for surfaces that know the wallet (markets, compute).
+#[tokio::test]
+async fn per_wallet_limits_count_each_wallet() {
+    use chainfront::api::limits::{RouteClass, check_wallet};
+    let stack = Stack::start().await;
+    let state = chainfront::node::connect(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_RATE_LIMITS__ENABLED", "true"),
+            ("CHAINFRONT_RATE_LIMITS__AUTH__WALLET_REQUESTS", "2"),
+        ],
+    ))
+    .await
+    .expect("connect");
+    let (a, b) = (stack.signer(1).address(), stack.signer(2).address());
+    let first = check_wallet(&state, RouteClass::Auth, a)
+        .await
+        .expect("allowed")
+        .expect("a wallet limit");
+    assert_eq!((first.limit, first.remaining), (2, 1));
+    check_wallet(&state, RouteClass::Auth, a)
+        .await
+        .expect("allowed");
+    let refused = check_wallet(&state, RouteClass::Auth, a)
+        .await
+        .expect_err("over the limit");
+    assert!(refused.to_string().contains("per wallet"), "{refused}");
+    check_wallet(&state, RouteClass::Auth, b)
+        .await
+        .expect("another wallet has its own bucket");
+    // A class without a wallet limit is not counted.
+    assert!(
+        check_wallet(&state, RouteClass::Tiers, a)
+            .await
+            .expect("ok")
+            .is_none()
+    );
+}
