@@ -270,6 +270,36 @@ printf '{"instance_id":"%s","host":"10.0.0.7","ready":true}' "$label""#,
         assert!(!env.contains("CARGO"), "{env}");
     }
 
+    /// A re-key is one `rekey` request naming the instance, the new key and
+    /// the key it replaces.
+    #[tokio::test]
+    async fn rekey_sends_the_new_and_the_previous_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seen = dir.path().join("req.json");
+        let program = script(
+            dir.path(),
+            &format!(
+                "cat > {}\nprintf '{{\"instance_id\":\"i-7\",\"host\":\"10.0.0.7\",\"ready\":true}}'",
+                seen.display()
+            ),
+        );
+        let p = CommandProvider::new("sh".into(), vec![program]);
+        let req = RekeyRequest {
+            token_id: "7".into(),
+            label: "chainfront-vm-7".into(),
+            ssh_public_key: "ssh-ed25519 NEW".into(),
+            previous_public_key: Some("ssh-ed25519 OLD".into()),
+        };
+        let i = p.rekey("i-7", &req).await.expect("rekey");
+        assert!(i.ready);
+        let sent: Value =
+            serde_json::from_str(&std::fs::read_to_string(&seen).expect("request")).expect("json");
+        assert_eq!(sent["action"], "rekey");
+        assert_eq!(sent["instance_id"], "i-7");
+        assert_eq!(sent["request"]["ssh_public_key"], "ssh-ed25519 NEW");
+        assert_eq!(sent["request"]["previous_public_key"], "ssh-ed25519 OLD");
+    }
+
     /// Output beyond the cap is read and dropped, not buffered: a provider
     /// printing megabytes cannot exhaust the node's memory.
     #[tokio::test]
