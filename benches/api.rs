@@ -77,6 +77,38 @@ fn recoveries_per_sec(sig: &WalletSignature, hash: B256, k256: bool) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// ECDH operations per second with k256 and libsecp256k1 (same bytes, see
+/// `crypto::ecies::tests::ecdh_matches_k256`), and whole ECIES opens.
+fn ecdh_per_sec() -> (f64, f64, f64) {
+    use chainfront::crypto::ecies::{Keyring, MasterKey};
+    let n = 3_000;
+    let a = k256::SecretKey::random(&mut rand::rngs::OsRng);
+    let b = k256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+    let t = Instant::now();
+    for _ in 0..n {
+        let shared = k256::ecdh::diffie_hellman(a.to_nonzero_scalar(), b.as_affine());
+        std::hint::black_box(shared.raw_secret_bytes());
+    }
+    let slow = n as f64 / t.elapsed().as_secs_f64();
+    let fast_a = secp256k1::SecretKey::from_byte_array(a.to_bytes().into()).expect("key");
+    let fast_b = secp256k1::PublicKey::from_slice(
+        k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&b, false).as_bytes(),
+    )
+    .expect("point");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(secp256k1::ecdh::shared_secret_point(&fast_b, &fast_a));
+    }
+    let fast = n as f64 / t.elapsed().as_secs_f64();
+    let ring = Keyring::single(MasterKey::generate());
+    let sealed = ring.seal(&[7u8; 400], "bench");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ring.open(&sealed, "bench").expect("opens"));
+    }
+    (slow, fast, n as f64 / t.elapsed().as_secs_f64())
+}
+
 async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
     let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
     Ok(info
@@ -243,6 +275,11 @@ async fn main() -> Res<()> {
     let s = recoveries_per_sec(&parsed, hash, false);
     println!(
         "signature recovery, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x)",
+        s / k
+    );
+    let (k, s, open) = ecdh_per_sec();
+    println!(
+        "ECIES ECDH, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x); a whole ECIES open (ECDH + HKDF + AES-GCM) {open:.0}/s",
         s / k
     );
     stop.cancel();

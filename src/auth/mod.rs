@@ -88,6 +88,41 @@ pub const WALLET_SIGNATURE_HEADER: &str = "x-wallet-signature";
 const MAX_SIGNATURE_HEX: usize = 4 * 1024;
 /// The answer to every chain outage (the cause is logged, URL redacted).
 pub const CHAIN_UNAVAILABLE: &str = "chain unavailable; retry shortly";
+/// Legacy-form recoveries remembered before the cache is cleared.
+const RECOVERY_CACHE_MAX: usize = 10_000;
+
+/// Signers recovered from legacy-form signatures, which clients resend
+/// unchanged on every request (the documented client polls `/credentials`
+/// with one header until the VM is ready). Recovery is a pure function of
+/// (message, signature), so remembering it changes no decision; the
+/// single-use forms are never cached (each signature is seen once).
+#[derive(Default)]
+struct RecoveryCache(std::sync::RwLock<std::collections::HashMap<(U256, [u8; 65]), Signer>>);
+
+impl RecoveryCache {
+    fn get(&self, token_id: U256, raw: &[u8]) -> Option<Signer> {
+        let key: [u8; 65] = raw.try_into().ok()?;
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(token_id, key))
+            .copied()
+    }
+
+    fn put(&self, token_id: U256, raw: &[u8], signer: Signer) {
+        let Ok(key) = <[u8; 65]>::try_from(raw) else {
+            return;
+        };
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= RECOVERY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert((token_id, key), signer);
+    }
+}
 
 /// ClawCloud's documented access message (legacy form, unchanged).
 pub fn access_message(token_id: U256) -> String {
@@ -332,6 +367,7 @@ pub struct Auth {
     jwt_ttl_secs: u64,
     redis: RedisConn,
     wallets: ContractWallets,
+    legacy_recoveries: RecoveryCache,
 }
 
 impl std::fmt::Debug for Auth {
@@ -389,6 +425,7 @@ impl Auth {
                 auth.eip1271_gas,
                 Duration::from_secs(auth.code_cache_secs),
             ),
+            legacy_recoveries: RecoveryCache::default(),
         })
     }
 
@@ -535,7 +572,23 @@ impl Auth {
                 (access_message(token_id), Method::Legacy, None)
             }
         };
-        let (raw, signer) = parse_signature(bearer, &message)?;
+        let (raw, signer) = if form == Method::Legacy {
+            // The legacy message is fixed per token, so (token, signature)
+            // determines the signer.
+            let raw = decode_signature(bearer)?;
+            match self.legacy_recoveries.get(token_id, &raw) {
+                Some(s) => (raw, Some(s)),
+                None => {
+                    let signer = recover_eip191(&raw, message.as_bytes())?;
+                    if let Some(s) = signer {
+                        self.legacy_recoveries.put(token_id, &raw, s);
+                    }
+                    (raw, signer)
+                }
+            }
+        } else {
+            parse_signature(bearer, &message)?
+        };
         Ok(VmCredential {
             token_id,
             kind: Credential::Signed {
@@ -908,12 +961,17 @@ impl From<AuthError> for ProveError {
 /// recovers its EIP-191 signer of `message`. Longer or shorter signatures are
 /// left to a contract owner's EIP-1271 check.
 fn parse_signature(hex_sig: &str, message: &str) -> Result<(Vec<u8>, Option<Signer>), AuthError> {
+    let raw = decode_signature(hex_sig)?;
+    let signer = recover_eip191(&raw, message.as_bytes())?;
+    Ok((raw, signer))
+}
+
+/// The bytes of a hex signature of bounded length.
+fn decode_signature(hex_sig: &str) -> Result<Vec<u8>, AuthError> {
     if hex_sig.len() > MAX_SIGNATURE_HEX {
         return Err(SignatureError::Length(hex_sig.len() / 2).into());
     }
-    let raw = decode_hex(hex_sig)?;
-    let signer = recover_eip191(&raw, message.as_bytes())?;
-    Ok((raw, signer))
+    Ok(decode_hex(hex_sig)?)
 }
 
 fn recover_eip191(raw: &[u8], message: &[u8]) -> Result<Option<Signer>, AuthError> {
