@@ -801,10 +801,11 @@ impl Auth {
     }
 
     /// Wallet sign-in (`POST /auth/login`) with an EIP-4361 message: checks
-    /// the message ([`sign_in`]), that its nonce is live before any chain
-    /// call, the signature (the address's key, or its EIP-1271 approval), then
-    /// consumes the nonce and issues a JWT whose `sub` is the checksummed
-    /// address.
+    /// the message ([`sign_in`]), then the signature: the address's own key
+    /// (then the nonce is consumed), or — for a signature by another key —
+    /// the nonce is consumed *before* any chain call and the address must be
+    /// a contract whose EIP-1271 `isValidSignature` approves. Issues a JWT
+    /// whose `sub` is the checksummed address.
     pub async fn login(&self, message: &str, signature: &str) -> Result<IssuedToken, AuthError> {
         let result = self.login_inner(message, signature).await;
         if let Err(e) = &result
@@ -833,21 +834,13 @@ impl Auth {
         }
         // Not the address's own key: only a contract wallet can approve it.
         // The nonce must be live before the chain is asked, and is spent
-        // before the (attacker-chosen) contract is called, so one nonce buys
-        // at most one EIP-1271 call.
-        if !self
-            .nonces
-            .exists(&sign_in.nonce)
-            .await
-            .map_err(AuthError::store)?
-        {
-            return Err(nonce_gone());
-        }
+        // first, so each chain lookup (`eth_getCode` of an attacker-chosen
+        // address, then its EIP-1271 call) costs the caller one nonce.
+        self.consume_nonce(&sign_in.nonce).await?;
         let not_signer = || AuthError::Invalid(format!("signature was not made by {address}"));
         if !self.wallets.is_contract(address).await? {
             return Err(not_signer());
         }
-        self.consume_nonce(&sign_in.nonce).await?;
         if !self
             .wallets
             .approves(address, eip191_hash(message.as_bytes()), &raw)

@@ -78,20 +78,6 @@ impl Nonces {
         }
     }
 
-    /// Whether `nonce` is live (issued, not expired, not consumed): checked
-    /// before any chain call a sign-in would make.
-    pub async fn exists(&self, nonce: &str) -> RedisResult<bool> {
-        if !is_well_formed(nonce) {
-            return Ok(false);
-        }
-        let mut c = self.redis.clone();
-        let n: u64 = redis::cmd("EXISTS")
-            .arg(NodeKeys.auth_nonce(nonce))
-            .query_async(&mut c)
-            .await?;
-        Ok(n == 1)
-    }
-
     /// Consumes `nonce`: true for exactly one caller while it is live; false
     /// when it is malformed, unknown, expired or already used.
     pub async fn consume(&self, nonce: &str) -> RedisResult<bool> {

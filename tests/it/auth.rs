@@ -611,18 +611,28 @@ async fn sign_in_with_ethereum_issues_a_jwt_that_opens_the_owners_vms_only() {
     let message = siwe(owner.address(), &nonce);
     assert!(message.starts_with("node.test wants you to sign in with your Ethereum account:\n"));
 
-    // Someone else's signature: 401, nonce not consumed.
-    let r = f.auth.login(&message, &sign(&other, &message)).await;
-    assert!(is_invalid(r), "wrong signer");
-    // High-s twin: 401. A raw keccak signature (signHash) is not EIP-191: 401.
+    // High-s twin: 401, before anything is looked up (the nonce stays).
     assert!(is_invalid(
         f.auth
             .login(&message, &high_s(&sign(&owner, &message)))
             .await
     ));
+    // Someone else's signature: 401. A signature by another key could only be
+    // a contract wallet's, so the nonce is spent before the chain is asked.
+    let r = f.auth.login(&message, &sign(&other, &message)).await;
+    assert!(is_invalid(r), "wrong signer");
+    assert!(matches!(
+        f.auth.login(&message, &sign(&owner, &message)).await,
+        Err(AuthError::Replayed(_))
+    ));
+    // A raw keccak signature (signHash) is not EIP-191: 401.
+    let nonce = f.auth.issue_nonce().await.expect("nonce").nonce;
+    let message = siwe(owner.address(), &nonce);
     assert!(is_invalid(
         f.auth.login(&message, &sign_raw(&owner, &message)).await
     ));
+    let nonce = f.auth.issue_nonce().await.expect("nonce").nonce;
+    let message = siwe(owner.address(), &nonce);
     let token = f
         .auth
         .login(&message, &sign(&owner, &message))
