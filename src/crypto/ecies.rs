@@ -27,7 +27,10 @@ use k256::elliptic_curve::sec1::ToEncodedPoint;
 use k256::{PublicKey, SecretKey};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use crate::config::Secrets;
@@ -136,7 +139,18 @@ pub struct Keyring {
     keys: Vec<MasterKey>,
     /// Plaintext values (from before encryption existed) are still read.
     allow_plaintext: AtomicBool,
+    /// Recently opened values (see [`Keyring::open_string_cached`]).
+    opened: RwLock<HashMap<String, Opened>>,
 }
+
+/// A remembered opening: where the value was (its associated data), when,
+/// and the plaintext.
+type Opened = (String, Instant, Zeroizing<String>);
+
+/// How long an opened value is remembered.
+const OPENED_TTL: Duration = Duration::from_secs(2);
+/// Opened values remembered before the cache is cleared.
+const OPENED_MAX: usize = 4_096;
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +169,7 @@ impl Keyring {
         Ok(Self {
             keys,
             allow_plaintext: AtomicBool::new(true),
+            opened: RwLock::default(),
         })
     }
 
@@ -163,6 +178,7 @@ impl Keyring {
         Self {
             keys: vec![key],
             allow_plaintext: AtomicBool::new(true),
+            opened: RwLock::default(),
         }
     }
 
@@ -246,6 +262,49 @@ impl Keyring {
         String::from_utf8(bytes.to_vec())
             .map(Zeroizing::new)
             .map_err(|_| crypto("decrypted value is not UTF-8"))
+    }
+
+    /// [`Keyring::open_string`], remembering the answer for two seconds.
+    ///
+    /// For a value that is read again and again (a VM key its owner polls
+    /// for), this skips the ECDH, which is most of `/credentials`' CPU. It
+    /// changes no decision: the caller still reads the sealed value from
+    /// Redis and checks everything on every request, and an entry is found
+    /// only for the exact sealed value (and place) that is stored *now*, so an
+    /// erased or re-keyed value is never answered from here. The remembered
+    /// plaintext is zeroized when dropped; it adds nothing an attacker who can
+    /// read this process's memory lacks (the master keys are there too).
+    pub fn open_string_cached(&self, stored: &str, aad: &str) -> Result<Zeroizing<String>> {
+        {
+            let map = self
+                .opened
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((place, at, plain)) = map.get(stored)
+                && place == aad
+                && at.elapsed() < OPENED_TTL
+            {
+                return Ok(plain.clone());
+            }
+        }
+        let plain = self.open_string(stored, aad)?;
+        if is_sealed(stored) {
+            let mut map = self
+                .opened
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.len() >= OPENED_MAX {
+                map.retain(|_, (_, at, _)| at.elapsed() < OPENED_TTL);
+                if map.len() >= OPENED_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(
+                stored.to_owned(),
+                (aad.to_owned(), Instant::now(), plain.clone()),
+            );
+        }
+        Ok(plain)
     }
 
     /// Whether `stored` is already sealed with the newest key (nothing for
@@ -529,6 +588,30 @@ mod tests {
             "zero is not a key"
         );
         assert!(Keyring::from_hex_list(" , ").is_err());
+    }
+
+    #[test]
+    fn cached_openings_answer_only_the_same_value_in_the_same_place() {
+        let k = Keyring::single(MasterKey::generate());
+        let sealed = k.seal(b"key A", AAD);
+        assert_eq!(
+            k.open_string_cached(&sealed, AAD).expect("open").as_str(),
+            "key A"
+        );
+        assert_eq!(
+            k.open_string_cached(&sealed, AAD).expect("cached").as_str(),
+            "key A"
+        );
+        assert!(
+            k.open_string_cached(&sealed, "cf:{c31337}:p:vm:43#private_key")
+                .is_err()
+        );
+        let other = k.seal(b"key B", AAD);
+        assert_eq!(
+            k.open_string_cached(&other, AAD).expect("open").as_str(),
+            "key B"
+        );
+        assert!(k.open_string_cached("ecc:v2:00:00", AAD).is_err());
     }
 
     #[test]
