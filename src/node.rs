@@ -130,7 +130,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
     let inflight = Arc::new(tokio::sync::Semaphore::new(
         config.api.max_concurrent_requests.max(1),
     ));
-    Ok(AppState {
+    Ok(AppState::new(crate::api::Shared {
         admin_keys,
         auth,
         config: Arc::new(config),
@@ -145,7 +145,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
         read_cache: Arc::default(),
         health_cache: Arc::default(),
         inflight,
-    })
+    }))
 }
 
 /// Logs, once at start, what an operator should know about the API's

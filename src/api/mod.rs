@@ -22,9 +22,30 @@ use crate::config::{Config, HomeChain};
 
 pub use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Shared`] behind an `Arc`, so
+/// the per-request clones axum makes (one per extractor and middleware) are
+/// one reference count each. Fields are reached through `Deref`
+/// (`state.redis`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The node configuration.
     pub config: Arc<Config>,
     /// The home chain and its contracts.
