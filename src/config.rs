@@ -70,6 +70,9 @@ pub struct Config {
     /// VM provisioning.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// Clockchain markets: recording plain-transfer submissions.
+    #[serde(default)]
+    pub markets: MarketsConfig,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -444,6 +447,36 @@ impl Default for ProvisioningConfig {
             max_attempts: 5,
             retry_base_ms: 2_000,
             poll_interval_ms: 500,
+        }
+    }
+}
+
+/// Clockchain markets. The operator key that records plain-transfer
+/// submissions on chain is `CHAINFRONT_OPERATOR_KEY`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketsConfig {
+    /// Run the submission recorder inside `chainfront run` (needs the
+    /// operator key; without it claims wait for a replica that has one).
+    pub record: bool,
+    /// How often the recorder looks at its queue when not woken, in ms.
+    pub record_poll_interval_ms: u64,
+    /// Attempts (transient failures) before a submission is given up.
+    pub record_max_attempts: u32,
+    /// First retry delay in ms (doubles per attempt, capped at a minute).
+    pub record_retry_base_ms: u64,
+    /// How long to wait for a record transaction's receipt per attempt, in ms.
+    pub record_receipt_timeout_ms: u64,
+}
+
+impl Default for MarketsConfig {
+    fn default() -> Self {
+        Self {
+            record: true,
+            record_poll_interval_ms: 500,
+            record_max_attempts: 20,
+            record_retry_base_ms: 1_000,
+            record_receipt_timeout_ms: 60_000,
         }
     }
 }
@@ -975,6 +1008,7 @@ struct Defaults {
     rate_limits: RateLimitConfig,
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
+    markets: MarketsConfig,
 }
 
 #[cfg(test)]

@@ -67,6 +67,16 @@ pub enum RouteClass {
     Admin,
     /// `/auth/*` and `/v1/auth/*`.
     Auth,
+    /// Clockchain `GET /v1/markets` (and one market, its resolution).
+    Markets,
+    /// Clockchain `GET /v1/markets/{id}/submissions`.
+    MarketSubmissions,
+    /// Clockchain `GET /v1/submissions/{id}`.
+    SubmissionStatus,
+    /// Clockchain `POST /v1/calculate_fees`.
+    CalculateFees,
+    /// Clockchain `POST /v1/submissions` (also per wallet, see [`enforce_wallet`]).
+    Submissions,
 }
 
 impl RouteClass {
@@ -79,6 +89,11 @@ impl RouteClass {
         RouteClass::GenerateWallet,
         RouteClass::Admin,
         RouteClass::Auth,
+        RouteClass::Markets,
+        RouteClass::MarketSubmissions,
+        RouteClass::SubmissionStatus,
+        RouteClass::CalculateFees,
+        RouteClass::Submissions,
     ];
 
     /// Name used in config keys, Redis keys and logs.
@@ -91,6 +106,11 @@ impl RouteClass {
             RouteClass::GenerateWallet => "generate_wallet",
             RouteClass::Admin => "admin",
             RouteClass::Auth => "auth",
+            RouteClass::Markets => "markets",
+            RouteClass::MarketSubmissions => "market_submissions",
+            RouteClass::SubmissionStatus => "submission_status",
+            RouteClass::CalculateFees => "calculate_fees",
+            RouteClass::Submissions => "submissions",
         }
     }
 
@@ -109,6 +129,13 @@ impl RouteClass {
             RouteClass::GenerateWallet => Limit::per(3, 60).global(20),
             RouteClass::Admin => Limit::per(20, 60).global(50),
             RouteClass::Auth => Limit::per(30, 60).global(500),
+            // Clockchain's documented limits: 60/min reads and fee quotes,
+            // 10/min submissions, per IP and per wallet.
+            RouteClass::Markets
+            | RouteClass::MarketSubmissions
+            | RouteClass::SubmissionStatus
+            | RouteClass::CalculateFees => Limit::per(60, 60).wallet(60).global(2_000),
+            RouteClass::Submissions => Limit::per(10, 60).wallet(10).global(200),
         }
     }
 
@@ -120,7 +147,14 @@ impl RouteClass {
             | RouteClass::GenerateWallet
             | RouteClass::Admin
             | RouteClass::Auth => true,
-            RouteClass::Tiers | RouteClass::Vms | RouteClass::Status => false,
+            RouteClass::Tiers
+            | RouteClass::Vms
+            | RouteClass::Status
+            | RouteClass::Markets
+            | RouteClass::MarketSubmissions
+            | RouteClass::SubmissionStatus
+            | RouteClass::CalculateFees
+            | RouteClass::Submissions => false,
         }
     }
 
@@ -461,7 +495,16 @@ pub async fn enforce(
     } else {
         next.run(req).await
     };
-    info.apply(&mut response);
+    // A handler that counted the request per wallet too (`enforce_wallet`)
+    // set the headers already; the tighter of the two counts is shown.
+    let wallet_remaining = response
+        .headers()
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if wallet_remaining.is_none_or(|w| w > info.remaining) {
+        info.apply(&mut response);
+    }
     response
 }
 
@@ -475,9 +518,21 @@ pub async fn check_wallet(
     class: RouteClass,
     wallet: Address,
 ) -> Result<Option<RateInfo>, ApiError> {
+    check_wallet_with(state, class, wallet, false).await
+}
+
+async fn check_wallet_with(
+    state: &AppState,
+    class: RouteClass,
+    wallet: Address,
+    default_to_ip_limit: bool,
+) -> Result<Option<RateInfo>, ApiError> {
     let cfg = &state.config.rate_limits;
     let limit = class.limit(cfg);
-    let Some(requests) = limit.wallet_requests.filter(|_| cfg.enabled) else {
+    let requests = limit
+        .wallet_requests
+        .or(default_to_ip_limit.then_some(limit.requests));
+    let Some(requests) = requests.filter(|_| cfg.enabled) else {
         return Ok(None);
     };
     let burst = requests.max(1);
@@ -541,6 +596,32 @@ pub async fn record_violation(state: &AppState, ip: IpAddr, reason: &str) {
         Err(e) => {
             tracing::warn!(target: "chainfront::api", error = %e, "could not record a violation")
         }
+    }
+}
+
+/// A wallet's standing after [`enforce_wallet`] counted a request.
+pub type WalletQuota = RateInfo;
+
+/// [`check_wallet`] for handlers that answer a refusal themselves: counts a
+/// request against `wallet`'s limit for `class` (`wallet_requests`, or the
+/// per-IP `requests` when the class sets none). Call it only once the
+/// wallet is proven (a verified signature or token), so nobody can spend
+/// someone else's quota. Over the limit: the 429 answer (with `Retry-After`).
+pub async fn enforce_wallet(
+    state: &AppState,
+    class: RouteClass,
+    wallet: Address,
+) -> Result<WalletQuota, Response> {
+    let limit = class.limit(&state.config.rate_limits);
+    let fallback = RateInfo {
+        limit: u64::from(limit.wallet_requests.unwrap_or(limit.requests)),
+        remaining: u64::from(limit.wallet_requests.unwrap_or(limit.requests)),
+        reset: unix_now(),
+    };
+    match check_wallet_with(state, class, wallet, true).await {
+        Ok(Some(info)) => Ok(info),
+        Ok(None) => Ok(fallback),
+        Err(e) => Err(e.into_response()),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod limits;
+pub mod markets;
 pub mod openapi;
 pub mod vms;
 
@@ -78,6 +79,8 @@ pub struct Shared {
     pub health_cache: Arc<health::HealthCache>,
     /// Requests in flight (`api.max_concurrent_requests`).
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
+    pub markets: Arc<crate::markets::Markets>,
 }
 
 /// Largest request body accepted by any route.
@@ -110,6 +113,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
+        .merge(markets::router(state))
 }
 
 /// The OpenAPI document of every route (what `/openapi.json` serves).
