@@ -518,15 +518,18 @@ pub async fn check_wallet(
     class: RouteClass,
     wallet: Address,
 ) -> Result<Option<RateInfo>, ApiError> {
-    check_wallet_with(state, class, wallet, false).await
+    check_wallet_with(state, class, wallet, false)
+        .await
+        .map_err(|(e, _)| e)
 }
 
+/// [`check_wallet`]; a refusal also carries the wallet's standing (0 left).
 async fn check_wallet_with(
     state: &AppState,
     class: RouteClass,
     wallet: Address,
     default_to_ip_limit: bool,
-) -> Result<Option<RateInfo>, ApiError> {
+) -> Result<Option<RateInfo>, (ApiError, Option<RateInfo>)> {
     let cfg = &state.config.rate_limits;
     let limit = class.limit(cfg);
     let requests = limit
@@ -547,8 +550,9 @@ async fn check_wallet_with(
         Ok(r) => r,
         Err(e) if class.fail_closed() => {
             tracing::error!(target: "chainfront::api", error = %e, route = class.name(), "wallet rate limiter unavailable; refusing");
-            return Err(ApiError::Unavailable(
-                "rate limiter unavailable; retry shortly".into(),
+            return Err((
+                ApiError::Unavailable("rate limiter unavailable; retry shortly".into()),
+                None,
             ));
         }
         Err(e) => {
@@ -558,11 +562,16 @@ async fn check_wallet_with(
     };
     if allowed == 0 {
         tracing::warn!(target: "chainfront::security", event = "rate_limited", wallet = %wallet, route = class.name(), "wallet rate limit exceeded");
+        let standing = RateInfo {
+            limit: u64::from(burst),
+            remaining: 0,
+            reset: unix_now() + (b.max(0) as u64).div_ceil(1000),
+        };
         let limit = Limit {
             requests: burst,
             ..limit
         };
-        return Err(too_many(class, &limit, "wallet", a));
+        return Err((too_many(class, &limit, "wallet", a), Some(standing)));
     }
     Ok(Some(RateInfo {
         limit: u64::from(burst),
@@ -621,7 +630,13 @@ pub async fn enforce_wallet(
     match check_wallet_with(state, class, wallet, true).await {
         Ok(Some(info)) => Ok(info),
         Ok(None) => Ok(fallback),
-        Err(e) => Err(e.into_response()),
+        Err((e, standing)) => {
+            let mut response = e.into_response();
+            if let Some(info) = standing {
+                info.apply(&mut response);
+            }
+            Err(response)
+        }
     }
 }
 

@@ -95,11 +95,13 @@ async fn no_rpc_url_secret_reaches_an_answer_or_a_log_line() {
     use tracing_subscriber::layer::SubscriberExt;
     let logs = Captured::default();
     let sink = logs.clone();
+    // Everything down to TRACE, through the node's own filter (which keeps
+    // alloy's URL-carrying transport spans out at any level).
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()
             .with_writer(move || sink.clone())
             .with_ansi(false)
-            .with_filter(tracing_subscriber::filter::LevelFilter::TRACE),
+            .with_filter(chainfront::telemetry::redacting_filter("trace")),
     );
     let _guard = tracing::subscriber::set_default(subscriber);
 
