@@ -33,12 +33,17 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 /// A JSON-lines layer for security events only, written to `path` with
 /// size-based rotation (`max_bytes` per file, `keep` old files).
 pub fn security_file_layer(path: &Path, max_bytes: usize, keep: usize) -> BoxedLayer {
+    // Owner-only: the stream names client IPs, wallets and token ids.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let writer = FileRotate::new(
         path,
         AppendCount::new(keep),
         ContentLimit::BytesSurpassed(max_bytes),
         Compression::None,
-        None,
+        Some(options),
     );
     tracing_subscriber::fmt::layer()
         .json()
@@ -118,6 +123,12 @@ mod tests {
         assert!(!current.contains("not a security event"));
         // Rotated: the first file exists, and no more than `keep` are kept.
         assert!(dir.path().join("security.log.1").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "owner-only");
+        }
         assert!(!dir.path().join("security.log.3").exists());
     }
 }
