@@ -420,6 +420,9 @@ pub struct ProvisioningConfig {
     pub vultr_region: String,
     /// `vultr` provider: OS id.
     pub vultr_os_id: u32,
+    /// `vultr` provider: firewall group every instance joins (make one that
+    /// allows only SSH).
+    pub vultr_firewall_group_id: Option<String>,
     /// SSH key type generated per VM.
     pub ssh_key_type: SshKeyType,
     /// Erase the private key after its first successful delivery.
@@ -442,6 +445,7 @@ impl Default for ProvisioningConfig {
             vultr_api_url: "https://api.vultr.com/v2".into(),
             vultr_region: "ewr".into(),
             vultr_os_id: 2136,
+            vultr_firewall_group_id: None,
             ssh_key_type: SshKeyType::Ed25519,
             one_time_delivery: false,
             max_attempts: 5,

@@ -179,12 +179,15 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Provider>> {
                     key: "vultr_api_key".into(),
                     message: "is required when provider = \"vultr\" (set CHAINFRONT_VULTR_API_KEY or CHAINFRONT_VULTR_API_KEY_FILE)".into(),
                 })?;
-            Box::new(vultr::VultrProvider::new(
-                &p.vultr_api_url,
-                key,
-                p.vultr_region.clone(),
-                p.vultr_os_id,
-            )?)
+            Box::new(
+                vultr::VultrProvider::new(
+                    &p.vultr_api_url,
+                    key,
+                    p.vultr_region.clone(),
+                    p.vultr_os_id,
+                )?
+                .with_firewall_group(p.vultr_firewall_group_id.clone()),
+            )
         }
     })
 }

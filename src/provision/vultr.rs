@@ -34,6 +34,7 @@ pub struct VultrProvider {
     key: Secret,
     region: String,
     os_id: u32,
+    firewall_group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +75,14 @@ impl VultrProvider {
             key,
             region,
             os_id,
+            firewall_group: None,
         })
+    }
+
+    /// Instances join this firewall group (`provisioning.vultr_firewall_group_id`).
+    pub fn with_firewall_group(mut self, group: Option<String>) -> Self {
+        self.firewall_group = group;
+        self
     }
 
     async fn send(
@@ -174,22 +182,22 @@ impl VultrProvider {
         struct One {
             instance: VultrInstance,
         }
+        let mut body = json!({
+            "region": self.region,
+            "plan": plan,
+            "os_id": self.os_id,
+            "label": req.label,
+            "hostname": req.label,
+            "sshkey_id": [key.ssh_key.id],
+            "user_data": user_data(&req.ssh_public_key),
+            "backups": "disabled",
+        });
+        if let Some(group) = &self.firewall_group {
+            body["firewall_group_id"] = Value::String(group.clone());
+        }
         let created: One = Self::parse(
-            self.expect_ok(
-                Method::POST,
-                "/instances",
-                Some(json!({
-                    "region": self.region,
-                    "plan": plan,
-                    "os_id": self.os_id,
-                    "label": req.label,
-                    "hostname": req.label,
-                    "sshkey_id": [key.ssh_key.id],
-                    "user_data": user_data(&req.ssh_public_key),
-                    "backups": "disabled",
-                })),
-            )
-            .await?,
+            self.expect_ok(Method::POST, "/instances", Some(body))
+                .await?,
             "instance",
         )?;
         Ok(created.instance.into())
