@@ -59,6 +59,17 @@ pub enum ApiError {
     /// 503: a dependency (Redis, RPC) is down.
     #[error("{0}")]
     Unavailable(String),
+    /// A refusal whose `error` string is documented by a seed (clients
+    /// compare it exactly): `{"error": error, "detail": detail}`.
+    #[error("{error}: {detail}")]
+    Documented {
+        /// Its status code.
+        status: StatusCode,
+        /// The documented string, exactly.
+        error: &'static str,
+        /// What exactly was wrong, for a human.
+        detail: String,
+    },
     /// 500: our own fault.
     #[error(transparent)]
     Internal(#[from] crate::Error),
@@ -120,6 +131,14 @@ impl IntoResponse for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, message.clone())
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+            ApiError::Documented {
+                status,
+                error,
+                detail,
+            } => {
+                return (*status, Json(json!({ "error": error, "detail": detail })))
+                    .into_response();
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(target: "chainfront::api", error = %cause, "internal error");
                 (
@@ -196,22 +215,32 @@ pub async fn bounded(State(state): State<AppState>, req: Request, next: Next) ->
 impl From<crate::markets::MarketsError> for ApiError {
     fn from(e: crate::markets::MarketsError) -> Self {
         use crate::markets::MarketsError as E;
+        let documented = |error: &'static str, detail: String| ApiError::Documented {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            detail,
+        };
         let message = e.to_string();
         match e {
+            E::MissingField(field) => {
+                documented("Missing required field", format!("`{field}` is required"))
+            }
+            E::InvalidSubmissionType => documented(
+                "Invalid submission type",
+                "submission_type must be \"original\", \"competitor\" or \"null\"".into(),
+            ),
+            E::InvalidSignature(why) => documented("Invalid signature", why),
+            E::InsufficientAmount(why) => documented("Transaction amount insufficient", why),
             E::MarketNotFound | E::SubmissionNotFound => ApiError::NotFound(message),
             E::HashUsed | E::RecordFailed(_) => ApiError::Conflict(message),
             E::NotDeployed | E::Unavailable(_) => ApiError::Unavailable(message),
-            E::MissingField(_)
-            | E::InvalidField(_)
-            | E::InvalidSubmissionType
+            E::InvalidField(_)
             | E::MalformedMarketId
             | E::MalformedSubmissionId
             | E::MarketNotOpen(_)
             | E::OriginalExists
             | E::OriginalRequired
-            | E::InvalidSignature(_)
-            | E::Transaction(_)
-            | E::InsufficientAmount(_) => ApiError::BadRequest(message),
+            | E::Transaction(_) => ApiError::BadRequest(message),
         }
     }
 }
