@@ -83,6 +83,38 @@ fn recoveries_per_sec(sig: &WalletSignature, hash: B256, k256: bool) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// ECDH operations per second with k256 and libsecp256k1 (same bytes, see
+/// `crypto::ecies::tests::ecdh_matches_k256`), and whole ECIES opens.
+fn ecdh_per_sec() -> (f64, f64, f64) {
+    use chainfront::crypto::ecies::{Keyring, MasterKey};
+    let n = 3_000;
+    let a = k256::SecretKey::random(&mut rand::rngs::OsRng);
+    let b = k256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+    let t = Instant::now();
+    for _ in 0..n {
+        let shared = k256::ecdh::diffie_hellman(a.to_nonzero_scalar(), b.as_affine());
+        std::hint::black_box(shared.raw_secret_bytes());
+    }
+    let slow = n as f64 / t.elapsed().as_secs_f64();
+    let fast_a = secp256k1::SecretKey::from_byte_array(a.to_bytes().into()).expect("key");
+    let fast_b = secp256k1::PublicKey::from_slice(
+        k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&b, false).as_bytes(),
+    )
+    .expect("point");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(secp256k1::ecdh::shared_secret_point(&fast_b, &fast_a));
+    }
+    let fast = n as f64 / t.elapsed().as_secs_f64();
+    let ring = Keyring::single(MasterKey::generate());
+    let sealed = ring.seal(&[7u8; 400], "bench");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ring.open(&sealed, "bench").expect("opens"));
+    }
+    (slow, fast, n as f64 / t.elapsed().as_secs_f64())
+}
+
 async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
     let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
     Ok(info
@@ -161,15 +193,18 @@ async fn compute_bench(
         .await?
         .json()
         .await?;
-    let msg = chainfront::auth::login::SignIn::message(
+    let msg = chainfront::auth::sign_in::message(
+        &state.config.api.public_url(),
         buyer.address(),
+        nonce["chainId"].as_u64().ok_or("chain id")?,
         nonce["nonce"].as_str().ok_or("nonce")?,
         &chainfront::time::now_iso8601(),
+        &Default::default(),
     );
     let sig = buyer.sign_message_sync(msg.as_bytes())?;
     let login: serde_json::Value = c
         .post(format!("{api}/auth/login"))
-        .json(&serde_json::json!({"address": buyer.address().to_string(), "message": msg, "signature": format!("0x{}", alloy::hex::encode(sig.as_bytes()))}))
+        .json(&serde_json::json!({"message": msg, "signature": format!("0x{}", alloy::hex::encode(sig.as_bytes()))}))
         .send()
         .await?
         .json()
@@ -271,6 +306,10 @@ async fn main() -> Res<()> {
             "CHAINFRONT_MASTER_KEY",
             "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318".into(),
         ),
+        (
+            "CHAINFRONT_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret".into(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -314,7 +353,7 @@ async fn main() -> Res<()> {
     Worker::new(
         state.redis.clone(),
         keys,
-        Arc::new(DevProvider),
+        Arc::new(DevProvider::default()),
         state.master.clone().ok_or("master key")?,
         state.config.provisioning.clone(),
     )
@@ -405,6 +444,11 @@ async fn main() -> Res<()> {
     let s = recoveries_per_sec(&parsed, hash, false);
     println!(
         "signature recovery, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x)",
+        s / k
+    );
+    let (k, s, open) = ecdh_per_sec();
+    println!(
+        "ECIES ECDH, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x); a whole ECIES open (ECDH + HKDF + AES-GCM) {open:.0}/s",
         s / k
     );
     stop.cancel();

@@ -23,5 +23,6 @@ pub mod provision;
 pub mod telemetry;
 pub mod time;
 pub mod toolchain;
+pub mod vms;
 
 pub use error::{Error, Result};

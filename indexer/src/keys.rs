@@ -282,15 +282,21 @@ impl NodeKeys {
         "cf:{ip:*}:ban".into()
     }
 
-    /// Counter of `ip`'s requests to `route` in fixed window `window`.
-    pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
-        format!("cf:{{ip:{ip}}}:rl:{route}:{window}")
+    /// GCRA state (theoretical arrival time, unix ms) of one client's
+    /// requests to `route`; `ip` is the client's bucket (an IPv4 address or
+    /// an IPv6 /64), so its ban and violations share the key's slot.
+    pub fn ip_rate(&self, ip: &impl std::fmt::Display, route: &str) -> String {
+        format!("cf:{{ip:{ip}}}:rl:{route}")
     }
 
-    /// Counter of `wallet`'s requests to `route` in fixed window `window`
-    /// (lower-case `0x` address; the wallet is the hash tag).
-    pub fn wallet_rate_counter(&self, wallet: &str, route: &str, window: u64) -> String {
-        format!("cf:{{w:{wallet}}}:rl:{route}:{window}")
+    /// GCRA state of one wallet's requests to `route`.
+    pub fn wallet_rate(&self, wallet: Address, route: &str) -> String {
+        format!("cf:{{w:{}}}:rl:{route}", lower(wallet))
+    }
+
+    /// GCRA state of all clients' requests to `route` (its global ceiling).
+    pub fn route_rate(&self, route: &str) -> String {
+        format!("cf:{{rl:{route}}}:all")
     }
 
     /// Counter of `ip`'s rate-limit violations in the ban window.
@@ -300,9 +306,16 @@ impl NodeKeys {
 
     // ---- auth ----
 
-    /// String with a TTL: a timestamped signature already used (by its sha256).
+    /// String with a TTL: a single-use signed message already used (by the
+    /// sha256 of its form, signer and message, never of the signature bytes).
     pub fn signature_used(&self, digest_hex: &str) -> String {
         format!("cf:{{sig:{digest_hex}}}:used")
+    }
+
+    /// String with a TTL: unix seconds; sign-in tokens of `address` issued at
+    /// or before it are revoked (`POST /admin/revocations`).
+    pub fn jwt_not_before(&self, address: Address) -> String {
+        format!("cf:{{auth:{}}}:nbf", lower(address))
     }
 
     /// String with a TTL: a live server nonce from `GET /auth/nonce`
@@ -313,9 +326,27 @@ impl NodeKeys {
 
     // ---- agent wallets ----
 
-    /// Hash: agent wallet address → ECIES-encrypted private key.
+    /// Hash: agent wallet address → ECIES-encrypted private key (written
+    /// before escrow became opt-in; read by `keys rotate` only).
     pub fn agent_wallets(&self) -> String {
         "cf:{node}:wallets".into()
+    }
+
+    /// String with a TTL: the sealed escrow copy of one agent wallet, kept
+    /// only when `api.wallet_escrow_ttl_secs` is set.
+    pub fn agent_wallet_escrow(&self, address: Address) -> String {
+        format!("cf:{{node}}:wallet:{}", lower(address))
+    }
+
+    /// Pattern matching every escrowed agent wallet.
+    pub fn agent_wallet_escrow_pattern(&self) -> String {
+        "cf:{node}:wallet:*".into()
+    }
+
+    /// String: set by `keys rotate` once every stored secret is sealed; from
+    /// then on a plaintext value is refused instead of read.
+    pub fn crypto_migrated(&self) -> String {
+        "cf:{node}:crypto:migrated".into()
     }
 }
 

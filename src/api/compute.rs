@@ -151,37 +151,34 @@ async fn spender(
     }
 }
 
-/// The auth module's answer to "which wallet does this request prove?":
-/// `None` when it carries no credentials. Today: a sign-in JWT
-/// (`Authorization: Bearer`). This is the one call to swap for the auth
-/// module's request-signature check (`Auth::wallet_from_request(method,
-/// path_and_query, headers, body)`: JWT or `X-Wallet-Signature`) when it
-/// lands on main: its `Missing` maps to `None`.
+/// The auth module's answer to "which wallet does this request prove?"
+/// (`Auth::wallet_from_request`: a sign-in JWT in `Authorization: Bearer`,
+/// or a per-request signature in `X-Wallet-Address` / `X-Wallet-Timestamp`
+/// / `X-Wallet-Signature` over method, path, body hash and time). `None`
+/// when the request carries no credentials at all.
 async fn proven_wallet(
     state: &AppState,
     headers: &HeaderMap,
     signed: &Signed<'_>,
 ) -> Result<Option<Address>, AuthError> {
-    let _ = (signed.method, signed.uri, signed.body);
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    if !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key(crate::auth::WALLET_SIGNATURE_HEADER)
+    {
         return Ok(None);
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
-        .map(|(_, t)| t.trim())
-        .ok_or_else(|| {
-            AuthError::Invalid(
-                "Authorization must be `Bearer <token from POST /auth/login>`".into(),
-            )
-        })?;
-    let proven = state.auth.verify_jwt(token);
-    if let Err(e) = &proven {
-        tracing::warn!(target: "chainfront::security", event = "auth_failure", method = "jwt", reason = e.reason(), "compute request refused");
     }
-    proven.map(Some)
+    let path_and_query = signed
+        .uri
+        .path_and_query()
+        .map_or(signed.uri.path(), |p| p.as_str());
+    match state
+        .auth
+        .wallet_from_request(signed.method.as_str(), path_and_query, headers, signed.body)
+        .await
+    {
+        Ok(wallet) => Ok(Some(wallet)),
+        Err(AuthError::Missing) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn parse_address(s: &str, what: &str) -> Result<Address, ApiError> {
@@ -217,9 +214,9 @@ fn answer<T: Serialize>(status: StatusCode, body: &T, quota: Option<WalletQuota>
     r
 }
 
-/// Counts a request of a proven wallet (`rate_limits.compute_wallet`).
+/// Counts a request of a proven wallet (`rate_limits.compute.wallet_requests`).
 async fn per_wallet(state: &AppState, wallet: Address) -> Result<WalletQuota, Response> {
-    enforce_wallet(state, RouteClass::ComputeWallet, wallet).await
+    enforce_wallet(state, RouteClass::Compute, wallet).await
 }
 
 // ---- node ----

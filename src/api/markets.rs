@@ -118,7 +118,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let head = tokio::time::timeout(PROBE_TIMEOUT, state.chain.get_block_number());
     let (ping, head) = tokio::join!(ping, head);
     let healthy = matches!(ping, Ok(Ok(_))) && matches!(head, Ok(Ok(_)));
-    let limit = state.config.rate_limits.submissions;
+    let limit = RouteClass::Submissions.limit(&state.config.rate_limits);
     let rate_limit = if limit.window_secs == 60 {
         format!("{} per minute for submissions", limit.requests)
     } else {

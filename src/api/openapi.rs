@@ -33,11 +33,16 @@ use utoipa::{OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// Every error answer: `{"error": "human-readable message"}`.
+/// Every error answer: `{"error": "human-readable message"}`. Where a seed
+/// documents the error string (Clockchain's `Missing required field`, …),
+/// `error` is exactly that string and `detail` says what was wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// What went wrong, for a human.
+    /// What went wrong, for a human (or the documented string, exactly).
     pub error: String,
+    /// With a documented `error` string: the particulars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The serialized document, handed to [`openapi_json`] as an extension.

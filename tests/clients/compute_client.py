@@ -6,7 +6,7 @@ storage job and a web job, then reads its balance and usage.
 
 Usage:
   compute_client.py --api URL --rpc URL --key 0x... --usdc 0x... \
-      --treasury 0x... --page URL [--network local] [--amount 2.5]
+      --treasury 0x... --page URL [--public-url URL] [--network local] [--amount 2.5]
 
 Prints a JSON summary on success; exits non-zero with a message on error.
 """
@@ -57,13 +57,22 @@ def check(resp, *ok):
     return json.loads(resp.text, parse_float=Decimal)
 
 
-def sign_in(api, account):
-    nonce = check(requests.get(f"{api}/auth/nonce", timeout=30))["nonce"]
+def sign_in(api, public_url, account):
+    """EIP-4361: the node's nonce, domain and chain id; a signed message; a JWT."""
+    n = check(requests.get(f"{api}/auth/nonce", timeout=30))
     issued = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    message = f"chainfront sign-in\nAddress: {account.address}\nNonce: {nonce}\nIssued At: {issued}"
+    message = (
+        f"{n['domain']} wants you to sign in with your Ethereum account:\n"
+        f"{account.address}\n\n"
+        "Sign in to chainfront.\n\n"
+        f"URI: {public_url}\n"
+        "Version: 1\n"
+        f"Chain ID: {n['chainId']}\n"
+        f"Nonce: {n['nonce']}\n"
+        f"Issued At: {issued}"
+    )
     sig = account.sign_message(encode_defunct(text=message)).signature.hex()
-    body = {"address": account.address, "message": message, "signature": sig}
-    return check(requests.post(f"{api}/auth/login", json=body, timeout=30))["token"]
+    return check(requests.post(f"{api}/auth/login", json={"message": message, "signature": sig}, timeout=30))["token"]
 
 
 def wait_job(api, job_id):
@@ -80,6 +89,7 @@ def main():
     for a in ("--api", "--rpc", "--key", "--usdc", "--treasury", "--page"):
         p.add_argument(a, required=True)
     p.add_argument("--network", default="local")
+    p.add_argument("--public-url", help="the node's api.public_url (default: --api)")
     p.add_argument("--amount", default="2.5")
     args = p.parse_args()
     api = args.api.rstrip("/")
@@ -92,7 +102,8 @@ def main():
     credited = check(requests.post(f"{api}/v1/deposit", json={"wallet": account.address, "paymentProof": proof}, timeout=60))
     assert credited["success"] and credited["credits"] == amount, credited
 
-    headers = {"Authorization": f"Bearer {sign_in(api, account)}"}
+    public_url = (args.public_url or api).rstrip("/")
+    headers = {"Authorization": f"Bearer {sign_in(api, public_url, account)}"}
     put = check(requests.post(f"{api}/v1/compute/storage", headers=headers, timeout=30, json={
         "wallet": account.address,
         "payload": {"operation": "put", "key": "notes/hello.txt", "content": "Hello World", "contentType": "text/plain", "ttl": 3600}}))

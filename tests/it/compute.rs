@@ -12,7 +12,6 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
-use chainfront::auth::login::SignIn;
 use chainfront_indexer::contracts::MockUSDC;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -20,7 +19,8 @@ use serde_json::{Value, json};
 use crate::harness::Stack;
 use crate::vms::{Node, indexed, node_config, start_node};
 
-/// Signs in as `signer` (GET /auth/nonce, POST /auth/login) and returns the JWT.
+/// Signs in as `signer` (GET /auth/nonce, EIP-4361, POST /auth/login) and
+/// returns the JWT. Every node here serves `crate::auth::PUBLIC_URL`.
 pub async fn login(url: &str, signer: &PrivateKeySigner) -> String {
     let c = reqwest::Client::new();
     let nonce: Value = c
@@ -31,22 +31,28 @@ pub async fn login(url: &str, signer: &PrivateKeySigner) -> String {
         .json()
         .await
         .expect("json");
-    let msg = SignIn::message(
+    let msg = chainfront::auth::sign_in::message(
+        crate::auth::PUBLIC_URL,
         signer.address(),
+        nonce["chainId"].as_u64().expect("chain id"),
         nonce["nonce"].as_str().expect("nonce"),
         &chainfront::time::now_iso8601(),
+        &Default::default(),
     );
     let sig = signer.sign_message_sync(msg.as_bytes()).expect("sign");
     let r: Value = c
         .post(format!("{url}/auth/login"))
-        .json(&json!({"address": signer.address().to_string(), "message": msg, "signature": format!("0x{}", alloy::hex::encode(sig.as_bytes()))}))
+        .json(&json!({"message": msg, "signature": format!("0x{}", alloy::hex::encode(sig.as_bytes()))}))
         .send()
         .await
         .expect("login")
         .json()
         .await
         .expect("json");
-    r["token"].as_str().expect("token").to_owned()
+    r["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {r}"))
+        .to_owned()
 }
 
 /// `from` sends `amount` base units of `token` to `to`; returns the tx hash.
@@ -1032,6 +1038,7 @@ fn spawn_node(stack: &Stack, port: u16, extra: &[(&str, &str)]) -> crate::crash:
             "CHAINFRONT_JWT_SECRET",
             "a-test-secret-of-at-least-32-bytes-long",
         )
+        .env("CHAINFRONT_API__PUBLIC_URL", crate::auth::PUBLIC_URL)
         .env("CHAINFRONT_CHAINS__LOCAL__POLL_INTERVAL_MS", "50")
         .env("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "100")
         .env("CHAINFRONT_COMPUTE__LEASE_MS", "1500")
@@ -1161,7 +1168,12 @@ async fn the_python_client_deposits_proves_runs_jobs_and_reads_usage() {
             "--treasury",
             &stack.deployment.treasury.to_string(),
         ])
-        .args(["--page", &format!("{site}/page")])
+        .args([
+            "--page",
+            &format!("{site}/page"),
+            "--public-url",
+            crate::auth::PUBLIC_URL,
+        ])
         .output()
         .await
         .expect("python client runs");
@@ -1229,8 +1241,8 @@ async fn callbacks_are_signed_webhooks_verified_limits_counted_and_trust_is_opt_
             ("CHAINFRONT_COMPUTE__CALLBACKS__BASE_DELAY_MS", "50"),
             ("CHAINFRONT_RATE_LIMITS__ENABLED", "true"),
             (
-                "CHAINFRONT_RATE_LIMITS__COMPUTE_WALLET",
-                "{requests = 3, window_secs = 60}",
+                "CHAINFRONT_RATE_LIMITS__COMPUTE",
+                "{requests = 100, window_secs = 60, wallet_requests = 3}",
             ),
         ],
     ))

@@ -18,5 +18,6 @@ mod markets;
 mod openapi;
 mod provision;
 mod rpc_faults;
+mod security;
 mod seed;
 mod vms;
