@@ -108,7 +108,7 @@ fn compute(state: &AppState) -> Result<&Compute, ApiError> {
 }
 
 /// What a 401 says: the ways to prove control of a wallet.
-pub const PROOF_NEEDED: &str = "spending or reading a wallet's jobs needs proof of control of the wallet; a bare `wallet` field is not accepted on this node. Either sign in (GET /auth/nonce, sign the message, POST /auth/login) and send `Authorization: Bearer <token>`, or sign the request itself with the wallet (per-request signature header), or pay the request with x402";
+pub const PROOF_NEEDED: &str = "spending or reading a wallet's jobs needs proof of control of the wallet; a bare `wallet` field is not accepted on this node. Either sign in (GET /auth/nonce, sign the EIP-4361 message, POST /auth/login) and send `Authorization: Bearer <token>`, or sign the request itself with the wallet (X-Wallet-Address, X-Wallet-Timestamp and X-Wallet-Signature over method, path, body SHA-256 and time), or pay the request with x402";
 
 /// The request as signed: method, path and query, body.
 pub struct Signed<'a> {

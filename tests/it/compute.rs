@@ -1339,7 +1339,48 @@ async fn callbacks_are_signed_webhooks_verified_limits_counted_and_trust_is_opt_
     );
     assert!(text.contains("chainfront_compute_active_jobs"), "{text}");
 
-    // 5: a bare wallet field is refused here, accepted by a node that opts in.
+    // 5: a per-request wallet signature (no token) also proves the wallet;
+    // it is single-use.
+    let nonce: Value = reqwest::get(format!("{}/auth/nonce", node.url))
+        .await
+        .expect("nonce")
+        .json()
+        .await
+        .expect("json");
+    let second_node = start_node(node_config(&stack, &[])).await;
+    let body = r#"{"payload":{"operation":"list"}}"#;
+    let ts = chainfront::ledger::now_ms() / 1000;
+    let msg = chainfront::auth::request_message(
+        nonce["domain"].as_str().expect("domain"),
+        nonce["chainId"].as_u64().expect("chain"),
+        "POST",
+        "/v1/compute/storage",
+        body.as_bytes(),
+        ts,
+    );
+    let sig = signer.sign_message_sync(msg.as_bytes()).expect("sign");
+    let signed = || {
+        reqwest::Client::new()
+            .post(format!("{}/v1/compute/storage", second_node.url))
+            .header("content-type", "application/json")
+            .header("x-wallet-address", wallet.to_string())
+            .header("x-wallet-timestamp", ts.to_string())
+            .header(
+                "x-wallet-signature",
+                format!("0x{}", alloy::hex::encode(sig.as_bytes())),
+            )
+            .body(body)
+            .send()
+    };
+    let r = signed().await.expect("signed");
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    assert_eq!(
+        signed().await.expect("replay").status(),
+        StatusCode::UNAUTHORIZED,
+        "single use"
+    );
+
+    // 6: a bare wallet field is refused here, accepted by a node that opts in.
     let bare = json!({"wallet": wallet.to_string(), "payload": {"operation": "list"}});
     let (s, b) = post(&format!("{}/v1/compute/storage", node.url), &bare, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
