@@ -390,6 +390,11 @@ pub struct IndexerConfig {
     pub leader_ttl_ms: u64,
     /// Per-request RPC timeout in ms.
     pub rpc_timeout_ms: u64,
+    /// How long the indexer waits for one Redis answer, in ms (a commit
+    /// script of a large range included). A commit that times out may still
+    /// have landed: the next pass re-reads the checkpoint, and the
+    /// checkpoint check makes a replay a no-op.
+    pub redis_timeout_ms: u64,
     /// `eth_getLogs` ranges fetched ahead of the one being committed during a
     /// backfill (each holds up to one range of logs in memory).
     pub fetch_ahead: usize,
@@ -401,6 +406,7 @@ impl Default for IndexerConfig {
             enabled: true,
             leader_ttl_ms: 5_000,
             rpc_timeout_ms: 10_000,
+            redis_timeout_ms: 10_000,
             fetch_ahead: 2,
         }
     }

@@ -1,4 +1,10 @@
 //! `GET /health`: liveness plus what a client needs to find the contracts.
+//!
+//! `status` is `healthy`, or `degraded` with `reasons`: Redis or the RPC
+//! unreachable (answered with 503: this node cannot serve correctly), or an
+//! indexer stopped on a fatal condition such as a reorg deeper than the
+//! window (answered with 200: the API still serves what is indexed, so a load
+//! balancer keeps it, and the reason is in `indexer.<chain>`).
 
 use std::time::Duration;
 
@@ -36,10 +42,26 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Ok(Ok(n)) => Some(n),
         _ => None,
     };
-    let healthy = redis_ok && head_block.is_some();
+    let reachable = redis_ok && head_block.is_some();
+    let stopped = state.metrics.stopped_indexers();
+    let mut reasons: Vec<String> = Vec::new();
+    if !redis_ok {
+        reasons.push("redis unreachable".into());
+    }
+    if head_block.is_none() {
+        reasons.push("rpc unreachable".into());
+    }
+    let mut indexer = serde_json::Map::new();
+    for (chain, why) in &stopped {
+        reasons.push(format!("indexer for chain `{chain}` stopped: {why}"));
+        indexer.insert(chain.clone(), json!({"status": "stopped", "error": why}));
+    }
+    let healthy = reasons.is_empty();
     let d = &state.home.deployment;
     let body = json!({
         "status": if healthy { "healthy" } else { "degraded" },
+        "reasons": reasons,
+        "indexer": indexer,
         "version": env!("CARGO_PKG_VERSION"),
         "chain": state.home.name,
         "chain_id": d.chain_id,
@@ -58,7 +80,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         "redis": if redis_ok { "ok" } else { "unreachable" },
         "timestamp": crate::time::now_iso8601(),
     });
-    let status = if healthy {
+    let status = if reachable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
