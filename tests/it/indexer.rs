@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::Stack;
 use crate::seed::{self, Action};
 
-fn spec(stack: &Stack) -> ChainSpec {
+pub(crate) fn spec(stack: &Stack) -> ChainSpec {
     let mut specs = stack.config().chain_specs().expect("specs");
     assert_eq!(specs.len(), 1);
     let mut spec = specs.remove(0);
@@ -31,13 +31,13 @@ fn spec(stack: &Stack) -> ChainSpec {
     spec
 }
 
-async fn conn(stack: &Stack, db: u8) -> RedisConn {
+pub(crate) async fn conn(stack: &Stack, db: u8) -> RedisConn {
     chainfront_indexer::conn::connect(&format!("{}/{db}", stack.redis.url()))
         .await
         .expect("redis")
 }
 
-async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, RedisConn) {
+pub(crate) async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, RedisConn) {
     let conn = conn(stack, db).await;
     let store = Store::new(conn.clone(), spec.watched.keys.clone(), spec.follow.window);
     let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout).expect("rpc");
@@ -51,7 +51,7 @@ async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, RedisCo
     (f, conn)
 }
 
-async fn digest(conn: &mut RedisConn, spec: &ChainSpec) -> String {
+pub(crate) async fn digest(conn: &mut RedisConn, spec: &ChainSpec) -> String {
     state_digest(conn, &spec.watched.keys)
         .await
         .expect("digest")
@@ -59,7 +59,7 @@ async fn digest(conn: &mut RedisConn, spec: &ChainSpec) -> String {
 }
 
 /// Deposits, purchases and VM transfers from wallets 1..=4 (all funded).
-fn workload(n: usize) -> Vec<Action> {
+pub(crate) fn workload(n: usize) -> Vec<Action> {
     let mut actions: Vec<Action> = (1..=4).map(|w| Action::Approve { wallet: w }).collect();
     let mut token = 0u64;
     for i in 0..n {

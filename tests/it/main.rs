@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod contracts;
 mod crash;
+mod deposits;
 mod harness;
 mod health;
 mod indexer;
