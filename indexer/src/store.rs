@@ -248,9 +248,14 @@ pub struct Store {
     window: u64,
     /// Fencing token; empty when running without a leader lock.
     token: String,
-    /// The checkpoint this process last read or wrote (`None`: unknown; the
-    /// next commit reads it first, so every commit checks it).
+    /// The checkpoint this process last read or wrote (`None`: not read
+    /// yet; the first commit reads it, so every commit checks it).
     last: Option<Option<Checkpoint>>,
+    /// A script call was refused or its outcome is unknown: commits are
+    /// refused ([`Error::StaleCheckpoint`]) until the caller reads the
+    /// checkpoint again ([`Store::checkpoint`]) and decides what to commit
+    /// on top of what Redis really holds.
+    reread: bool,
     /// The block numbers `m:hashes` holds (each may have an undo record);
     /// `None`: unknown, read with one `HKEYS` before the next commit. Pruning
     /// deletes every entry that fell out of the window from this set, so
@@ -269,6 +274,7 @@ impl Store {
             window: window.max(1),
             token: String::new(),
             last: None,
+            reread: false,
             remembered: None,
             script: Script::new(COMMIT_LUA),
         }
@@ -312,12 +318,17 @@ impl Store {
             }
         };
         self.last = Some(cp);
+        self.reread = false;
         Ok(cp)
     }
 
     /// The checkpoint the next commit builds on: the one last read or
-    /// written, else Redis's.
+    /// written (Redis's on first use). After a refused or unknown outcome,
+    /// none until the caller re-reads it.
     async fn base(&mut self) -> Result<Option<Checkpoint>> {
+        if self.reread {
+            return Err(Error::StaleCheckpoint);
+        }
         match self.last {
             Some(known) => Ok(known),
             None => self.checkpoint().await,
@@ -611,9 +622,9 @@ impl Store {
         match res {
             Ok(_) => Ok(()),
             Err(e) => {
-                // Refused or unknown outcome: what Redis holds is re-read
-                // before the next commit.
-                self.last = None;
+                // Refused or unknown outcome: what Redis holds must be
+                // re-read before the next commit.
+                self.reread = true;
                 self.remembered = None;
                 let text = e.to_string();
                 if text.contains("FENCED") {

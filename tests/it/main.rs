@@ -16,4 +16,5 @@ mod limits;
 mod provision;
 mod rpc_faults;
 mod seed;
+mod store;
 mod vms;
