@@ -103,7 +103,9 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` URL.
+    /// `redis://host:port/db` URL of one server, or a comma-separated list
+    /// of Redis Cluster nodes (`redis://a:7000,redis://b:7001`; a single URL
+    /// of a cluster-mode server is used as the cluster's seed too).
     pub url: String,
 }
 
@@ -602,11 +604,14 @@ impl Config {
                 });
             }
         }
-        check_url(
-            "redis.url",
-            &self.redis.url,
-            &["redis", "rediss", "redis+unix", "unix"],
-        )?;
+        // One server, or a comma-separated list of Redis Cluster nodes.
+        for node in self.redis.url.split(',').map(str::trim) {
+            check_url(
+                "redis.url",
+                node,
+                &["redis", "rediss", "redis+unix", "unix"],
+            )?;
+        }
         if let Some(hash) = &self.secrets.admin_key_hash
             && let Err(message) = crate::auth::admin::parse_hashes(hash.expose())
         {

@@ -38,17 +38,28 @@ pub(crate) async fn conn(stack: &Stack, db: u8) -> RedisConn {
 }
 
 pub(crate) async fn follower(stack: &Stack, db: u8, spec: &ChainSpec) -> (Follower, RedisConn) {
+    let (f, c, _) = follower_with_metrics(stack, db, spec).await;
+    (f, c)
+}
+
+/// A follower writing to database `db`, with its metrics.
+pub(crate) async fn follower_with_metrics(
+    stack: &Stack,
+    db: u8,
+    spec: &ChainSpec,
+) -> (Follower, RedisConn, Arc<IndexerMetrics>) {
     let conn = conn(stack, db).await;
     let store = Store::new(conn.clone(), spec.watched.keys.clone(), spec.follow.window);
     let rpc = Rpc::new(&spec.rpc_urls, spec.retry, spec.rpc_timeout).expect("rpc");
+    let metrics = Arc::new(IndexerMetrics::default());
     let f = Follower::new(
         rpc,
         store,
         spec.watched.clone(),
         spec.follow.clone(),
-        Arc::new(IndexerMetrics::default()),
+        metrics.clone(),
     );
-    (f, conn)
+    (f, conn, metrics)
 }
 
 pub(crate) async fn digest(conn: &mut RedisConn, spec: &ChainSpec) -> String {
