@@ -38,6 +38,8 @@ pub const SECRET_NAMES: &[&str] = &[
     "admin_key_hash",
     "master_key",
     "vultr_api_key",
+    "operator_key",
+    "relayer_key",
 ];
 
 /// The whole node configuration.
@@ -460,6 +462,12 @@ pub struct Secrets {
     pub master_key: Option<Secret>,
     /// Vultr API key for the `vultr` provider.
     pub vultr_api_key: Option<Secret>,
+    /// Private key (hex) of the stakes contract's operator: records
+    /// transfer-then-POST submissions on chain.
+    pub operator_key: Option<Secret>,
+    /// Private key (hex) that relays EIP-3009 authorizations (x402
+    /// settlement, gas-free purchases); it pays the gas.
+    pub relayer_key: Option<Secret>,
     /// The file `admin_key_hash` came from, if any: re-read when it changes,
     /// so admin keys rotate without a restart.
     pub admin_key_hash_file: Option<PathBuf>,
@@ -493,6 +501,8 @@ impl Secrets {
             admin_key_hash: read("admin_key_hash")?,
             master_key: read("master_key")?,
             vultr_api_key: read("vultr_api_key")?,
+            operator_key: read("operator_key")?,
+            relayer_key: read("relayer_key")?,
             admin_key_hash_file: vars
                 .get(&format!("{ENV_PREFIX}ADMIN_KEY_HASH_FILE"))
                 .map(PathBuf::from),
@@ -764,6 +774,9 @@ impl Config {
             ("jwt_secret", s.jwt_secret.is_some()),
             ("admin_key_hash", s.admin_key_hash.is_some()),
             ("master_key", s.master_key.is_some()),
+            ("vultr_api_key", s.vultr_api_key.is_some()),
+            ("operator_key", s.operator_key.is_some()),
+            ("relayer_key", s.relayer_key.is_some()),
         ] {
             out.push_str(&format!(
                 "# {name}: {}\n",

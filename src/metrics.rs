@@ -7,11 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use chainfront_indexer::metrics::IndexerMetrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -160,10 +158,17 @@ impl NodeMetrics {
 }
 
 /// `GET /metrics`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub(crate) fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(metrics))
 }
 
+/// Prometheus metrics of the node and each chain's indexer.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    responses((status = 200, description = "OpenMetrics text: head, indexed block, lag, events applied, reorgs, RPC errors per chain", content_type = "application/openmetrics-text"))
+)]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok((

@@ -213,6 +213,25 @@ impl ChainKeys {
     pub fn provision_seen(&self) -> String {
         self.p("seen")
     }
+
+    // ---- transactions the node signs (`src/chain`) ----
+
+    /// Hash: the transaction signed for one send id (`hash`, `nonce`, `raw`),
+    /// written before it is broadcast.
+    pub fn tx(&self, send_id: &str) -> String {
+        format!("{}t:tx:{send_id}", self.base)
+    }
+
+    /// String: the next nonce this node hands out for a signer.
+    pub fn tx_nonce(&self, signer: Address) -> String {
+        format!("{}t:nonce:{}", self.base, lower(signer))
+    }
+
+    /// String with a TTL: the lock a replica holds while it signs and
+    /// broadcasts for a signer.
+    pub fn tx_lock(&self, signer: Address) -> String {
+        format!("{}t:lock:{}", self.base, lower(signer))
+    }
 }
 
 /// Keys of node-wide state that is not about one chain: rate limits, bans,

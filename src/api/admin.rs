@@ -5,27 +5,30 @@
 use std::collections::HashMap;
 
 use alloy::primitives::U256;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use chainfront_indexer::keys::{ChainKeys, NodeKeys};
 use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::vms::parse_token_id;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::{ApiError, AppState};
+use crate::api::openapi::ErrorBody;
 use crate::provision::queue::Queue;
 
 /// The admin routes.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/bans", get(list_bans).post(ban))
-        .route("/admin/bans/{ip}", delete(unban))
-        .route("/admin/provisionings/failed", get(failed))
-        .route("/admin/provisionings/{token_id}/retry", post(retry))
-        .route("/admin/stats", get(stats))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_bans, ban))
+        .routes(routes!(unban))
+        .routes(routes!(failed))
+        .routes(routes!(retry))
+        .routes(routes!(stats))
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap, action: &str) -> Result<(), ApiError> {
@@ -42,6 +45,18 @@ fn parse_ip(raw: &str) -> Result<std::net::IpAddr, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("`{raw}` is not an IP address")))
 }
 
+/// Current IP bans.
+#[utoipa::path(
+    get,
+    path = "/admin/bans",
+    tag = "admin",
+    params(("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    responses(
+        (status = 200, description = "`{bans: [{ip, until, automatic, reason}], asOf}`", body = Value),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn list_bans(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&s, &headers, "list_bans")?;
     let mut c = s.redis.clone();
@@ -76,7 +91,7 @@ async fn list_bans(State(s): State<AppState>, headers: HeaderMap) -> Result<Json
     Ok(Json(json!({ "bans": bans, "asOf": now })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BanRequest {
     ip: String,
@@ -86,6 +101,20 @@ struct BanRequest {
     reason: Option<String>,
 }
 
+/// Bans an IP.
+#[utoipa::path(
+    post,
+    path = "/admin/bans",
+    tag = "admin",
+    params(("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    request_body = BanRequest,
+    responses(
+        (status = 200, description = "`{ip, bannedForSecs}`", body = Value),
+        (status = 400, description = "Malformed body or IP", body = ErrorBody),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn ban(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -110,6 +139,19 @@ async fn ban(
     Ok(Json(json!({ "ip": ip.to_string(), "bannedForSecs": secs })))
 }
 
+/// Lifts an IP's ban.
+#[utoipa::path(
+    delete,
+    path = "/admin/bans/{ip}",
+    tag = "admin",
+    params(("ip" = String, Path, description = "The banned IP"), ("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    responses(
+        (status = 200, description = "`{ip, wasBanned}`", body = Value),
+        (status = 400, description = "Not an IP", body = ErrorBody),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn unban(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -131,6 +173,18 @@ fn queue(s: &AppState) -> Queue {
     Queue::new(s.redis.clone(), ChainKeys::new(s.home.deployment.chain_id))
 }
 
+/// Provisionings that ran out of retries.
+#[utoipa::path(
+    get,
+    path = "/admin/provisionings/failed",
+    tag = "admin",
+    params(("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    responses(
+        (status = 200, description = "`{failed: [{tokenId, attempts, lastError, updatedAt}]}`", body = Value),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn failed(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&s, &headers, "list_failed_provisionings")?;
     let q = queue(&s);
@@ -151,6 +205,20 @@ async fn failed(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Va
     Ok(Json(json!({ "failed": out })))
 }
 
+/// Queues a failed provisioning again.
+#[utoipa::path(
+    post,
+    path = "/admin/provisionings/{token_id}/retry",
+    tag = "admin",
+    params(("token_id" = String, Path, description = "The VM NFT's token id"), ("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    responses(
+        (status = 200, description = "`{tokenId, status: \"queued\"}`", body = Value),
+        (status = 400, description = "Not a token id", body = ErrorBody),
+        (status = 409, description = "No failed provisioning for this token", body = ErrorBody),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn retry(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -176,6 +244,18 @@ async fn retry(
     ))
 }
 
+/// Node statistics.
+#[utoipa::path(
+    get,
+    path = "/admin/stats",
+    tag = "admin",
+    params(("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    responses(
+        (status = 200, description = "`{vms, failedProvisionings, bans, indexedBlock, headBlock, uptimeSecs}`", body = Value),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&s, &headers, "stats")?;
     let keys = ChainKeys::new(s.home.deployment.chain_id);

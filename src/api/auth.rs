@@ -3,27 +3,30 @@
 //! `crate::auth::login`) for an HS256 JWT usable as `Authorization: Bearer`.
 //! The checks themselves live in `crate::auth`.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::{ApiError, AppState};
+use crate::api::openapi::ErrorBody;
 use crate::time::iso8601;
 
 /// `/auth/nonce` and `/auth/login`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/nonce", get(nonce))
-        .route("/auth/login", post(login))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(nonce))
+        .routes(routes!(login))
 }
 
 /// Body of `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     address: String,
@@ -47,6 +50,16 @@ fn iso(unix: u64) -> Value {
         .map_or(Value::Null, Value::String)
 }
 
+/// A single-use server nonce to sign.
+#[utoipa::path(
+    get,
+    path = "/auth/nonce",
+    tag = "auth",
+    responses(
+        (status = 200, description = "`{nonce, expiresAt}`", body = Value),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn nonce(State(state): State<AppState>) -> Result<Response, ApiError> {
     let issued = state.auth.issue_nonce().await?;
     Ok(no_store(json!({
@@ -55,6 +68,19 @@ async fn nonce(State(state): State<AppState>) -> Result<Response, ApiError> {
     })))
 }
 
+/// Trades a signed sign-in message for a JWT.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "`{token, expiresAt}`: an HS256 JWT for `Authorization: Bearer`", body = Value),
+        (status = 400, description = "Malformed body or message", body = ErrorBody),
+        (status = 401, description = "Bad signature, stale or reused nonce", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     // Parsed by hand so a malformed body is a 400 in the usual error shape.
     let req: Login = serde_json::from_slice(&body).map_err(|e| {

@@ -9,22 +9,34 @@
 use std::time::Duration;
 
 use alloy::providers::Provider;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chainfront_indexer::keys::ChainKeys;
 use serde_json::{Value, json};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 /// How long a dependency may take before it counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
+/// Node health, the chain and the deployed contracts.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "node",
+    responses(
+        (status = 200, description = "Redis and the RPC answer: `status` is `healthy`; with the chain id, contract addresses, head and indexed block and the lag", body = Value),
+        (status = 503, description = "A dependency is down: `status` is `degraded` and `redis` / `rpc` say which", body = Value),
+    )
+)]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut redis = state.redis.clone();
     let keys = ChainKeys::new(state.home.deployment.chain_id);

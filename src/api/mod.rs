@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 mod health;
 pub mod limits;
+pub mod openapi;
 pub mod vms;
 
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use alloy::providers::DynProvider;
 use axum::Router;
 use chainfront_indexer::conn::RedisConn;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::{Config, HomeChain};
 
@@ -48,16 +52,18 @@ pub struct AppState {
 /// Largest request body accepted by any route.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The complete router.
-pub fn router(state: AppState) -> Router {
+/// Every route with its description, before the state is attached. Routes
+/// are only added with `routes!` (see `openapi`), so each one is documented.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     use limits::RouteClass;
-    let limited = |r: Router<AppState>, class: RouteClass| {
+    let limited = |r: OpenApiRouter<AppState>, class: RouteClass| {
         r.route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), class),
             limits::enforce,
         ))
     };
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(openapi::openapi_json))
         .merge(health::router())
         .merge(crate::metrics::router())
         .merge(limited(vms::tiers_router(), RouteClass::Tiers))
@@ -67,6 +73,34 @@ pub fn router(state: AppState) -> Router {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
+}
+
+/// The OpenAPI document of every route (what `/openapi.json` serves).
+pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
+    routes(state).into_openapi()
+}
+
+/// The complete router.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = routes(&state).split_for_parts();
+    // Serialising a document built from our own types cannot fail; an empty
+    // body would still be answered rather than panicking.
+    let doc = openapi::OpenApiJson(doc.to_json().unwrap_or_default().into());
+    router
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::Extension(doc))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The answer for a path no route serves.
+pub const UNKNOWN_ROUTE: &str = "no such route";
+
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound(UNKNOWN_ROUTE.into())
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::MethodNotAllowed("this route does not take that method".into())
 }

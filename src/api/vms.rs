@@ -14,12 +14,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chainfront_indexer::contracts::VMMarketplace;
 use chainfront_indexer::keys::{ChainKeys, NodeKeys, lower};
 use redis::AsyncCommands;
@@ -27,7 +26,11 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::{ApiError, AppState};
+use crate::api::openapi::ErrorBody;
 use crate::crypto::ecies;
 use crate::crypto::wallet::AgentWallet;
 use crate::provision::queue::{Record, Status};
@@ -40,24 +43,24 @@ const READ_TTL: Duration = Duration::from_secs(1);
 const STALE_SLACK: u64 = 2;
 
 /// The routes, each under its own rate-limit class (applied in `api::router`).
-pub(super) fn tiers_router() -> Router<AppState> {
-    Router::new().route("/tiers", get(tiers))
+pub(super) fn tiers_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(tiers))
 }
 
-pub(super) fn vms_router() -> Router<AppState> {
-    Router::new().route("/vms/{address}", get(vms))
+pub(super) fn vms_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(vms))
 }
 
-pub(super) fn status_router() -> Router<AppState> {
-    Router::new().route("/status/{token_id}", get(status))
+pub(super) fn status_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(status))
 }
 
-pub(super) fn credentials_router() -> Router<AppState> {
-    Router::new().route("/credentials/{token_id}", get(credentials))
+pub(super) fn credentials_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(credentials))
 }
 
-pub(super) fn wallet_router() -> Router<AppState> {
-    Router::new().route("/agents/generate-wallet", post(generate_wallet))
+pub(super) fn wallet_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(generate_wallet))
 }
 
 /// Public read answers (`/tiers`, `/vms/:address`) kept for [`READ_TTL`]:
@@ -218,6 +221,17 @@ fn vm_status(vm: &HashMap<String, String>, rec: Option<&Record>, now: u64) -> &'
     }
 }
 
+/// The VM tiers and their prices.
+#[utoipa::path(
+    get,
+    path = "/tiers",
+    tag = "vms",
+    responses(
+        (status = 200, description = "`[{tier, name, pricePerDay, pricePerMonth, active}]` from the indexed `TierUpdated` events (USDC decimal strings; a month is 30 days)", body = Value,
+         example = json!([{"tier": 0, "name": "Nano", "pricePerDay": "0.50", "pricePerMonth": "15.00", "active": true}])),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
     if let Some(hit) = state.read_cache.get("tiers") {
         return Ok(hit);
@@ -250,6 +264,18 @@ async fn tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(state.read_cache.put("tiers".into(), &Value::Array(tiers)))
 }
 
+/// The VMs an address owns.
+#[utoipa::path(
+    get,
+    path = "/vms/{address}",
+    tag = "vms",
+    params(("address" = String, Path, description = "Owner wallet, `0x` + 40 hex digits")),
+    responses(
+        (status = 200, description = "`{address, count, vms: [{token_id, tier, vm_type, ssh_host, status, created_at, expires_at}]}`", body = Value),
+        (status = 400, description = "Not an address", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn vms(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let owner = parse_address(&raw)?;
     let cache_key = format!("vms:{}", lower(owner));
@@ -294,6 +320,19 @@ async fn vms(State(state): State<AppState>, Path(raw): Path<String>) -> Result<R
     Ok(state.read_cache.put(cache_key, &body))
 }
 
+/// Public status of one VM (no secrets).
+#[utoipa::path(
+    get,
+    path = "/status/{token_id}",
+    tag = "vms",
+    params(("token_id" = String, Path, description = "The VM NFT's token id (decimal)")),
+    responses(
+        (status = 200, description = "`{token_id, tier, vm_type, status, owner, valid, created_at, expires_at}`", body = Value),
+        (status = 400, description = "Not a token id", body = ErrorBody),
+        (status = 404, description = "No such VM", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
 async fn status(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -332,6 +371,29 @@ struct CredentialsQuery {
     encrypt: Option<String>,
 }
 
+/// SSH credentials of a VM, for its owner.
+#[utoipa::path(
+    get,
+    path = "/credentials/{token_id}",
+    tag = "vms",
+    params(
+        ("token_id" = String, Path, description = "The VM NFT's token id (decimal)"),
+        ("encrypt" = Option<String>, Query, description = "`owner`: `privateKey` ECIES-encrypted to the signer's public key"),
+        ("Authorization" = String, Header, description = "`Bearer <wallet signature>` (legacy, timestamped or nonce form) or `Bearer <sign-in JWT>`"),
+        ("X-ClawCloud-Timestamp" = Option<String>, Header, description = "Unix seconds signed in the timestamped form"),
+        ("X-ClawCloud-Nonce" = Option<String>, Header, description = "Server nonce signed in the nonce form"),
+    ),
+    responses(
+        (status = 200, description = "`{tokenId, host, username, privateKey, tier, type, expiresAt, instructions}`", body = Value),
+        (status = 202, description = "Still provisioning (or the purchase is not indexed yet)", body = Value),
+        (status = 400, description = "Malformed token id or query", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or replayed signature", body = ErrorBody),
+        (status = 403, description = "Not the owner, or the NFT expired", body = ErrorBody),
+        (status = 404, description = "No such VM", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+        (status = 503, description = "Chain or state store unavailable", body = ErrorBody),
+    )
+)]
 async fn credentials(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -502,13 +564,26 @@ async fn not_indexed_yet(
 }
 
 /// Optional body of `POST /agents/generate-wallet`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GenerateWallet {
     #[serde(default, rename = "agentId")]
     agent_id: Option<String>,
 }
 
+/// A fresh agent wallet (the private key is shown once).
+#[utoipa::path(
+    post,
+    path = "/agents/generate-wallet",
+    tag = "vms",
+    request_body(content = Option<GenerateWallet>, description = "Optional `{\"agentId\": \"...\"}`"),
+    responses(
+        (status = 200, description = "`{address, privateKey, agentId, warning}`", body = Value),
+        (status = 400, description = "Bad agentId", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+        (status = 503, description = "No master key configured", body = ErrorBody),
+    )
+)]
 async fn generate_wallet(
     State(state): State<AppState>,
     body: Option<Json<GenerateWallet>>,
