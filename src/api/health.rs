@@ -33,7 +33,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     path = "/health",
     tag = "node",
     responses(
-        (status = 200, description = "Redis and the RPC answer: `status` is `healthy`; with the chain id, contract addresses, head and indexed block and the lag", body = Value),
+        (status = 200, description = "Redis and the RPC answer: `status` is `healthy`, or `degraded` when an indexer stopped on a fatal condition (a reorg deeper than the window, corrupt state, the wrong chain; `reasons` and `indexer.<chain>.error` say which) while the API keeps serving what is indexed; with the chain id, contract addresses, head and indexed block and the lag", body = Value),
         (status = 503, description = "A dependency is down: `status` is `degraded` and `redis` / `rpc` say which", body = Value),
     )
 )]
