@@ -402,6 +402,9 @@ pub struct IndexerConfig {
     /// `eth_getLogs` ranges fetched ahead of the one being committed during a
     /// backfill (each holds up to one range of logs in memory).
     pub fetch_ahead: usize,
+    /// Most logs in one atomic commit: a larger range is committed in
+    /// chunks ending at block boundaries.
+    pub max_logs_per_commit: usize,
 }
 
 impl Default for IndexerConfig {
@@ -412,6 +415,7 @@ impl Default for IndexerConfig {
             rpc_timeout_ms: 10_000,
             redis_timeout_ms: 10_000,
             fetch_ahead: 2,
+            max_logs_per_commit: 5_000,
         }
     }
 }
@@ -751,6 +755,7 @@ impl Config {
                     initial_range: chain.max_log_range.min(100),
                     ws_url: chain.ws_url.clone(),
                     fetch_ahead: self.indexer.fetch_ahead.max(1),
+                    max_logs_per_commit: self.indexer.max_logs_per_commit.max(1),
                     head: match chain.head {
                         HeadConfig::Latest => HeadTag::Latest,
                         HeadConfig::Safe => HeadTag::Safe,

@@ -74,17 +74,28 @@ pub async fn run(
         let result = tokio::select! {
             r = lead_and_follow(&conn, &spec, &metrics, &lead.token, &stop) => r,
             _ = lead.lost.cancelled() => Err(Error::Fenced),
+            // A step that does not watch `stop` (the chain check, a wipe) is
+            // dropped: every step is atomic or resumable.
+            _ = shutdown.cancelled() => Ok(()),
         };
         stop.cancel();
-        lead.lost.cancel();
         match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_fatal() => return Err(e),
+            Ok(()) => {
+                // Shut down: hand the lock over now, not after its TTL.
+                lead.release(&mut conn.clone(), &keys).await;
+                return Ok(());
+            }
+            Err(e) if e.is_fatal() => {
+                lead.release(&mut conn.clone(), &keys).await;
+                return Err(e);
+            }
             Err(Error::Fenced) => {
+                lead.lost.cancel();
                 warn!(target: "chainfront::indexer", chain = %spec.name, "lost leadership; back to standby");
                 delays = retry.delays();
             }
             Err(e) => {
+                lead.release(&mut conn.clone(), &keys).await;
                 let wait = delays.next().unwrap_or(retry.max_delay);
                 warn!(target: "chainfront::indexer", chain = %spec.name, error = %e, retry_in_ms = wait.as_millis() as u64, "indexer start-up step failed; retrying");
                 tokio::select! {

@@ -44,6 +44,22 @@ pub struct Leadership {
     pub lost: CancellationToken,
 }
 
+impl Leadership {
+    /// Gives the lock up (only if it is still ours), so a standby takes over
+    /// at once instead of after the lock's TTL. Stops the renewal.
+    pub async fn release(&self, conn: &mut RedisConn, keys: &ChainKeys) {
+        self.lost.cancel();
+        let released: redis::RedisResult<i64> = Script::new(RELEASE_LUA)
+            .key(keys.leader())
+            .arg(&self.token)
+            .invoke_async(conn)
+            .await;
+        if let Err(e) = released {
+            warn!(target: "chainfront::indexer", chain_id = keys.chain_id(), error = %e, "could not release the leader lock; it expires by itself");
+        }
+    }
+}
+
 /// Waits until this process holds the lock for `keys`' chain (or `shutdown`),
 /// then keeps renewing it in the background. `ttl` bounds how long a dead
 /// leader blocks its standby. Redis errors are retried with backoff, never
