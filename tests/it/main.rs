@@ -10,6 +10,7 @@ mod cli;
 mod contracts;
 mod crash;
 mod deposits;
+mod fidelity;
 mod harness;
 mod health;
 mod indexer;
