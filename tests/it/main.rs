@@ -17,6 +17,7 @@ mod indexer;
 mod limits;
 mod openapi;
 mod provision;
+mod redis_cluster;
 mod reorgs;
 mod rpc_faults;
 mod seed;
