@@ -22,5 +22,6 @@ mod reorgs;
 mod rpc_faults;
 mod seed;
 mod store;
+mod supervision;
 mod truth;
 mod vms;
