@@ -1097,6 +1097,15 @@ rpc_urls = ["http://127.0.0.1:8545"]
         .expect("mainnet");
         let home = c.home().expect("mainnet addresses are all configured");
         assert_eq!(home.deployment.chain_id, 8453);
+        // Money on Base follows the safe head, not a depth on the unsafe chain.
+        assert_eq!(home.chain.head, HeadConfig::Safe);
+        let base = c
+            .chain_specs()
+            .expect("specs")
+            .into_iter()
+            .find(|s| s.chain_id == 8453)
+            .expect("base");
+        assert_eq!(base.follow.head, HeadTag::Safe);
         assert_eq!(
             home.deployment.usdc.to_string(),
             "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"

@@ -129,3 +129,47 @@ async fn processes_survive_a_redis_outage_and_the_standby_takes_over() {
     let keys = chainfront_indexer::keys::ChainKeys::new(31337);
     crate::truth::assert_deposits_match_chain(&stack, &mut c, &keys).await;
 }
+
+/// A Redis that may evict any key (`allkeys-*`) could drop the checkpoint,
+/// an undo record or a total: `run`, `index` and `reindex` refuse to start
+/// on it, naming the setting. `volatile-*` (only keys with a TTL) starts.
+#[tokio::test]
+async fn a_redis_that_may_evict_state_is_refused_at_start() {
+    let stack = Stack::start().await;
+    let mut c = conn(&stack, 0).await;
+    let set = |policy: &'static str| {
+        let mut c = c.clone();
+        async move {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(policy)
+                .query_async(&mut c)
+                .await
+                .expect("config set");
+        }
+    };
+    set("allkeys-lru").await;
+    let err = chainfront::node::connect(stack.config())
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("maxmemory-policy")
+            && err.contains("allkeys-lru")
+            && err.contains("noeviction"),
+        "{err}"
+    );
+    for command in ["index", "reindex"] {
+        let mut p = spawn(&stack, command, 1, &[], None);
+        let status = p.0.wait().expect("wait");
+        assert!(!status.success(), "`{command}` started on allkeys-lru");
+    }
+    set("volatile-lru").await;
+    chainfront::node::connect(stack.config())
+        .await
+        .expect("volatile-* is accepted (with a warning)");
+    set("noeviction").await;
+    let _: () = redis::cmd("PING").query_async(&mut c).await.expect("ping");
+}
