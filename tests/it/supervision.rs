@@ -173,3 +173,45 @@ async fn a_redis_that_may_evict_state_is_refused_at_start() {
     set("noeviction").await;
     let _: () = redis::cmd("PING").query_async(&mut c).await.expect("ping");
 }
+
+/// The indexer's Redis connection gives up on an answer after its own
+/// explicit timeout (`indexer.redis_timeout_ms`), not a library default: a
+/// blocked server is reported as an error the indexer retries.
+#[tokio::test]
+async fn the_indexers_redis_connection_times_out_as_configured() {
+    use chainfront_indexer::conn::{ConnOptions, connect_with};
+    let stack = Stack::start().await;
+    let mut env = stack.env();
+    env.insert("CHAINFRONT_INDEXER__REDIS_TIMEOUT_MS".into(), "300".into());
+    let config =
+        chainfront::config::Config::load_with_env(Some(&crate::harness::local_toml()), &env)
+            .expect("config");
+    let opts: ConnOptions = chainfront::node::indexer_redis_options(&config);
+    assert_eq!(opts.response_timeout, Duration::from_millis(300));
+    let mut c = connect_with(&stack.redis.url(), opts)
+        .await
+        .expect("connect");
+    // The server holds the answer for 2 s (a blocking pop on an empty list).
+    let started = Instant::now();
+    let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+        .arg("cf:{test}:empty")
+        .arg(2)
+        .query_async(&mut c)
+        .await;
+    let took = started.elapsed();
+    assert!(
+        r.is_err(),
+        "no answer within the timeout is an error: {r:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1_500),
+        "gave up after {took:?}"
+    );
+    let default = chainfront_indexer::conn::ConnOptions::default();
+    assert_eq!(
+        chainfront::node::indexer_redis_options(&stack.config()).response_timeout,
+        Duration::from_secs(10),
+        "the indexer's default ({:?} for the API)",
+        default.response_timeout
+    );
+}
