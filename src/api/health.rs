@@ -40,15 +40,18 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut redis = state.redis.clone();
     let keys = ChainKeys::new(state.home.deployment.chain_id);
-    let mut hget = redis::cmd("HGET");
-    hget.arg(keys.checkpoint()).arg("number");
-    let checkpoint =
-        tokio::time::timeout(PROBE_TIMEOUT, hget.query_async::<Option<u64>>(&mut redis));
+    // One slot (the chain's hash tag): one round trip on a cluster too.
+    let mut probe = redis::pipe();
+    probe.hget(keys.checkpoint(), "number").exists(keys.wipe());
+    let checkpoint = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        probe.query_async::<(Option<u64>, bool)>(&mut redis),
+    );
     let head = tokio::time::timeout(PROBE_TIMEOUT, state.chain.get_block_number());
     let (checkpoint, head) = tokio::join!(checkpoint, head);
-    let (redis_ok, indexed_block) = match checkpoint {
-        Ok(Ok(n)) => (true, n),
-        _ => (false, None),
+    let (redis_ok, indexed_block, wiping) = match checkpoint {
+        Ok(Ok((n, wiping))) => (true, n, wiping),
+        _ => (false, None, false),
     };
     let head_block = match head {
         Ok(Ok(n)) => Some(n),
@@ -62,6 +65,12 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
     if head_block.is_none() {
         reasons.push("rpc unreachable".into());
+    }
+    if wiping {
+        reasons.push(
+            "a reindex is rebuilding the state (its wipe is not finished): answers may be incomplete"
+                .into(),
+        );
     }
     let mut indexer = serde_json::Map::new();
     for (chain, why) in &stopped {

@@ -215,3 +215,54 @@ async fn the_indexers_redis_connection_times_out_as_configured() {
         default.response_timeout
     );
 }
+
+/// While a reindex wipe is unfinished, `/health` says the state is being
+/// rebuilt (200, `degraded`), and is healthy again once it is done.
+#[tokio::test]
+async fn health_reports_an_unfinished_reindex_wipe() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use redis::AsyncCommands;
+    use tower::ServiceExt;
+    let stack = Stack::start().await;
+    let state = chainfront::node::connect(stack.config())
+        .await
+        .expect("connect");
+    let health = |state: chainfront::api::AppState| async move {
+        let resp = chainfront::api::router(state)
+            .oneshot(
+                Request::get("/health")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        (status, body)
+    };
+    let keys = chainfront_indexer::keys::ChainKeys::new(31337);
+    let mut c = state.redis.clone();
+    let _: () = c.set(keys.wipe(), "1").await.expect("set");
+    let (status, body) = health(state.clone()).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("degraded")),
+        "{body}"
+    );
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("reindex")),
+        "{body}"
+    );
+    let _: () = c.del(keys.wipe()).await.expect("del");
+    let (status, body) = health(state).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("healthy")),
+        "{body}"
+    );
+}
