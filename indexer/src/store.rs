@@ -575,6 +575,7 @@ impl Store {
         )
         .await?;
         self.last = Some(None);
+        self.reread = false;
         self.remembered = Some(BTreeSet::new());
         Ok(())
     }
