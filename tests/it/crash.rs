@@ -539,7 +539,12 @@ async fn a_paused_leader_is_fenced_stands_by_and_leads_again() {
     let mut conn = db(&stack, 1).await;
     let logs = tempfile::tempdir().expect("tmp");
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
-    let verbose = [("CHAINFRONT_LOG__FILTER", "warn,chainfront=info")];
+    // A lock TTL long enough that a loaded machine never delays a renewal
+    // past it (the leader would flap), short enough to keep the test quick.
+    let verbose = [
+        ("CHAINFRONT_LOG__FILTER", "warn,chainfront=info"),
+        ("CHAINFRONT_INDEXER__LEADER_TTL_MS", "1500"),
+    ];
     let a = spawn(&stack, "index", 1, &verbose, Some(&log_a));
     let token_a = wait_token(&mut conn, "A leads", |t| t.is_some()).await;
     let mut b = spawn(&stack, "index", 1, &verbose, Some(&log_b));
