@@ -263,6 +263,32 @@ async fn a_three_primary_cluster_indexes_reorgs_and_serves_like_a_single_redis()
         "one slot for the chain"
     );
 
+    // Node-wide keys spread over the primaries by their own tag, and SCAN
+    // finds them on every node (the admin ban list reads them this way).
+    let node_keys = chainfront_indexer::keys::NodeKeys;
+    let ips: Vec<String> = (1..=30).map(|i| format!("10.0.0.{i}")).collect();
+    for ip in &ips {
+        let _: () = c
+            .set_ex(node_keys.ip_ban(ip), "manual", 60)
+            .await
+            .expect("ban");
+    }
+    let bans = chainfront_indexer::store::scan(&mut c, &node_keys.ip_ban_pattern())
+        .await
+        .expect("scan");
+    assert_eq!(bans.len(), ips.len(), "{bans:?}");
+    let mut holders = std::collections::BTreeSet::new();
+    for &port in &cluster.ports {
+        let n: usize = cli(port, &["DBSIZE"]).trim().parse().expect("dbsize");
+        if n > 0 {
+            holders.insert(port);
+        }
+    }
+    assert!(
+        holders.len() >= 2,
+        "node-wide keys spread over the primaries"
+    );
+
     // Same state as a fresh reindex into a single-node Redis.
     let spec = spec(&stack);
     let (clustered, n) = state_digest(&mut c, &spec.watched.keys)
