@@ -520,7 +520,11 @@ async fn wait_token(
 }
 
 fn log_has(path: &std::path::Path, needle: &str) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle))
+    log_count(path, needle) > 0
+}
+
+fn log_count(path: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.matches(needle).count())
 }
 
 /// Two `chainfront index` processes on one chain. A leads, B stands by (the
@@ -610,4 +614,86 @@ async fn a_paused_leader_is_fenced_stands_by_and_leads_again() {
         "state after two leader changes"
     );
     crate::truth::assert_deposits_match_chain(&stack, &mut conn, &keys).await;
+}
+
+/// The fence inside the commit script, exercised deterministically on a
+/// real process: while the leader is frozen, its lock is taken over (the
+/// test plays the new leader, with a 3 s lock). Thawed, the leader's very
+/// next commit is refused by the script — before its renewal (every 1 s)
+/// could notice — so nothing more is written while the other token holds;
+/// it goes back to standby, takes the lock again when the other lapses, and
+/// ends at the uninterrupted run's state.
+#[tokio::test]
+async fn a_leader_whose_lock_was_taken_is_refused_by_the_fence_and_leads_again() {
+    let stack = Stack::start().await;
+    seed::run(&stack, &deposits(6_000), 20).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    let keys = keys();
+    let mut conn = db(&stack, 1).await;
+    let logs = tempfile::tempdir().expect("tmp");
+    let log = logs.path().join("a.log");
+    let env = [
+        ("CHAINFRONT_LOG__FILTER", "warn,chainfront=info"),
+        ("CHAINFRONT_INDEXER__LEADER_TTL_MS", "3000"),
+    ];
+    let a = spawn(&stack, "index", 1, &env, Some(&log));
+    let token_a = wait_token(&mut conn, "A leads", |t| t.is_some()).await;
+    while checkpoint(&mut conn).await.unwrap_or(0) < head / 4 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The renewal fires once a second; if it happens to fall inside the
+    // few milliseconds A is frozen, it notices first (no commit is tried):
+    // then take the lock once more.
+    let mut token_a = token_a;
+    let mut refused = false;
+    let mut token_a2 = String::new();
+    for attempt in 0..3 {
+        let standby_before = log_count(&log, "lost leadership; back to standby");
+        signal(&a, "STOP");
+        let other = format!("99999{attempt}:00000000000000000000000000000000");
+        let _: () = redis::cmd("SET")
+            .arg(keys.leader())
+            .arg(&other)
+            .arg("PX")
+            .arg(3_000)
+            .query_async(&mut conn)
+            .await
+            .expect("take the lock");
+        let frozen_at = checkpoint(&mut conn).await;
+        let refusals_before = log_count(&log, "commit refused: this process no longer holds");
+        signal(&a, "CONT");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while log_count(&log, "lost leadership; back to standby") == standby_before {
+            assert!(Instant::now() < deadline, "A never went back to standby");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        refused = log_count(&log, "commit refused: this process no longer holds") > refusals_before;
+        // Nothing lands while the other token holds the lock.
+        while leader_token(&mut conn).await.as_ref() == Some(&other) {
+            assert_eq!(
+                checkpoint(&mut conn).await,
+                frozen_at,
+                "A wrote without the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        token_a2 = wait_token(&mut conn, "A leads again", |t| {
+            t.as_ref().is_some_and(|t| *t != other && *t != token_a)
+        })
+        .await;
+        if refused {
+            break;
+        }
+        eprintln!("attempt {attempt}: the renewal noticed first; again");
+        token_a = token_a2.clone();
+    }
+    assert!(
+        refused,
+        "the fence in the commit script never refused A's commit"
+    );
+    eprintln!("tokens: {token_a} -> (taken) -> {token_a2}");
+    wait_for(&mut conn, head, Duration::from_secs(300)).await;
+    drop(a);
+    let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");
+    assert_eq!(digest, reference_digest(&stack, 2, head).await);
 }
