@@ -428,7 +428,13 @@ async fn sigterm_finishes_or_abandons_the_step_cleanly() {
     let mut targets: Vec<u64> = (0..4).map(|_| 1 + rng.below(head - 2)).collect();
     targets.sort_unstable();
     for target in targets {
+        // Each run is signalled once it leads (its handlers are installed
+        // by then) and, where there is one left, has committed a step.
+        let target = target
+            .max(checkpoint(&mut conn).await.unwrap_or(0) + 1)
+            .min(head);
         let mut child = spawn_indexer(&stack, 1, &extra);
+        wait_token(&mut conn, "the new run leads", |t| t.is_some()).await;
         let deadline = Instant::now() + Duration::from_secs(120);
         while checkpoint(&mut conn).await.unwrap_or(0) < target {
             assert!(Instant::now() < deadline, "no progress towards {target}");
