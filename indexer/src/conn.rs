@@ -87,11 +87,13 @@ pub async fn connect_with(url: &str, opts: ConnOptions) -> Result<RedisConn> {
         .set_response_timeout(Some(opts.response_timeout))
         .set_connection_timeout(Some(opts.connection_timeout));
     let mut single = ConnectionManager::new_with_config(client, config).await?;
-    let info: String = redis::cmd("INFO")
+    // A proxy that does not answer INFO is no cluster node.
+    let info: Option<String> = redis::cmd("INFO")
         .arg("cluster")
         .query_async(&mut single)
-        .await?;
-    if info_field(&info, "cluster_enabled").as_deref() == Some("1") {
+        .await
+        .ok();
+    if info.is_some_and(|i| info_field(&i, "cluster_enabled").as_deref() == Some("1")) {
         return connect_cluster(&nodes, opts).await;
     }
     Ok(RedisConn(Inner::Single(single)))
@@ -259,7 +261,8 @@ fn info_field(info: &str, name: &str) -> Option<String> {
     })
 }
 
-/// What Redis evicts when it reaches `maxmemory`, per primary.
+/// What Redis may evict when it reaches `maxmemory` (`allkeys-*`, which may
+/// evict anything, is an error instead).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Eviction {
     /// `noeviction`: writes fail instead; nothing is lost silently.
@@ -267,8 +270,8 @@ pub enum Eviction {
     /// `volatile-*`: keys with a TTL can go (the leader lock, rate-limit
     /// counters, used-signature markers); derived state has none.
     Volatile(String),
-    /// `allkeys-*`: any key can go, the checkpoint and undo records included.
-    AllKeys(String),
+    /// The server does not say (INFO refused, e.g. by a proxy).
+    Unknown,
 }
 
 /// Reads `maxmemory-policy` on every primary (from `INFO memory`, which
@@ -281,7 +284,16 @@ pub async fn check_eviction_policy(conn: &mut RedisConn) -> Result<Eviction> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg("memory");
     let mut worst = Eviction::None;
-    for (node, info) in conn.on_each_primary::<String>(&cmd).await? {
+    let infos = match conn.on_each_primary::<String>(&cmd).await {
+        Ok(infos) => infos,
+        // Some proxies and managed services do not answer INFO: say what
+        // cannot be checked instead of refusing to start.
+        Err(e) => {
+            warn!(target: "chainfront::redis", error = %e, "cannot read Redis's maxmemory-policy; it must be `noeviction` (an allkeys-* policy can evict indexer state)");
+            return Ok(Eviction::Unknown);
+        }
+    };
+    for (node, info) in infos {
         let policy = info_field(&info, "maxmemory_policy").unwrap_or_else(|| "noeviction".into());
         if policy.starts_with("allkeys-") {
             return Err(Error::UnsafeRedis(format!(
