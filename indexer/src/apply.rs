@@ -142,13 +142,27 @@ impl Watched {
         let (Some(usdc), Some(treasury)) = (self.usdc, self.treasury) else {
             return consumed;
         };
-        // Transfers to the treasury, per transaction, in log order.
+        // Paid events first (few: only our contracts' logs are decoded), so
+        // a range of plain deposits costs no second decode of its transfers.
+        let contracts = self.contract_addresses();
+        let paid: Vec<(usize, B256, Payment)> = logs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| contracts.contains(&l.address()))
+            .filter_map(|(i, l)| Some((i, l.transaction_hash?, self.payment_of(l)?)))
+            .collect();
+        if paid.is_empty() {
+            return consumed;
+        }
+        let paid_txs: HashSet<B256> = paid.iter().map(|(_, tx, _)| *tx).collect();
+        // Transfers to the treasury in those transactions, in log order.
         let mut transfers: HashMap<B256, Vec<(usize, Address, U256)>> = HashMap::new();
         for (i, l) in logs.iter().enumerate() {
             if l.address() == usdc
+                && let Some(tx) = l.transaction_hash
+                && paid_txs.contains(&tx)
                 && let Ok(ev) = MockUSDC::Transfer::decode_log(&l.inner)
                 && ev.to == treasury
-                && let Some(tx) = l.transaction_hash
             {
                 transfers
                     .entry(tx)
@@ -156,24 +170,15 @@ impl Watched {
                     .push((i, ev.from, ev.value));
             }
         }
-        if transfers.is_empty() {
-            return consumed;
-        }
-        for (i, l) in logs.iter().enumerate() {
-            let Some(tx) = l.transaction_hash else {
-                continue;
-            };
+        for (i, tx, payment) in paid {
             let Some(candidates) = transfers.get(&tx) else {
                 continue;
             };
-            let Some(Payment {
+            let Payment {
                 payers,
                 amount,
                 pulled_before,
-            }) = self.payment_of(l)
-            else {
-                continue;
-            };
+            } = payment;
             let fits = |(j, from, value): &&(usize, Address, U256)| {
                 !consumed.contains(j) && *value == amount && payers.contains(from)
             };
