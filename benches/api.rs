@@ -3,8 +3,10 @@
 //! In one run, under the same load from `wrk` (2 threads, 32 connections,
 //! 5 s each): an axum hello-world baseline served by this process, then
 //! chainfront's `/tiers`, `/vms/:address` and `/credentials/:tokenId` (the
-//! documented signature form) on a local anvil + redis-server. Prints req/s,
-//! p99 and each route's ratio to the baseline (target: cached reads ≥ 0.5),
+//! documented signature form), and Clockchain's `GET /v1/markets` and
+//! `POST /v1/calculate_fees` (goal ≥ 0.8 of the baseline), on a local anvil +
+//! redis-server. Prints req/s, p99 and each route's ratio to the baseline
+//! (target: cached reads ≥ 0.5),
 //! Redis commands per credentials request, and signature recoveries per second
 //! with k256 and with libsecp256k1 (the auth module uses the faster).
 
@@ -27,12 +29,16 @@ use chainfront_indexer::keys::ChainKeys;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// `(req/s, p99 ms)` from wrk's `--latency` output.
-fn wrk(url: &str, header: Option<&str>) -> Res<(f64, f64)> {
+/// `(req/s, p99 ms)` from wrk's `--latency` output. `script`: a wrk Lua
+/// script (e.g. one that POSTs a body).
+fn wrk(url: &str, header: Option<&str>, script: Option<&std::path::Path>) -> Res<(f64, f64)> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c32", "-d5s", "--latency"]);
     if let Some(h) = header {
         cmd.args(["-H", h]);
+    }
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
     }
     let out = cmd.arg(url).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -77,6 +83,38 @@ fn recoveries_per_sec(sig: &WalletSignature, hash: B256, k256: bool) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// ECDH operations per second with k256 and libsecp256k1 (same bytes, see
+/// `crypto::ecies::tests::ecdh_matches_k256`), and whole ECIES opens.
+fn ecdh_per_sec() -> (f64, f64, f64) {
+    use chainfront::crypto::ecies::{Keyring, MasterKey};
+    let n = 3_000;
+    let a = k256::SecretKey::random(&mut rand::rngs::OsRng);
+    let b = k256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+    let t = Instant::now();
+    for _ in 0..n {
+        let shared = k256::ecdh::diffie_hellman(a.to_nonzero_scalar(), b.as_affine());
+        std::hint::black_box(shared.raw_secret_bytes());
+    }
+    let slow = n as f64 / t.elapsed().as_secs_f64();
+    let fast_a = secp256k1::SecretKey::from_byte_array(a.to_bytes().into()).expect("key");
+    let fast_b = secp256k1::PublicKey::from_slice(
+        k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&b, false).as_bytes(),
+    )
+    .expect("point");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(secp256k1::ecdh::shared_secret_point(&fast_b, &fast_a));
+    }
+    let fast = n as f64 / t.elapsed().as_secs_f64();
+    let ring = Keyring::single(MasterKey::generate());
+    let sealed = ring.seal(&[7u8; 400], "bench");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ring.open(&sealed, "bench").expect("opens"));
+    }
+    (slow, fast, n as f64 / t.elapsed().as_secs_f64())
+}
+
 async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
     let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
     Ok(info
@@ -96,7 +134,14 @@ async fn main() -> Res<()> {
     let url = anvil.endpoint();
     let key = |i: usize| PrivateKeySigner::from(anvil.keys()[i].clone());
     let buyer = key(1);
-    let (_, d) = deploy::deploy_local(&url, key(0), key(9).address(), &[buyer.address()]).await?;
+    let (owner, d) =
+        deploy::deploy_local(&url, key(0), key(9).address(), &[buyer.address()]).await?;
+    deploy::seed_demo_market(
+        &owner,
+        d.submission_stakes.ok_or("no stakes contract")?,
+        key(0).address(),
+    )
+    .await?;
     let wallet = deploy::signing_provider(&url, buyer.clone())?;
     let usdc = MockUSDC::new(d.usdc, &wallet);
     mined(
@@ -128,6 +173,10 @@ async fn main() -> Res<()> {
             "CHAINFRONT_MASTER_KEY",
             "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318".into(),
         ),
+        (
+            "CHAINFRONT_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret".into(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -157,6 +206,11 @@ async fn main() -> Res<()> {
         .query_async::<u64>(&mut redis_conn)
         .await?
         < 5
+        || redis::cmd("SCARD")
+            .arg(keys.markets())
+            .query_async::<u64>(&mut redis_conn)
+            .await?
+            < 1
     {
         if t.elapsed() > Duration::from_secs(60) {
             return Err("the node did not index the purchases".into());
@@ -166,7 +220,7 @@ async fn main() -> Res<()> {
     Worker::new(
         state.redis.clone(),
         keys,
-        Arc::new(DevProvider),
+        Arc::new(DevProvider::default()),
         state.master.clone().ok_or("master key")?,
         state.config.provisioning.clone(),
     )
@@ -188,7 +242,7 @@ async fn main() -> Res<()> {
 
     let (base_rps, base_p99) = tokio::task::spawn_blocking({
         let u = hello_url.clone();
-        move || wrk(&u, None)
+        move || wrk(&u, None, None)
     })
     .await??;
     println!(
@@ -200,23 +254,39 @@ async fn main() -> Res<()> {
         "axum hello-world", base_rps, base_p99, "1.00"
     );
 
-    for (name, path, header) in [
-        ("GET /tiers", "/tiers".to_owned(), None),
+    // Clockchain's fee quote is a POST with a JSON body.
+    let fees_lua = dir.path().join("calculate_fees.lua");
+    std::fs::write(
+        &fees_lua,
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{\"initial_stake_amount\": \"0.5\", \"currency\": \"ETH\"}'\n",
+    )?;
+    for (name, path, header, script) in [
+        ("GET /tiers", "/tiers".to_owned(), None, None),
         (
             "GET /vms/:address",
             format!("/vms/{}", buyer.address()),
+            None,
             None,
         ),
         (
             "GET /credentials/:tokenId",
             "/credentials/1".to_owned(),
             Some(bearer.clone()),
+            None,
+        ),
+        ("GET /v1/markets", "/v1/markets".to_owned(), None, None),
+        (
+            "POST /v1/calculate_fees",
+            "/v1/calculate_fees".to_owned(),
+            None,
+            Some(fees_lua.clone()),
         ),
     ] {
         let url = format!("{api}{path}");
         let c0 = commands_processed(&mut redis_conn).await?;
         let (rps, p99) =
-            tokio::task::spawn_blocking(move || wrk(&url, header.as_deref())).await??;
+            tokio::task::spawn_blocking(move || wrk(&url, header.as_deref(), script.as_deref()))
+                .await??;
         let c1 = commands_processed(&mut redis_conn).await?;
         println!(
             "{:<28} {:>10.0} {:>9.2} {:>7.2}",
@@ -239,6 +309,11 @@ async fn main() -> Res<()> {
     let s = recoveries_per_sec(&parsed, hash, false);
     println!(
         "signature recovery, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x)",
+        s / k
+    );
+    let (k, s, open) = ecdh_per_sec();
+    println!(
+        "ECIES ECDH, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x); a whole ECIES open (ECDH + HKDF + AES-GCM) {open:.0}/s",
         s / k
     );
     stop.cancel();

@@ -14,11 +14,13 @@ pub mod crypto;
 pub mod deploy;
 pub mod devnet;
 mod error;
+pub mod markets;
 pub mod metrics;
 pub mod node;
 pub mod provision;
 pub mod telemetry;
 pub mod time;
 pub mod toolchain;
+pub mod vms;
 
 pub use error::{Error, Result};

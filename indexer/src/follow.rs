@@ -156,7 +156,7 @@ impl Follower {
                 }
                 Err(e) => {
                     let wait = delays.next().unwrap_or(retry.max_delay);
-                    warn!(target: "chainfront::indexer", error = %e, retry_in_ms = wait.as_millis() as u64, "pass failed; retrying");
+                    warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), retry_in_ms = wait.as_millis() as u64, "pass failed; retrying");
                     wait
                 }
             };
@@ -642,11 +642,11 @@ async fn new_heads(
                     warn!(target: "chainfront::indexer", "WebSocket head subscription ended; reconnecting");
                 }
                 Err(e) => {
-                    warn!(target: "chainfront::indexer", error = %e, "eth_subscribe newHeads failed; polling only until reconnected");
+                    warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), "eth_subscribe newHeads failed; polling only until reconnected");
                 }
             },
             Err(e) => {
-                warn!(target: "chainfront::indexer", error = %e, "WebSocket connect failed; polling only until reconnected");
+                warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), "WebSocket connect failed; polling only until reconnected");
             }
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));

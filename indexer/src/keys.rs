@@ -234,6 +234,35 @@ impl ChainKeys {
     }
 }
 
+impl ChainKeys {
+    /// `cf:{c<id>}:n:<rest>`: node-owned state about this chain's markets
+    /// (submission claims). Same hash tag as the indexed markets, so one Lua
+    /// script can check the index and claim atomically.
+    fn n(&self, rest: &str) -> String {
+        format!("{}n:{rest}", self.base)
+    }
+
+    // ---- submission claims (written by the API node, not the indexer) ----
+
+    /// Hash: the claim of one payment transaction hash by a submission
+    /// (status, the submission's fields, record tx, submission id, error).
+    pub fn submission_claim(&self, tx: B256) -> String {
+        self.n(&format!("claim:{tx}"))
+    }
+
+    /// Sorted set: payment tx hashes whose submission still has to be
+    /// recorded on chain, score = due time (unix ms; leased by pushing it ahead).
+    pub fn submission_claim_queue(&self) -> String {
+        self.n("claims:queue")
+    }
+
+    /// String: the payment tx hash of the original submission of a market
+    /// that is claimed but not indexed yet (a second original is refused).
+    pub fn original_pending(&self, market: FixedBytes<16>) -> String {
+        self.n(&format!("original:{market}"))
+    }
+}
+
 /// Keys of node-wide state that is not about one chain: rate limits, bans,
 /// auth nonces, agent wallets. Per-IP keys carry the IP as hash tag so they
 /// spread over a Redis Cluster.
@@ -253,9 +282,21 @@ impl NodeKeys {
         "cf:{ip:*}:ban".into()
     }
 
-    /// Counter of `ip`'s requests to `route` in fixed window `window`.
-    pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
-        format!("cf:{{ip:{ip}}}:rl:{route}:{window}")
+    /// GCRA state (theoretical arrival time, unix ms) of one client's
+    /// requests to `route`; `ip` is the client's bucket (an IPv4 address or
+    /// an IPv6 /64), so its ban and violations share the key's slot.
+    pub fn ip_rate(&self, ip: &impl std::fmt::Display, route: &str) -> String {
+        format!("cf:{{ip:{ip}}}:rl:{route}")
+    }
+
+    /// GCRA state of one wallet's requests to `route`.
+    pub fn wallet_rate(&self, wallet: Address, route: &str) -> String {
+        format!("cf:{{w:{}}}:rl:{route}", lower(wallet))
+    }
+
+    /// GCRA state of all clients' requests to `route` (its global ceiling).
+    pub fn route_rate(&self, route: &str) -> String {
+        format!("cf:{{rl:{route}}}:all")
     }
 
     /// Counter of `ip`'s rate-limit violations in the ban window.
@@ -265,9 +306,16 @@ impl NodeKeys {
 
     // ---- auth ----
 
-    /// String with a TTL: a timestamped signature already used (by its sha256).
+    /// String with a TTL: a single-use signed message already used (by the
+    /// sha256 of its form, signer and message, never of the signature bytes).
     pub fn signature_used(&self, digest_hex: &str) -> String {
         format!("cf:{{sig:{digest_hex}}}:used")
+    }
+
+    /// String with a TTL: unix seconds; sign-in tokens of `address` issued at
+    /// or before it are revoked (`POST /admin/revocations`).
+    pub fn jwt_not_before(&self, address: Address) -> String {
+        format!("cf:{{auth:{}}}:nbf", lower(address))
     }
 
     /// String with a TTL: a live server nonce from `GET /auth/nonce`
@@ -278,9 +326,27 @@ impl NodeKeys {
 
     // ---- agent wallets ----
 
-    /// Hash: agent wallet address → ECIES-encrypted private key.
+    /// Hash: agent wallet address → ECIES-encrypted private key (written
+    /// before escrow became opt-in; read by `keys rotate` only).
     pub fn agent_wallets(&self) -> String {
         "cf:{node}:wallets".into()
+    }
+
+    /// String with a TTL: the sealed escrow copy of one agent wallet, kept
+    /// only when `api.wallet_escrow_ttl_secs` is set.
+    pub fn agent_wallet_escrow(&self, address: Address) -> String {
+        format!("cf:{{node}}:wallet:{}", lower(address))
+    }
+
+    /// Pattern matching every escrowed agent wallet.
+    pub fn agent_wallet_escrow_pattern(&self) -> String {
+        "cf:{node}:wallet:*".into()
+    }
+
+    /// String: set by `keys rotate` once every stored secret is sealed; from
+    /// then on a plaintext value is refused instead of read.
+    pub fn crypto_migrated(&self) -> String {
+        "cf:{node}:crypto:migrated".into()
     }
 }
 

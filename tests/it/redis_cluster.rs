@@ -248,8 +248,15 @@ async fn a_three_primary_cluster_indexes_reorgs_and_serves_like_a_single_redis()
         assert!(Instant::now() < deadline, "provisioning status {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A route that fails closed when the limiter cannot reach Redis.
     let (status, nonce) = get(&format!("{}/auth/nonce", node.url)).await;
     assert_eq!(status, 200, "{nonce}");
+    let (status, markets) = get(&format!("{}/v1/markets", node.url)).await;
+    assert_eq!(status, 200, "{markets}");
+    assert!(
+        markets.to_string().contains("123e4567"),
+        "the demo market: {markets}"
+    );
 
     // One chain lives in one slot: every key of the chain is on one node.
     let keys = chainfront_indexer::store::scan(&mut c, "cf:{c31337}:*")
@@ -326,11 +333,13 @@ fn every_lua_script_declares_every_key_it_touches() {
         let text = std::fs::read_to_string(&f).expect("read");
         for (i, _) in text.match_indices("redis.call(") {
             let rest = &text[i + "redis.call(".len()..];
+            // A command without arguments (`TIME`) touches no key.
+            let first_arg_end = rest.find([',', ')']).unwrap_or(rest.len());
+            if rest[first_arg_end..].starts_with(')') {
+                continue;
+            }
             // The first argument is the command, the second the key.
-            let after_cmd = rest
-                .split_once(',')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
+            let after_cmd = rest[first_arg_end + 1..].trim_start();
             assert!(
                 after_cmd.starts_with("KEYS["),
                 "{}: a script touches a key it does not declare: redis.call({}",
