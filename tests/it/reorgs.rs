@@ -438,6 +438,32 @@ async fn a_reorg_deeper_than_the_window_stops_the_indexer_and_the_api_stays_up()
             .any(|l| l.starts_with("chainfront_indexer_stopped{") && l.ends_with(" 1")),
         "{metrics}"
     );
+
+    // The operator's way out, as the error says: `chainfront reindex`
+    // (the stopped indexer gave its lock up) rebuilds the final chain's
+    // state and prints its digest.
+    let mut env: Vec<(String, String)> = stack.env().into_iter().collect();
+    env.push(("CHAINFRONT_LOG__FILTER".into(), "warn".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_chainfront"));
+    let local = crate::harness::local_toml();
+    let (ok, out, err) = crate::harness::run_in_repo(
+        &bin,
+        &["reindex", "--config", local.to_str().expect("utf8")],
+        &env,
+    );
+    assert!(ok, "reindex failed: {err}");
+    let spec = spec(&stack);
+    let (mut fresh, mut fc) = follower(&stack, 2, &spec).await;
+    fresh.sync().await.expect("fresh");
+    let expected = digest(&mut fc, &spec).await;
+    assert_eq!(
+        out.trim(),
+        expected,
+        "reindex prints the final chain's digest"
+    );
+    assert_eq!(digest(&mut c, &spec).await, expected);
+    assert_deposits_match_chain(&stack, &mut c, &spec.watched.keys).await;
 }
 
 fn node_keys(node: &crate::vms::Node) -> String {
