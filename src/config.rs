@@ -150,7 +150,9 @@ impl ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` URL.
+    /// `redis://host:port/db` URL of one server, or a comma-separated list
+    /// of Redis Cluster nodes (`redis://a:7000,redis://b:7001`; a single URL
+    /// of a cluster-mode server is used as the cluster's seed too).
     pub url: String,
 }
 
@@ -500,9 +502,17 @@ pub struct IndexerConfig {
     pub leader_ttl_ms: u64,
     /// Per-request RPC timeout in ms.
     pub rpc_timeout_ms: u64,
+    /// How long the indexer waits for one Redis answer, in ms (a commit
+    /// script of a large range included). A commit that times out may still
+    /// have landed: the next pass re-reads the checkpoint, and the
+    /// checkpoint check makes a replay a no-op.
+    pub redis_timeout_ms: u64,
     /// `eth_getLogs` ranges fetched ahead of the one being committed during a
     /// backfill (each holds up to one range of logs in memory).
     pub fetch_ahead: usize,
+    /// Most logs in one atomic commit: a larger range is committed in
+    /// chunks ending at block boundaries.
+    pub max_logs_per_commit: usize,
 }
 
 impl Default for IndexerConfig {
@@ -511,7 +521,9 @@ impl Default for IndexerConfig {
             enabled: true,
             leader_ttl_ms: 5_000,
             rpc_timeout_ms: 10_000,
+            redis_timeout_ms: 10_000,
             fetch_ahead: 2,
+            max_logs_per_commit: 5_000,
         }
     }
 }
@@ -721,11 +733,14 @@ impl Config {
                 });
             }
         }
-        check_url(
-            "redis.url",
-            &self.redis.url,
-            &["redis", "rediss", "redis+unix", "unix"],
-        )?;
+        // One server, or a comma-separated list of Redis Cluster nodes.
+        for node in self.redis.url.split(',').map(str::trim) {
+            check_url(
+                "redis.url",
+                node,
+                &["redis", "rediss", "redis+unix", "unix"],
+            )?;
+        }
         if let Some(url) = &self.api.public_url {
             check_url("api.public_url", url, &["http", "https"])?;
         }
@@ -826,6 +841,9 @@ impl Config {
     /// One indexer spec per followed chain: the home chain with its contracts
     /// and deposits, every other chain with a USDC address for deposits to the
     /// treasury (the home treasury unless the chain sets its own).
+    // `..FollowConfig::default()` stays although every field is set today:
+    // a follower setting added later takes its default here.
+    #[allow(clippy::needless_update)]
     pub fn chain_specs(&self) -> Result<Vec<ChainSpec>> {
         let home = self.home()?;
         let mut specs = Vec::new();
@@ -873,6 +891,7 @@ impl Config {
                     initial_range: chain.max_log_range.min(100),
                     ws_url: chain.ws_url.clone(),
                     fetch_ahead: self.indexer.fetch_ahead.max(1),
+                    max_logs_per_commit: self.indexer.max_logs_per_commit.max(1),
                     head: match chain.head {
                         HeadConfig::Latest => HeadTag::Latest,
                         HeadConfig::Safe => HeadTag::Safe,
@@ -1271,6 +1290,15 @@ rpc_urls = ["http://127.0.0.1:8545"]
         .expect("mainnet");
         let home = c.home().expect("mainnet addresses are all configured");
         assert_eq!(home.deployment.chain_id, 8453);
+        // Money on Base follows the safe head, not a depth on the unsafe chain.
+        assert_eq!(home.chain.head, HeadConfig::Safe);
+        let base = c
+            .chain_specs()
+            .expect("specs")
+            .into_iter()
+            .find(|s| s.chain_id == 8453)
+            .expect("base");
+        assert_eq!(base.follow.head, HeadTag::Safe);
         assert_eq!(
             home.deployment.usdc.to_string(),
             "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"

@@ -47,12 +47,20 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    fsync: &'static str,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
-    /// Starts redis-server on a free port with AOF on, in a fresh temp dir.
+    /// Starts redis-server on a free port with AOF on (`appendfsync
+    /// always`), in a fresh temp dir.
     pub fn start() -> Result<Self> {
+        Self::start_with_fsync("always")
+    }
+
+    /// Starts redis-server with AOF on and `appendfsync <fsync>` (`always`,
+    /// `everysec` or `no`).
+    pub fn start_with_fsync(fsync: &'static str) -> Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix("chainfront-redis-")
             .tempdir()
@@ -65,12 +73,13 @@ impl RedisServer {
         // A port picked by free_port can be taken before redis binds it; retry.
         for _ in 0..5 {
             let port = free_port()?;
-            match Self::spawn(port, &dir) {
+            match Self::spawn(port, &dir, fsync) {
                 Ok(child) => {
                     return Ok(Self {
                         child: Some(child),
                         port,
                         dir,
+                        fsync,
                         _tmp: Some(tmp),
                     });
                 }
@@ -83,7 +92,7 @@ impl RedisServer {
         }))
     }
 
-    fn spawn(port: u16, dir: &Path) -> Result<Child> {
+    fn spawn(port: u16, dir: &Path, fsync: &str) -> Result<Child> {
         let bin = toolchain::redis_server()?;
         let mut child = Command::new(&bin)
             .args([
@@ -98,7 +107,7 @@ impl RedisServer {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                fsync,
                 "--protected-mode",
                 "yes",
             ])
@@ -147,8 +156,26 @@ impl RedisServer {
     /// has) and starts it again on the same port and data, as a crash would.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.child = Some(Self::spawn(self.port, &self.dir)?);
+        self.start_again()
+    }
+
+    /// Stops the server like a crash (SIGKILL); [`RedisServer::start_again`]
+    /// brings it back on the same port and data.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts a stopped server again on the same port and data directory.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_none() {
+            self.child = Some(Self::spawn(self.port, &self.dir, self.fsync)?);
+        }
         Ok(())
+    }
+
+    /// Where the server keeps its data (the AOF directory lives in it).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
     }
 
     fn kill(&mut self) {

@@ -48,6 +48,18 @@ impl NodeMetrics {
             .clone()
     }
 
+    /// Every chain whose indexer stopped on a fatal condition, with why.
+    pub fn stopped_indexers(&self) -> Vec<(String, String)> {
+        let chains = self
+            .chains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        chains
+            .iter()
+            .filter_map(|(name, (_, m))| m.stopped().map(|why| (name.clone(), why)))
+            .collect()
+    }
+
     /// Seconds since start.
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
@@ -92,6 +104,11 @@ impl NodeMetrics {
             "Blocks between head and indexed",
         );
         let depth = gauge(&mut registry, "max_reorg_depth", "Deepest reorg handled");
+        let stopped = gauge(
+            &mut registry,
+            "indexer_stopped",
+            "1 when the chain's indexer stopped on a fatal condition (see /health)",
+        );
         let events = counter(&mut registry, "events_applied", "Logs applied");
         let reorgs = counter(&mut registry, "reorgs", "Reorgs handled");
         let rpc_errors = counter(&mut registry, "rpc_errors", "Failed RPC calls");
@@ -120,6 +137,9 @@ impl NodeMetrics {
                 .get_or_create(&l)
                 .set(as_i64(m.indexed_block.load(Ordering::Relaxed)));
             lag.get_or_create(&l).set(as_i64(m.lag()));
+            stopped
+                .get_or_create(&l)
+                .set(i64::from(m.stopped().is_some()));
             depth
                 .get_or_create(&l)
                 .set(as_i64(m.max_reorg_depth.load(Ordering::Relaxed)));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use chainfront_indexer::chain;
-use chainfront_indexer::conn::RedisConn;
+use chainfront_indexer::conn::{self, ConnOptions, RedisConn};
 use chainfront_indexer::retry::RetryPolicy;
 use chainfront_indexer::rpc::{Rpc, redact_urls};
 use tokio::net::TcpListener;
@@ -31,18 +31,55 @@ pub fn read_provider(url: &str) -> Result<DynProvider> {
     Ok(ProviderBuilder::new().connect_http(parsed).erased())
 }
 
-/// Opens a reconnecting, multiplexed Redis connection.
+/// Opens a reconnecting, multiplexed Redis connection (a cluster
+/// connection when `url` lists cluster nodes) with the API's timeouts.
 pub async fn connect_redis(url: &str) -> Result<RedisConn> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, chainfront_indexer::conn::connect(url)).await {
+    connect_redis_with(url, ConnOptions::default()).await
+}
+
+/// Opens a Redis connection with `opts`, within [`CONNECT_TIMEOUT`].
+pub async fn connect_redis_with(url: &str, opts: ConnOptions) -> Result<RedisConn> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, conn::connect_with(url, opts)).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(Error::Config {
             key: "redis.url".into(),
             message: format!(
                 "no Redis answered at {} within {}s",
-                chainfront_indexer::rpc::redact(url),
+                redact_url(url),
                 CONNECT_TIMEOUT.as_secs()
             ),
         }),
+    }
+}
+
+/// `url` (one or a comma-separated list of cluster nodes) without
+/// credentials, for messages.
+fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(chainfront_indexer::rpc::redact)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Checks Redis is safe to keep chain state in: refuses a `maxmemory-policy`
+/// that may evict it (`allkeys-*`), warns on `volatile-*`. Every command that
+/// writes or serves state (`run`, `index`, `reindex`) calls it at start.
+pub async fn check_redis(conn: &mut RedisConn) -> Result<()> {
+    match conn::check_eviction_policy(conn).await {
+        Ok(_) => Ok(()),
+        Err(e @ chainfront_indexer::Error::UnsafeRedis(_)) => Err(Error::Config {
+            key: "redis.url".into(),
+            message: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The indexer's Redis connection options (`indexer.redis_timeout_ms`).
+pub fn indexer_redis_options(config: &Config) -> ConnOptions {
+    ConnOptions {
+        response_timeout: Duration::from_millis(config.indexer.redis_timeout_ms.max(1)),
+        ..ConnOptions::default()
     }
 }
 
@@ -115,7 +152,8 @@ pub async fn connect(config: Config) -> Result<AppState> {
             ),
         });
     }
-    let redis = connect_redis(&config.redis.url).await?;
+    let mut redis = connect_redis(&config.redis.url).await?;
+    check_redis(&mut redis).await?;
     let keyring = crate::crypto::ecies::Keyring::from_secrets(&config.secrets)?.map(Arc::new);
     if keyring.is_none() {
         warn!(target: "chainfront::node", "no master key (CHAINFRONT_MASTER_KEY): wallet generation and VM provisioning are off");
@@ -239,25 +277,36 @@ pub async fn serve(
     served
 }
 
-/// Runs one indexer per configured chain until `shutdown`. The first fatal
-/// indexer error (a reorg deeper than the window, corrupt state) cancels
-/// `shutdown` so the whole node stops with that error.
+/// Runs one indexer per configured chain until `shutdown`. A chain whose
+/// indexer stops on a fatal condition (a reorg deeper than the window,
+/// corrupt state, the wrong chain) is recorded in its metrics, so `/health`
+/// says `degraded` and why, and logged; the other chains and the API keep
+/// running. Transient faults never end an indexer (they are retried inside
+/// it). Returns, once every indexer has ended, the first fatal error.
+///
+/// The indexers share their own Redis connection, with the indexer's
+/// explicit response timeout (`indexer.redis_timeout_ms`), opened with
+/// retries: a Redis that is down at this point is waited for.
 pub async fn run_indexers(
     config: &Config,
-    redis: RedisConn,
     metrics: &crate::metrics::NodeMetrics,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let specs = config.chain_specs()?;
+    let Some(redis) = connect_indexer_redis(config, &shutdown).await else {
+        return Ok(());
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for spec in specs {
         let (conn, stop) = (redis.clone(), shutdown.clone());
         let metrics = metrics.chain(&spec.name, spec.chain_id);
         tasks.spawn(async move {
             let name = spec.name.clone();
-            chain::run(conn, spec, metrics, stop)
-                .await
-                .map_err(|e| (name, e))
+            let result = chain::run(conn, spec, metrics.clone(), stop).await;
+            if let Err(e) = &result {
+                metrics.set_stopped(e.to_string());
+            }
+            result.map_err(|e| (name, e))
         });
     }
     let mut first_error = None;
@@ -267,11 +316,33 @@ pub async fn run_indexers(
             Ok(Err((name, e))) => format!("indexer for chain `{name}` stopped: {e}"),
             Err(e) => format!("indexer task failed: {e}"),
         };
-        error!(target: "chainfront::indexer", error = %failure, "indexer stopped; shutting the node down");
-        shutdown.cancel();
+        error!(target: "chainfront::indexer", error = %failure, "indexer stopped; the API keeps serving what is indexed (/health reports it)");
         first_error.get_or_insert(Error::chain(failure));
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The indexers' Redis connection, retried with backoff until it opens or
+/// `shutdown` (then `None`).
+async fn connect_indexer_redis(config: &Config, shutdown: &CancellationToken) -> Option<RedisConn> {
+    let policy = chainfront_indexer::retry::RetryPolicy {
+        max_retries: usize::MAX,
+        ..Default::default()
+    };
+    let mut delays = policy.delays();
+    loop {
+        match connect_redis_with(&config.redis.url, indexer_redis_options(config)).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                let wait = delays.next().unwrap_or(policy.max_delay);
+                warn!(target: "chainfront::indexer", error = %e, retry_in_ms = wait.as_millis() as u64, "cannot connect the indexer to Redis; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Binds the configured address and runs the node (API and, unless disabled,
@@ -299,13 +370,7 @@ pub async fn run_on(
     let config = state.config.clone();
     let indexers = async {
         if config.indexer.enabled {
-            run_indexers(
-                &config,
-                state.redis.clone(),
-                &state.metrics,
-                shutdown.clone(),
-            )
-            .await
+            run_indexers(&config, &state.metrics, shutdown.clone()).await
         } else {
             Ok(())
         }

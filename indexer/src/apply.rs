@@ -111,25 +111,138 @@ impl Watched {
             .collect()
     }
 
-    /// The ops for a batch of logs sorted by (block, log index). A USDC
-    /// transfer to the treasury made in the same transaction as an event of
-    /// our contracts is a VM payment or a submission fee, not a deposit, and is
-    /// not credited as one.
+    /// The ops for a batch of logs sorted by (block, log index), holding
+    /// every log of each of their transactions. Every USDC transfer to the
+    /// treasury is a deposit except the ones an indexed event of our
+    /// contracts accounts for ([`Watched::payments`]).
     pub fn ops_for_logs(&self, logs: &[Log]) -> Vec<Op> {
-        let contracts = self.contract_addresses();
-        let paid_through_contract: std::collections::HashSet<B256> = logs
-            .iter()
-            .filter(|l| contracts.contains(&l.address()))
-            .filter_map(|l| l.transaction_hash)
-            .collect();
+        let payments = self.payments(logs);
         logs.iter()
-            .filter(|l| {
-                !(Some(l.address()) == self.usdc
-                    && l.transaction_hash
-                        .is_some_and(|t| paid_through_contract.contains(&t)))
-            })
-            .flat_map(|l| self.ops(l))
+            .enumerate()
+            .filter(|(i, _)| !payments.contains(i))
+            .flat_map(|(_, l)| self.ops(l))
             .collect()
+    }
+
+    /// The positions in `logs` of the USDC transfers to the treasury that
+    /// pay for an indexed purchase, extension or submission, and so are not
+    /// deposits. The contracts pull exactly the price to the treasury in the
+    /// call that emits the event (`safeTransferFrom(msg.sender, treasury,
+    /// totalCost | fee)`, or from the contract itself for
+    /// `purchaseVMWithAuthorization` and `recordSubmission`), so a payment
+    /// is a transfer in the *same transaction*, from the *payer* (or the
+    /// contract), of the *same amount*. Each event consumes one such
+    /// transfer, the nearest one before it (else the first after it); every
+    /// other transfer — a top-up batched with a purchase by a smart wallet,
+    /// or another user's deposit in the same ERC-4337 bundle — stays a
+    /// deposit.
+    pub fn payments(&self, logs: &[Log]) -> std::collections::HashSet<usize> {
+        use std::collections::{HashMap, HashSet};
+        let mut consumed = HashSet::new();
+        let (Some(usdc), Some(treasury)) = (self.usdc, self.treasury) else {
+            return consumed;
+        };
+        // Paid events first (few: only our contracts' logs are decoded), so
+        // a range of plain deposits costs no second decode of its transfers.
+        let contracts = self.contract_addresses();
+        let paid: Vec<(usize, B256, Payment)> = logs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| contracts.contains(&l.address()))
+            .filter_map(|(i, l)| Some((i, l.transaction_hash?, self.payment_of(l)?)))
+            .collect();
+        if paid.is_empty() {
+            return consumed;
+        }
+        let paid_txs: HashSet<B256> = paid.iter().map(|(_, tx, _)| *tx).collect();
+        // Transfers to the treasury in those transactions, in log order.
+        let mut transfers: HashMap<B256, Vec<(usize, Address, U256)>> = HashMap::new();
+        for (i, l) in logs.iter().enumerate() {
+            if l.address() == usdc
+                && let Some(tx) = l.transaction_hash
+                && paid_txs.contains(&tx)
+                && let Ok(ev) = MockUSDC::Transfer::decode_log(&l.inner)
+                && ev.to == treasury
+            {
+                transfers
+                    .entry(tx)
+                    .or_default()
+                    .push((i, ev.from, ev.value));
+            }
+        }
+        for (i, tx, payment) in paid {
+            let Some(candidates) = transfers.get(&tx) else {
+                continue;
+            };
+            let Payment {
+                payers,
+                amount,
+                pulled_before,
+            } = payment;
+            let fits = |(j, from, value): &&(usize, Address, U256)| {
+                !consumed.contains(j) && *value == amount && payers.contains(from)
+            };
+            let before = || {
+                candidates
+                    .iter()
+                    .filter(|c| c.0 < i)
+                    .rev()
+                    .find(|c| fits(c))
+            };
+            let after = || candidates.iter().filter(|c| c.0 > i).find(|c| fits(c));
+            let pick = if pulled_before {
+                before().or_else(after)
+            } else {
+                after().or_else(before)
+            };
+            if let Some((j, ..)) = pick {
+                consumed.insert(*j);
+            }
+        }
+        consumed
+    }
+
+    /// Who may pay (to the treasury) for the event in `log`, and how much,
+    /// if it is a paid event of our contracts.
+    fn payment_of(&self, log: &Log) -> Option<Payment> {
+        let addr = log.address();
+        if Some(addr) == self.vm_marketplace {
+            use VMMarketplace::VMMarketplaceEvents as E;
+            return match VMMarketplace::VMMarketplaceEvents::decode_log(&log.inner)
+                .ok()?
+                .data
+            {
+                // `purchaseVMWithAuthorization` forwards from the marketplace.
+                E::VMPurchased(e) => Some(Payment {
+                    payers: vec![e.buyer, addr],
+                    amount: e.totalCost,
+                    pulled_before: true,
+                }),
+                E::VMExtended(e) => Some(Payment {
+                    payers: vec![e.payer],
+                    amount: e.totalCost,
+                    pulled_before: true,
+                }),
+                _ => None,
+            };
+        }
+        if Some(addr) == self.submission_stakes {
+            use SubmissionStakes::SubmissionStakesEvents as E;
+            return match SubmissionStakes::SubmissionStakesEvents::decode_log(&log.inner)
+                .ok()?
+                .data
+            {
+                // `submit` pulls the fee from the creator; `recordSubmission`
+                // forwards it from the contract.
+                E::SubmissionCreated(e) if Some(e.stakeToken) == self.usdc => Some(Payment {
+                    payers: vec![e.creator, addr],
+                    amount: e.fee,
+                    pulled_before: false,
+                }),
+                _ => None,
+            };
+        }
+        None
     }
 
     /// The ops for one log (none for logs we do not follow).
@@ -419,6 +532,183 @@ impl Watched {
     }
 }
 
+/// The treasury transfer a paid event accounts for.
+struct Payment {
+    /// Who the transfer may come from.
+    payers: Vec<Address>,
+    /// Exactly how much.
+    amount: U256,
+    /// The contract pulls the payment before emitting the event (VM
+    /// purchases and extensions) rather than after (submissions).
+    pulled_before: bool,
+}
+
 fn f(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::LogData;
+
+    const USDC: Address = Address::repeat_byte(0x11);
+    const MARKET: Address = Address::repeat_byte(0x22);
+    const STAKES: Address = Address::repeat_byte(0x33);
+    const TREASURY: Address = Address::repeat_byte(0x44);
+
+    fn watched() -> Watched {
+        Watched {
+            keys: ChainKeys::new(1),
+            vm_marketplace: Some(MARKET),
+            submission_stakes: Some(STAKES),
+            usdc: Some(USDC),
+            treasury: Some(TREASURY),
+        }
+    }
+
+    fn log(address: Address, data: LogData, tx: u8, index: u64) -> Log {
+        Log {
+            inner: alloy::primitives::Log { address, data },
+            block_hash: Some(B256::repeat_byte(0xbb)),
+            block_number: Some(7),
+            block_timestamp: None,
+            transaction_hash: Some(B256::repeat_byte(tx)),
+            transaction_index: Some(u64::from(tx)),
+            log_index: Some(index),
+            removed: false,
+        }
+    }
+
+    fn transfer(from: Address, value: u64, tx: u8, index: u64) -> Log {
+        let ev = MockUSDC::Transfer {
+            from,
+            to: TREASURY,
+            value: U256::from(value),
+        };
+        log(USDC, ev.encode_log_data(), tx, index)
+    }
+
+    fn purchase(buyer: Address, cost: u64, tx: u8, index: u64) -> Log {
+        let ev = VMMarketplace::VMPurchased {
+            tokenId: U256::from(index),
+            buyer,
+            tier: 1,
+            durationDays: 1,
+            purchaseDate: U256::from(1),
+            totalCost: U256::from(cost),
+        };
+        log(MARKET, ev.encode_log_data(), tx, index)
+    }
+
+    /// Positions of the logs credited as deposits.
+    fn deposits(logs: &[Log]) -> Vec<u64> {
+        let w = watched();
+        let paid = w.payments(logs);
+        logs.iter()
+            .enumerate()
+            .filter(|(i, l)| l.address() == USDC && !paid.contains(i))
+            .map(|(_, l)| l.log_index.unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn only_the_transfer_a_purchase_accounts_for_is_not_a_deposit() {
+        let (x, y) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        // One ERC-4337 bundle: Y deposits 100, X buys for 100 (pull, then
+        // event), Y deposits again.
+        let logs = [
+            transfer(y, 100, 9, 0),
+            transfer(x, 100, 9, 1),
+            purchase(x, 100, 9, 2),
+            transfer(y, 100, 9, 3),
+        ];
+        assert_eq!(deposits(&logs), [0, 3]);
+        // The ops credit exactly Y's two transfers.
+        let ops = watched().ops_for_logs(&logs);
+        let credited: Vec<&Op> = ops
+            .iter()
+            .filter(|op| matches!(op, Op::AddU256 { key, .. } if key.contains("deptotal")))
+            .collect();
+        assert_eq!(credited.len(), 2);
+        assert!(credited.iter().all(|op| op.key().ends_with(&lower(y))));
+    }
+
+    #[test]
+    fn each_payment_is_consumed_once_and_a_same_amount_top_up_stays_a_deposit() {
+        let x = Address::repeat_byte(1);
+        // A smart-wallet batch: two purchases and a top-up of the same amount
+        // from the same wallet.
+        let logs = [
+            transfer(x, 50, 4, 0),
+            purchase(x, 50, 4, 1),
+            transfer(x, 50, 4, 2),
+            purchase(x, 50, 4, 3),
+            transfer(x, 50, 4, 4),
+        ];
+        assert_eq!(deposits(&logs), [4]);
+    }
+
+    #[test]
+    fn a_transfer_of_another_amount_or_payer_or_tx_is_a_deposit() {
+        let (x, y) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let logs = [
+            transfer(x, 99, 1, 0),
+            transfer(y, 100, 1, 1),
+            transfer(x, 100, 2, 2),
+            purchase(x, 100, 1, 3),
+        ];
+        assert_eq!(deposits(&logs), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_deposit_next_to_contract_events_that_carry_no_payment_is_credited() {
+        let x = Address::repeat_byte(1);
+        // An NFT transfer (no payment) and a deposit in one transaction: the
+        // old rule dropped the deposit.
+        let nft = VMMarketplace::Transfer {
+            from: x,
+            to: Address::repeat_byte(5),
+            tokenId: U256::from(3),
+        };
+        let logs = [
+            log(MARKET, nft.encode_log_data(), 1, 0),
+            transfer(x, 100, 1, 1),
+        ];
+        assert_eq!(deposits(&logs), [1]);
+    }
+
+    #[test]
+    fn authorized_purchases_and_recorded_submissions_pay_from_the_contract() {
+        let (x, y) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let sub = |stake_token: Address, fee: u64, index: u64| {
+            let ev = SubmissionStakes::SubmissionCreated {
+                marketId: Default::default(),
+                submissionId: U256::from(index),
+                creator: y,
+                submissionType: 0,
+                predictedText: String::new(),
+                stakeToken: stake_token,
+                stake: U256::from(1_000),
+                fee: U256::from(fee),
+                paymentTxHash: B256::ZERO,
+            };
+            log(STAKES, ev.encode_log_data(), 3, index)
+        };
+        let logs = [
+            // purchaseVMWithAuthorization: the marketplace forwards the price.
+            transfer(MARKET, 100, 3, 0),
+            purchase(x, 100, 3, 1),
+            // submit (event, then the fee pulled from the creator).
+            sub(USDC, 7, 2),
+            transfer(y, 7, 3, 3),
+            // recordSubmission: the stakes contract forwards the fee.
+            sub(USDC, 8, 4),
+            transfer(STAKES, 8, 3, 5),
+            // An ETH-staked submission pays no USDC: Y's 9 is a deposit.
+            sub(Address::ZERO, 9, 6),
+            transfer(y, 9, 3, 7),
+        ];
+        assert_eq!(deposits(&logs), [7]);
+    }
 }

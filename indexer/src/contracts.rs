@@ -50,3 +50,19 @@ sol!(
         function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4 magicValue);
     }
 );
+
+sol!(
+    /// Several calls in one transaction (a bundle or a smart-wallet batch), for tests.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    Multicall,
+    "../abi/Multicall.json"
+);
+
+sol!(
+    /// An ERC-20 with any name, symbol and decimals, for tests.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    MockToken,
+    "../abi/MockToken.json"
+);

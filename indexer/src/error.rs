@@ -56,6 +56,16 @@ pub enum Error {
     /// follower re-reads it and resumes from there.
     #[error("the checkpoint moved under this indexer; resuming from Redis's")]
     StaleCheckpoint,
+    /// A `chainfront reindex` wipe was interrupted: its tombstone is still
+    /// in Redis, so the state is partly deleted. Nothing commits until the
+    /// wipe is finished (every start does that first).
+    #[error(
+        "an interrupted reindex left this chain's state half deleted; finishing the wipe first"
+    )]
+    WipePending,
+    /// Redis is set up in a way that can lose indexer state silently.
+    #[error("unsafe Redis configuration: {0}")]
+    UnsafeRedis(String),
     /// The RPC serves another chain than configured.
     #[error("RPC serves chain id {actual}, expected {expected}")]
     WrongChain {
@@ -64,6 +74,25 @@ pub enum Error {
         /// Served.
         actual: u64,
     },
+}
+
+impl Error {
+    /// Whether the indexer must stop on this error instead of retrying: the
+    /// state or the chain is not what it can safely continue from (a reorg
+    /// deeper than the window, corrupt state, the wrong chain, a Redis that
+    /// may evict state). Everything else (RPC and Redis faults, a moved
+    /// checkpoint, lost leadership) is retried or waited out.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::ReorgTooDeep { .. }
+                | Error::Corrupt(_)
+                | Error::WrongChain { .. }
+                | Error::UnsafeRedis(_)
+                | Error::DeploymentIo { .. }
+                | Error::DeploymentFormat { .. }
+        )
+    }
 }
 
 /// Result alias for the indexer crate.

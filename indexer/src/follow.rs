@@ -133,28 +133,36 @@ impl Follower {
     }
 
     async fn run_loop(&mut self, shutdown: &CancellationToken, wake: &Notify) -> Result<()> {
+        // Consecutive failed passes back off (a Redis or RPC outage is
+        // waited out without hammering it); a good pass resets the delays.
+        let retry = crate::retry::RetryPolicy {
+            min_delay: self.cfg.poll_interval,
+            max_delay: self.cfg.poll_interval.max(Duration::from_secs(5)),
+            max_retries: usize::MAX,
+        };
+        let mut delays = retry.delays();
         loop {
             let pass = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = self.sync() => r,
             };
-            match pass {
-                Ok(_) => {}
-                Err(
-                    e @ (Error::ReorgTooDeep { .. }
-                    | Error::Fenced
-                    | Error::Corrupt(_)
-                    | Error::WrongChain { .. }),
-                ) => {
+            let wait = match pass {
+                Ok(_) => {
+                    delays = retry.delays();
+                    self.cfg.poll_interval
+                }
+                Err(e) if e.is_fatal() || matches!(e, Error::Fenced | Error::WipePending) => {
                     return Err(e);
                 }
                 Err(e) => {
-                    warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), "pass failed; retrying after the poll interval")
+                    let wait = delays.next().unwrap_or(retry.max_delay);
+                    warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), retry_in_ms = wait.as_millis() as u64, "pass failed; retrying");
+                    wait
                 }
-            }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = wake.notified() => {}
             }
         }

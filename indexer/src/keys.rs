@@ -65,6 +65,13 @@ impl ChainKeys {
         self.m("undo:*")
     }
 
+    /// String: present while a `reindex` wipe is under way (a tombstone). A
+    /// start that finds it finishes the wipe before anything else; commits
+    /// refuse to run while it exists.
+    pub fn wipe(&self) -> String {
+        self.m("wipe")
+    }
+
     /// String: the current leader's fencing token.
     pub fn leader(&self) -> String {
         self.m("leader")

@@ -15,34 +15,82 @@ use crate::apply::Op;
 use crate::keys::ChainKeys;
 use crate::{Error, Result};
 
-/// Runs a list of commands after checking the fencing token. KEYS[1] is the
-/// leader key; ARGV[1] the expected token ('' skips the check); ARGV[3] the
-/// number of commands; then per command its argument count and arguments.
+/// Runs a list of commands after three checks, all inside the one atomic
+/// script call.
 ///
-/// KEYS[2] is the checkpoint; ARGV[2] the checkpoint number the commit builds
-/// on: `*` skips the check, empty means "no checkpoint yet". A mismatch means
-/// the state is not what this process believes (Redis lost writes in a
-/// restart, or someone else wrote): nothing is applied.
+/// KEYS[1] is the leader key, KEYS[2] the checkpoint, KEYS[3] the wipe
+/// tombstone, KEYS[4..] every key the commands write (declared, so the
+/// script is valid on Redis Cluster and behind proxies that check keys).
+///
+/// ARGV[1] is the expected fencing token ('' skips the check). ARGV[2] is
+/// the checkpoint the commit builds on as `<number>:<hash>`: `*` skips the
+/// check, empty means "no checkpoint yet". Number *and* hash are compared, so
+/// a checkpoint at the same height on another branch (Redis lost a revert
+/// and a re-apply) is a mismatch. ARGV[3] is `commit` (refused while the
+/// tombstone exists) or `wipe`. ARGV[4] is the number of commands; then per
+/// command: its argument count after the key, the key's index in KEYS, the
+/// command name and the arguments.
 const COMMIT_LUA: &str = r"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lost leadership')
 end
+if ARGV[3] == 'commit' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return redis.error_reply('WIPING an interrupted reindex must finish first')
+end
 if ARGV[2] ~= '*' then
-  local cur = redis.call('HGET', KEYS[2], 'number')
-  if (ARGV[2] == '' and cur) or (ARGV[2] ~= '' and cur ~= ARGV[2]) then
+  local cur = redis.call('HMGET', KEYS[2], 'number', 'hash')
+  local now = ''
+  if cur[1] then now = cur[1] .. ':' .. (cur[2] or '') end
+  if now ~= ARGV[2] then
     return redis.error_reply('STALE checkpoint moved')
   end
 end
-local i = 4
-local n = tonumber(ARGV[3])
+local i = 5
+local n = tonumber(ARGV[4])
 for c = 1, n do
   local argc = tonumber(ARGV[i])
-  i = i + 1
-  redis.call(unpack(ARGV, i, i + argc - 1))
-  i = i + argc
+  redis.call(ARGV[i + 2], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + argc))
+  i = i + 3 + argc
 end
 return n
 ";
+
+/// What a script call is for.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Chain state: refused while a wipe tombstone exists.
+    Commit,
+    /// A step of the wipe itself.
+    Wipe,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Commit => "commit",
+            Mode::Wipe => "wipe",
+        }
+    }
+}
+
+/// What a script call checks the checkpoint against.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// No check (the wipe).
+    Any,
+    /// Exactly this checkpoint (`None`: no checkpoint).
+    Exactly(Option<Checkpoint>),
+}
+
+impl Expect {
+    fn arg(self) -> String {
+        match self {
+            Expect::Any => "*".into(),
+            Expect::Exactly(None) => String::new(),
+            Expect::Exactly(Some(cp)) => format!("{}:{}", cp.number, cp.hash),
+        }
+    }
+}
 
 /// The last committed block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +248,20 @@ pub struct Store {
     window: u64,
     /// Fencing token; empty when running without a leader lock.
     token: String,
-    /// The checkpoint this process last read or wrote (`None`: unknown, so
-    /// the next commit does not check it).
+    /// The checkpoint this process last read or wrote (`None`: not read
+    /// yet; the first commit reads it, so every commit checks it).
     last: Option<Option<Checkpoint>>,
+    /// A script call was refused or its outcome is unknown: commits are
+    /// refused ([`Error::StaleCheckpoint`]) until the caller reads the
+    /// checkpoint again ([`Store::checkpoint`]) and decides what to commit
+    /// on top of what Redis really holds.
+    reread: bool,
+    /// The block numbers `m:hashes` holds (each may have an undo record);
+    /// `None`: unknown, read with one `HKEYS` before the next commit. Pruning
+    /// deletes every entry that fell out of the window from this set, so
+    /// nothing is left behind when the follower jumps ahead (a backfill after
+    /// falling behind) or the window shrinks.
+    remembered: Option<BTreeSet<u64>>,
     script: Script,
 }
 
@@ -215,6 +274,8 @@ impl Store {
             window: window.max(1),
             token: String::new(),
             last: None,
+            reread: false,
+            remembered: None,
             script: Script::new(COMMIT_LUA),
         }
     }
@@ -249,10 +310,29 @@ impl Store {
                     .parse()
                     .map_err(|_| Error::Corrupt(format!("checkpoint hash `{hash}`")))?,
             }),
-            _ => None,
+            (None, None) => None,
+            (n, h) => {
+                return Err(Error::Corrupt(format!(
+                    "checkpoint has number {n:?} but hash {h:?}"
+                )));
+            }
         };
         self.last = Some(cp);
+        self.reread = false;
         Ok(cp)
+    }
+
+    /// The checkpoint the next commit builds on: the one last read or
+    /// written (Redis's on first use). After a refused or unknown outcome,
+    /// none until the caller re-reads it.
+    async fn base(&mut self) -> Result<Option<Checkpoint>> {
+        if self.reread {
+            return Err(Error::StaleCheckpoint);
+        }
+        match self.last {
+            Some(known) => Ok(known),
+            None => self.checkpoint().await,
+        }
     }
 
     /// The remembered hash of block `n`, if it is inside the window.
@@ -276,10 +356,11 @@ impl Store {
                 }])
                 .await;
         }
+        let prev = self.base().await?;
         let totals = self.resolve_totals(&c.ops).await?;
         let mut cmds = writes(c.ops.iter(), &totals);
-        self.bookkeeping(&mut cmds, c.to, c.to_hash);
-        self.finish(cmds, c.to, c.to_hash).await
+        self.remember(&mut cmds, c.to, c.to_hash);
+        self.finish(cmds, prev, &[c.to], c.to, c.to_hash).await
     }
 
     /// Commits consecutive blocks inside the reorg window in one atomic step,
@@ -293,10 +374,8 @@ impl Store {
         };
         let (to, to_hash) = (last.number, last.hash);
         // The commit script checks Redis still holds this checkpoint.
-        let mut prev = match self.last {
-            Some(known) => known,
-            None => self.checkpoint().await?,
-        };
+        let base = self.base().await?;
+        let mut prev = base;
         let mut state = self.capture(blocks.iter().flat_map(|b| &b.ops)).await?;
         let mut undo_cmds = Vec::with_capacity(blocks.len() * 4);
         for b in &blocks {
@@ -321,7 +400,7 @@ impl Store {
                 self.keys.undo(b.number).as_bytes(),
                 json.as_bytes(),
             ]));
-            self.bookkeeping(&mut undo_cmds, b.number, b.hash);
+            self.remember(&mut undo_cmds, b.number, b.hash);
             prev = Some(Checkpoint {
                 number: b.number,
                 hash: b.hash,
@@ -331,30 +410,67 @@ impl Store {
         let totals = final_totals(&state, blocks.iter().flat_map(|b| &b.ops))?;
         let mut cmds = writes(blocks.iter().flat_map(|b| &b.ops), &totals);
         cmds.extend(undo_cmds);
-        self.finish(cmds, to, to_hash).await
+        let numbers: Vec<u64> = blocks.iter().map(|b| b.number).collect();
+        self.finish(cmds, base, &numbers, to, to_hash).await
     }
 
-    /// Remembers block `number`'s hash and prunes what fell out of the window.
-    fn bookkeeping(&self, cmds: &mut Vec<Cmd>, number: u64, hash: B256) {
-        let hashes = self.keys.block_hashes();
+    /// Remembers block `number`'s hash (for reorg detection).
+    fn remember(&self, cmds: &mut Vec<Cmd>, number: u64, hash: B256) {
         cmds.push(cmd(&[
             b"HSET",
-            hashes.as_bytes(),
+            self.keys.block_hashes().as_bytes(),
             number.to_string().as_bytes(),
             hash.to_string().as_bytes(),
         ]));
-        if let Some(old) = number.checked_sub(self.window) {
-            cmds.push(cmd(&[
-                b"HDEL",
-                hashes.as_bytes(),
-                old.to_string().as_bytes(),
-            ]));
-            cmds.push(cmd(&[b"DEL", self.keys.undo(old).as_bytes()]));
-        }
     }
 
-    /// Moves the checkpoint to `to` and runs everything in one script call.
-    async fn finish(&mut self, mut cmds: Vec<Cmd>, to: u64, to_hash: B256) -> Result<()> {
+    /// The block numbers `m:hashes` holds now.
+    async fn remembered(&mut self) -> Result<BTreeSet<u64>> {
+        if let Some(set) = &self.remembered {
+            return Ok(set.clone());
+        }
+        let fields: Vec<String> = self.conn.hkeys(self.keys.block_hashes()).await?;
+        let set = fields
+            .iter()
+            .map(|f| {
+                f.parse::<u64>()
+                    .map_err(|_| Error::Corrupt(format!("block hashes field `{f}`")))
+            })
+            .collect::<Result<BTreeSet<u64>>>()?;
+        self.remembered = Some(set.clone());
+        Ok(set)
+    }
+
+    /// Prunes everything that falls out of the window once the checkpoint is
+    /// `to` (hashes and undo records of blocks `<= to - window`: after this
+    /// commit `m:hashes` holds only blocks in `(to - window, to]`), moves the
+    /// checkpoint and runs everything in one script call, checked against
+    /// `base`. `new` are the blocks whose hashes `cmds` remember.
+    async fn finish(
+        &mut self,
+        mut cmds: Vec<Cmd>,
+        base: Option<Checkpoint>,
+        new: &[u64],
+        to: u64,
+        to_hash: B256,
+    ) -> Result<()> {
+        let mut remembered = self.remembered().await?;
+        remembered.extend(new.iter().copied());
+        if let Some(floor) = to.checked_sub(self.window) {
+            let old: Vec<u64> = remembered.range(..=floor).copied().collect();
+            if !old.is_empty() {
+                let hashes = self.keys.block_hashes();
+                for chunk in old.chunks(MAX_ARGS) {
+                    let mut hdel = cmd(&[b"HDEL", hashes.as_bytes()]);
+                    hdel.extend(chunk.iter().map(|n| n.to_string().into_bytes()));
+                    cmds.push(hdel);
+                }
+                for n in &old {
+                    cmds.push(cmd(&[b"DEL", self.keys.undo(*n).as_bytes()]));
+                    remembered.remove(n);
+                }
+            }
+        }
         cmds.push(cmd(&[
             b"HSET",
             self.keys.checkpoint().as_bytes(),
@@ -363,8 +479,8 @@ impl Store {
             b"hash",
             to_hash.to_string().as_bytes(),
         ]));
-        let expect = self.last.map(|cp| cp.map(|c| c.number));
-        self.run(cmds, expect).await?;
+        self.run(cmds, Expect::Exactly(base), Mode::Commit).await?;
+        self.remembered = Some(remembered);
         self.last = Some(Some(Checkpoint {
             number: to,
             hash: to_hash,
@@ -395,68 +511,135 @@ impl Store {
                 self.keys.block_hashes().as_bytes(),
                 cp.number.to_string().as_bytes(),
             ]));
-            if record.prev_hash == B256::ZERO && record.prev_number == 0 {
-                cmds.push(cmd(&[b"DEL", self.keys.checkpoint().as_bytes()]));
-            } else {
-                cmds.push(cmd(&[
-                    b"HSET",
-                    self.keys.checkpoint().as_bytes(),
-                    b"number",
-                    record.prev_number.to_string().as_bytes(),
-                    b"hash",
-                    record.prev_hash.to_string().as_bytes(),
-                ]));
-            }
             let prev = (!(record.prev_hash == B256::ZERO && record.prev_number == 0)).then_some(
                 Checkpoint {
                     number: record.prev_number,
                     hash: record.prev_hash,
                 },
             );
-            self.run(cmds, Some(Some(cp.number))).await?;
+            match prev {
+                None => cmds.push(cmd(&[b"DEL", self.keys.checkpoint().as_bytes()])),
+                Some(p) => cmds.push(cmd(&[
+                    b"HSET",
+                    self.keys.checkpoint().as_bytes(),
+                    b"number",
+                    p.number.to_string().as_bytes(),
+                    b"hash",
+                    p.hash.to_string().as_bytes(),
+                ])),
+            }
+            self.run(cmds, Expect::Exactly(Some(cp)), Mode::Commit)
+                .await?;
+            if let Some(set) = &mut self.remembered {
+                set.remove(&cp.number);
+            }
             self.last = Some(prev);
         }
         Ok(())
     }
 
     /// Deletes this chain's derived state, checkpoint, hashes and undo
-    /// records (not the leader lock), for `reindex`. The caller holds the lock.
+    /// records (not the leader lock), for `reindex`. The caller holds the
+    /// lock. A tombstone is written first, in the same atomic step that
+    /// deletes the checkpoint, and removed last: a wipe cut short (Ctrl-C,
+    /// OOM, a deploy timeout) leaves the tombstone, no commit runs while it
+    /// exists, and the next start finishes the wipe
+    /// ([`Store::finish_interrupted_wipe`]) instead of resuming over half
+    /// deleted state.
     pub async fn wipe(&mut self) -> Result<()> {
+        let (tombstone, checkpoint) = (self.keys.wipe(), self.keys.checkpoint());
+        self.run(
+            vec![
+                cmd(&[b"SET", tombstone.as_bytes(), b"1"]),
+                cmd(&[b"DEL", checkpoint.as_bytes()]),
+            ],
+            Expect::Any,
+            Mode::Wipe,
+        )
+        .await?;
+        self.last = None;
+        self.remembered = None;
         let mut keys = scan(&mut self.conn, &self.keys.state_pattern()).await?;
         keys.extend(scan(&mut self.conn, &self.keys.undo_pattern()).await?);
-        keys.push(self.keys.checkpoint());
-        keys.push(self.keys.block_hashes());
         for chunk in keys.chunks(500) {
-            let _: () = self.conn.del(chunk).await?;
+            let cmds = chunk.iter().map(|k| cmd(&[b"DEL", k.as_bytes()])).collect();
+            self.run(cmds, Expect::Any, Mode::Wipe).await?;
         }
+        self.run(
+            vec![
+                cmd(&[b"DEL", self.keys.block_hashes().as_bytes()]),
+                cmd(&[b"DEL", tombstone.as_bytes()]),
+            ],
+            Expect::Any,
+            Mode::Wipe,
+        )
+        .await?;
         self.last = Some(None);
+        self.reread = false;
+        self.remembered = Some(BTreeSet::new());
         Ok(())
     }
 
-    async fn run(&mut self, cmds: Vec<Cmd>, expect: Option<Option<u64>>) -> Result<()> {
+    /// Finishes a wipe an interrupted `reindex` left behind (its tombstone
+    /// is still there). Returns whether there was one. Every start runs this
+    /// before following.
+    pub async fn finish_interrupted_wipe(&mut self) -> Result<bool> {
+        let pending: bool = self.conn.exists(self.keys.wipe()).await?;
+        if pending {
+            tracing::warn!(target: "chainfront::indexer", chain_id = self.keys.chain_id(), "an interrupted reindex left a wipe tombstone; finishing the wipe before indexing");
+            self.wipe().await?;
+        }
+        Ok(pending)
+    }
+
+    async fn run(&mut self, cmds: Vec<Cmd>, expect: Expect, mode: Mode) -> Result<()> {
         let mut inv = self.script.key(self.keys.leader());
         inv.key(self.keys.checkpoint());
-        let expect = match expect {
-            None => "*".to_owned(),
-            Some(None) => String::new(),
-            Some(Some(n)) => n.to_string(),
-        };
-        inv.arg(self.token.as_bytes()).arg(expect).arg(cmds.len());
+        inv.key(self.keys.wipe());
+        // Every key the commands write is declared; commands refer to it by
+        // its index in KEYS.
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut declared = 3;
+        inv.arg(self.token.as_bytes())
+            .arg(expect.arg())
+            .arg(mode.arg())
+            .arg(cmds.len());
         for c in &cmds {
-            inv.arg(c.len());
-            for part in c {
-                inv.arg(part.as_slice());
+            let (name, key, args) = match c.as_slice() {
+                [name, key, args @ ..] => (name, key, args),
+                _ => return Err(Error::Corrupt("a store command without a key".into())),
+            };
+            let i = *index.entry(key.as_slice()).or_insert_with(|| {
+                declared += 1;
+                inv.key(key.as_slice());
+                declared
+            });
+            inv.arg(args.len()).arg(i).arg(name.as_slice());
+            for a in args {
+                inv.arg(a.as_slice());
             }
         }
         let res: redis::RedisResult<i64> = inv.invoke_async(&mut self.conn).await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("FENCED") => Err(Error::Fenced),
-            Err(e) if e.to_string().contains("STALE") => {
-                self.last = None;
-                Err(Error::StaleCheckpoint)
+            Err(e) => {
+                // Refused or unknown outcome: what Redis holds must be
+                // re-read before the next commit.
+                self.reread = true;
+                self.remembered = None;
+                let text = e.to_string();
+                if text.contains("FENCED") {
+                    tracing::warn!(target: "chainfront::indexer", chain_id = self.keys.chain_id(), "commit refused: this process no longer holds the leader's fencing token");
+                    Err(Error::Fenced)
+                } else if text.contains("STALE") {
+                    tracing::warn!(target: "chainfront::indexer", chain_id = self.keys.chain_id(), expected = %expect.arg(), "commit refused: the checkpoint in Redis is not the one this commit builds on");
+                    Err(Error::StaleCheckpoint)
+                } else if text.contains("WIPING") {
+                    Err(Error::WipePending)
+                } else {
+                    Err(e.into())
+                }
             }
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -705,29 +888,8 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
     batch.into_commands()
 }
 
-/// Every key matching `pattern`, via SCAN (never KEYS).
-pub async fn scan(conn: &mut RedisConn, pattern: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        out.extend(batch);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
+/// Every key matching `pattern` (SCAN on every primary); see [`crate::conn::scan`].
+pub use crate::conn::scan;
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,12 @@
 //! `GET /health`: liveness plus what a client needs to find the contracts.
+//!
+//! `status` is `healthy`, or `degraded` with `reasons`: Redis or the RPC
+//! unreachable (answered with 503: this node cannot serve correctly), an
+//! unfinished reindex wipe, or an indexer stopped on a fatal condition such
+//! as a reorg deeper than the window (answered with 200: the API still serves
+//! what is indexed, so a load balancer keeps it, and the reason is in
+//! `indexer.<chain>`).
+//!
 //! Unlimited by design (load balancers poll it), so its chain probe is cached
 //! for [`PROBE_CACHE`]: a flood of `/health` costs at most one RPC call a
 //! second.
@@ -63,27 +71,52 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     path = "/health",
     tag = "node",
     responses(
-        (status = 200, description = "Redis and the RPC answer: `status` is `healthy`; with the chain id, contract addresses, head and indexed block and the lag", body = Value),
+        (status = 200, description = "Redis and the RPC answer: `status` is `healthy`, or `degraded` when an indexer stopped on a fatal condition (a reorg deeper than the window, corrupt state, the wrong chain; `reasons` and `indexer.<chain>.error` say which) or a reindex wipe is unfinished, while the API keeps serving what is indexed; with the chain id, contract addresses, head and indexed block and the lag", body = Value),
         (status = 503, description = "A dependency is down: `status` is `degraded` and `redis` / `rpc` say which", body = Value),
     )
 )]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let mut redis = state.redis.clone();
     let keys = ChainKeys::new(state.home.deployment.chain_id);
-    let mut hget = redis::cmd("HGET");
-    hget.arg(keys.checkpoint()).arg("number");
-    let checkpoint =
-        tokio::time::timeout(PROBE_TIMEOUT, hget.query_async::<Option<u64>>(&mut redis));
+    // One slot (the chain's hash tag): one round trip on a cluster too.
+    let mut probe = redis::pipe();
+    probe.hget(keys.checkpoint(), "number").exists(keys.wipe());
+    let checkpoint = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        probe.query_async::<(Option<u64>, bool)>(&mut redis),
+    );
     let head = state.health_cache.head(&state);
     let (checkpoint, head_block) = tokio::join!(checkpoint, head);
-    let (redis_ok, indexed_block) = match checkpoint {
-        Ok(Ok(n)) => (true, n),
-        _ => (false, None),
+    let (redis_ok, indexed_block, wiping) = match checkpoint {
+        Ok(Ok((n, wiping))) => (true, n, wiping),
+        _ => (false, None, false),
     };
-    let healthy = redis_ok && head_block.is_some();
+    let reachable = redis_ok && head_block.is_some();
+    let stopped = state.metrics.stopped_indexers();
+    let mut reasons: Vec<String> = Vec::new();
+    if !redis_ok {
+        reasons.push("redis unreachable".into());
+    }
+    if head_block.is_none() {
+        reasons.push("rpc unreachable".into());
+    }
+    if wiping {
+        reasons.push(
+            "a reindex is rebuilding the state (its wipe is not finished): answers may be incomplete"
+                .into(),
+        );
+    }
+    let mut indexer = serde_json::Map::new();
+    for (chain, why) in &stopped {
+        reasons.push(format!("indexer for chain `{chain}` stopped: {why}"));
+        indexer.insert(chain.clone(), json!({"status": "stopped", "error": why}));
+    }
+    let healthy = reasons.is_empty();
     let d = &state.home.deployment;
     let body = json!({
         "status": if healthy { "healthy" } else { "degraded" },
+        "reasons": reasons,
+        "indexer": indexer,
         "version": env!("CARGO_PKG_VERSION"),
         "chain": state.home.name,
         "chain_id": d.chain_id,
@@ -105,7 +138,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         "redis": if redis_ok { "ok" } else { "unreachable" },
         "timestamp": crate::time::now_iso8601(),
     });
-    let status = if healthy {
+    let status = if reachable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -440,7 +440,9 @@ pub async fn enforce(
     let period_ms = limit.window_secs.max(1).saturating_mul(1000);
     let burst = limit.requests.max(1);
     // EVAL (not EVALSHA) so the pipeline needs no NOSCRIPT retry: one round
-    // trip for the client's bucket and the route's global ceiling.
+    // trip for the client's bucket and the route's global ceiling. On a
+    // Redis Cluster the two live in different slots (`{ip:..}`, `{rl:..}`),
+    // which one pipeline cannot span: there they go as two concurrent calls.
     let mut pipe = redis::pipe();
     pipe.cmd("EVAL")
         .arg(LIMIT_LUA)
@@ -462,7 +464,16 @@ pub async fn enforce(
             .arg(1000);
     }
     let mut conn = state.redis.clone();
-    let result: redis::RedisResult<Vec<(i64, i64, i64)>> = pipe.query_async(&mut conn).await;
+    let result: redis::RedisResult<Vec<(i64, i64, i64)>> = if conn.is_cluster() {
+        futures_util::future::try_join_all(pipe.cmd_iter().map(|cmd| {
+            let mut c = conn.clone();
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<(i64, i64, i64)>(&mut c).await }
+        }))
+        .await
+    } else {
+        pipe.query_async(&mut conn).await
+    };
     let answers = match result {
         Ok(a) => a,
         Err(e) => {

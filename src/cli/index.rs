@@ -13,8 +13,11 @@ pub struct Args {}
 pub async fn run(file: Option<&Path>, _args: Args) -> Result<()> {
     let config = Config::load(file)?;
     telemetry::init(&config.log);
-    let redis = node::connect_redis(&config.redis.url).await?;
     let shutdown = cli::shutdown_on_signal();
+    let mut redis =
+        node::connect_redis_with(&config.redis.url, node::indexer_redis_options(&config)).await?;
+    node::check_redis(&mut redis).await?;
+    drop(redis);
     let metrics = crate::metrics::NodeMetrics::default();
-    node::run_indexers(&config, redis, &metrics, shutdown).await
+    node::run_indexers(&config, &metrics, shutdown).await
 }

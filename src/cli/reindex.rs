@@ -1,5 +1,8 @@
 //! `chainfront reindex`: drop a chain's derived state and rebuild it from a
-//! block up to the current head, under the leader lock.
+//! block up to the current head, under the leader lock. The wipe writes a
+//! tombstone first and removes it last, so a reindex cut short leaves a
+//! state that nothing commits onto and that the next start (`run`, `index`
+//! or `reindex`) finishes wiping.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +44,9 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     if let Some(from) = args.from {
         spec.follow.start_block = from;
     }
-    let mut conn = node::connect_redis(&config.redis.url).await?;
+    let mut conn =
+        node::connect_redis_with(&config.redis.url, node::indexer_redis_options(&config)).await?;
+    node::check_redis(&mut conn).await?;
     let keys = spec.watched.keys.clone();
     let shutdown = CancellationToken::new();
     let lead = leader::acquire(
