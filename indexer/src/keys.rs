@@ -406,11 +406,6 @@ impl LedgerKeys {
         format!("{}job:{id}", Self::PREFIX)
     }
 
-    /// Prefix of job keys (for scripts that take ids from the queue).
-    pub fn job_prefix(&self) -> String {
-        format!("{}job:", Self::PREFIX)
-    }
-
     /// Sorted set: a wallet's job ids, score = creation time (unix ms).
     pub fn wallet_jobs(&self, wallet: Address) -> String {
         format!("{}jobs:{}", Self::PREFIX, lower(wallet))

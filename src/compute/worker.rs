@@ -24,28 +24,34 @@ use super::pricing::Num;
 use super::{Compute, Result};
 use crate::ledger::{Settled, Settlement, Usd, now_ms};
 
-/// Leases up to ARGV[3] due jobs. KEYS: queue, stats. ARGV: now ms, lease
-/// until ms, count, job key prefix (every job key is in the `{ledger}` slot).
-/// Returns per job: id, attempts, service, wallet, payload, callback, mode.
+/// Leases the due jobs among the candidates read from the queue just before
+/// (another worker may have leased some since: each one's score is checked
+/// again here). KEYS: queue, stats, then one job key per candidate (all in
+/// the `{ledger}` slot, every key declared). ARGV: now ms, lease until ms,
+/// then the candidates' ids, aligned with their keys (ARGV[i] ↔ KEYS[i]).
+/// Returns per leased job: id, attempts, service, wallet, payload, callback,
+/// mode.
 const CLAIM_LUA: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
-for _, id in ipairs(ids) do
-  local jk = ARGV[4] .. id
-  local f = redis.call('HMGET', jk, 'status', 'service', 'wallet', 'payload', 'callback', 'mode')
-  if f[1] == 'pending' or f[1] == 'processing' then
-    local att = redis.call('HINCRBY', jk, 'attempts', 1)
-    if f[1] == 'pending' then
-      redis.call('HSET', jk, 'status', 'processing', 'started', ARGV[1])
-      redis.call('HINCRBY', KEYS[2], 'jobs:pending', -1)
-      redis.call('HINCRBY', KEYS[2], 'jobs:processing', 1)
+for i = 3, #KEYS do
+  local id = ARGV[i]
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  if due and tonumber(due) <= tonumber(ARGV[1]) then
+    local f = redis.call('HMGET', KEYS[i], 'status', 'service', 'wallet', 'payload', 'callback', 'mode')
+    if f[1] == 'pending' or f[1] == 'processing' then
+      local att = redis.call('HINCRBY', KEYS[i], 'attempts', 1)
+      if f[1] == 'pending' then
+        redis.call('HSET', KEYS[i], 'status', 'processing', 'started', ARGV[1])
+        redis.call('HINCRBY', KEYS[2], 'jobs:pending', -1)
+        redis.call('HINCRBY', KEYS[2], 'jobs:processing', 1)
+      end
+      redis.call('ZADD', KEYS[1], ARGV[2], id)
+      out[#out + 1] = id
+      out[#out + 1] = tostring(att)
+      for j = 2, 6 do out[#out + 1] = f[j] or '' end
+    else
+      redis.call('ZREM', KEYS[1], id)
     end
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    out[#out + 1] = id
-    out[#out + 1] = tostring(att)
-    for i = 2, 6 do out[#out + 1] = f[i] or '' end
-  else
-    redis.call('ZREM', KEYS[1], id)
   end
 end
 return out
@@ -94,15 +100,7 @@ pub async fn run(compute: Compute, shutdown: CancellationToken) {
         }
         let now = now_ms();
         let mut conn = compute.inner.conn.clone();
-        let claimed: redis::RedisResult<Vec<String>> = claim
-            .key(LedgerKeys.queue())
-            .key(LedgerKeys.stats())
-            .arg(now)
-            .arg(now + cfg.lease_ms)
-            .arg(free)
-            .arg(LedgerKeys.job_prefix())
-            .invoke_async(&mut conn)
-            .await;
+        let claimed = claim_due(&claim, &mut conn, now, now + cfg.lease_ms, free).await;
         let jobs = match claimed {
             Ok(flat) => parse_claimed(&flat),
             Err(e) => {
@@ -141,6 +139,40 @@ pub async fn run(compute: Compute, shutdown: CancellationToken) {
         }
     }
     renewer.abort();
+}
+
+/// Reads up to `count` due job ids, then leases those still due in one
+/// script (two round trips per batch; every key the script touches is
+/// declared, so it runs on a cluster and behind key-checking proxies).
+async fn claim_due(
+    claim: &redis::Script,
+    conn: &mut chainfront_indexer::conn::RedisConn,
+    now: u64,
+    lease_until: u64,
+    count: usize,
+) -> redis::RedisResult<Vec<String>> {
+    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(LedgerKeys.queue())
+        .arg("-inf")
+        .arg(now)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = claim.prepare_invoke();
+    invocation
+        .key(LedgerKeys.queue())
+        .key(LedgerKeys.stats())
+        .arg(now)
+        .arg(lease_until);
+    for id in &due {
+        invocation.key(LedgerKeys.job(id)).arg(id);
+    }
+    invocation.invoke_async(conn).await
 }
 
 fn parse_claimed(flat: &[String]) -> Vec<Claimed> {

@@ -7,16 +7,18 @@
 const PRELUDE: &str = r"
 local function num(v) if v then return tonumber(v) end return 0 end
 local function s(n) return string.format('%d', n) end
+-- Helpers take positions in KEYS, not key names, so every key a script
+-- touches is one it declared (cluster routing, proxies).
 local function add_avail(bal, n)
   if n <= 0 then return end
-  local debt = num(redis.call('HGET', bal, 'debt'))
+  local debt = num(redis.call('HGET', KEYS[bal], 'debt'))
   local pay = math.min(debt, n)
-  if pay > 0 then redis.call('HINCRBY', bal, 'debt', s(-pay)) end
-  if n - pay > 0 then redis.call('HINCRBY', bal, 'avail', s(n - pay)) end
+  if pay > 0 then redis.call('HINCRBY', KEYS[bal], 'debt', s(-pay)) end
+  if n - pay > 0 then redis.call('HINCRBY', KEYS[bal], 'avail', s(n - pay)) end
 end
 local function entry(stream, bal, ts, ...)
-  local v = redis.call('HMGET', bal, 'avail', 'pend', 'debt')
-  redis.call('XADD', stream, '*', 'ts', ts, 'available', s(num(v[1])), 'pending', s(num(v[2])), 'owed', s(num(v[3])), ...)
+  local v = redis.call('HMGET', KEYS[bal], 'avail', 'pend', 'debt')
+  redis.call('XADD', KEYS[stream], '*', 'ts', ts, 'available', s(num(v[1])), 'pending', s(num(v[2])), 'owed', s(num(v[3])), ...)
 end
 ";
 
@@ -32,10 +34,10 @@ local max = tonumber(ARGV[8])
 local avail = num(redis.call('HGET', KEYS[2], 'avail'))
 if amount > max or avail + amount > max then return {-1, ''} end
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[6]) end
-add_avail(KEYS[2], amount)
+add_avail(2, amount)
 redis.call('HINCRBY', KEYS[2], 'dep', ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], 'c|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5])
-entry(KEYS[3], KEYS[2], ARGV[7], 'kind', 'credit', 'amount', ARGV[3], 'ref', ARGV[1], 'source', ARGV[5])
+entry(3, 2, ARGV[7], 'kind', 'credit', 'amount', ARGV[3], 'ref', ARGV[1], 'source', ARGV[5])
 return {1, ''}
 ";
 
@@ -62,7 +64,7 @@ if amount - take > 0 then redis.call('HINCRBY', KEYS[2], 'debt', s(amount - take
 redis.call('HINCRBY', KEYS[2], 'dep', s(-amount))
 redis.call('HSET', KEYS[1], ARGV[1], 'r|' .. string.sub(cur, 3))
 redis.call('ZREM', KEYS[4], ARGV[3])
-entry(KEYS[3], KEYS[2], ARGV[4], 'kind', 'reversal', 'amount', parts[3], 'ref', ARGV[1], 'reason', ARGV[5])
+entry(3, 2, ARGV[4], 'kind', 'reversal', 'amount', parts[3], 'ref', ARGV[1], 'reason', ARGV[5])
 return {1, s(take), s(amount - take)}
 ";
 
@@ -100,7 +102,7 @@ redis.call('HSET', KEYS[3], 'id', ARGV[1], 'req', ARGV[2], 'service', ARGV[3], '
   'created', ARGV[6], 'attempts', attempts, 'started', started, 'mode', ARGV[13])
 redis.call('ZADD', KEYS[5], ARGV[11], ARGV[1])
 redis.call('HINCRBY', KEYS[6], 'jobs:' .. ARGV[12], 1)
-entry(KEYS[2], KEYS[1], ARGV[6], 'kind', 'reserve', 'amount', ARGV[5], 'ref', ARGV[1])
+entry(2, 1, ARGV[6], 'kind', 'reserve', 'amount', ARGV[5], 'ref', ARGV[1])
 return {1, s(avail - need)}
 ";
 
@@ -124,7 +126,7 @@ local reserved = num(f[2])
 local cost = math.min(tonumber(ARGV[3]), reserved)
 redis.call('HINCRBY', KEYS[2], 'pend', s(-reserved))
 if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', s(cost)) end
-add_avail(KEYS[2], reserved - cost)
+add_avail(2, reserved - cost)
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'cost', s(cost), 'result', ARGV[5], 'usage', ARGV[6],
   'error', ARGV[7], 'finished', ARGV[4], 'duration', ARGV[8])
 redis.call('HDEL', KEYS[1], 'payload')
@@ -142,8 +144,8 @@ if ARGV[13] == '1' then
   end
   redis.call('EXPIRE', KEYS[6], ARGV[12])
 end
-if cost > 0 then entry(KEYS[3], KEYS[2], ARGV[4], 'kind', 'charge', 'amount', s(cost), 'ref', ARGV[1]) end
-if reserved - cost > 0 then entry(KEYS[3], KEYS[2], ARGV[4], 'kind', 'refund', 'amount', s(reserved - cost), 'ref', ARGV[1]) end
+if cost > 0 then entry(3, 2, ARGV[4], 'kind', 'charge', 'amount', s(cost), 'ref', ARGV[1]) end
+if reserved - cost > 0 then entry(3, 2, ARGV[4], 'kind', 'refund', 'amount', s(reserved - cost), 'ref', ARGV[1]) end
 return {1, s(cost)}
 ";
 
