@@ -118,6 +118,8 @@ impl From<RpcError<TransportErrorKind>> for Fault {
 /// Counters exported as metrics.
 #[derive(Debug, Default)]
 pub struct RpcStats {
+    /// HTTP requests sent (a JSON-RPC batch is one).
+    pub requests: AtomicU64,
     /// Calls that failed (any reason).
     pub errors: AtomicU64,
     /// Retries that went to another endpoint than the failed attempt.
@@ -293,6 +295,7 @@ impl Rpc {
         if expected == 0 || known != ChainCheck::Unchecked {
             return Ok(if expected == 0 { ChainCheck::Ok } else { known });
         }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let asked = tokio::time::timeout(
             self.inner.timeout,
             ep.client
@@ -409,10 +412,15 @@ impl Rpc {
             let probes = (0..rpc.endpoints()).filter(|i| *i != used).map(|i| {
                 let rpc = rpc.clone();
                 async move {
+                    let ep = &rpc.inner.endpoints[i];
+                    // A resting endpoint (rate limited, failing) is left alone.
+                    if ep.health().resting_until.is_some_and(|t| t > Instant::now()) {
+                        return;
+                    }
                     if !matches!(rpc.check_endpoint_chain(i).await, Ok(ChainCheck::Ok)) {
                         return;
                     }
-                    let ep = &rpc.inner.endpoints[i];
+                    rpc.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let asked = tokio::time::timeout(
                         rpc.inner.timeout,
                         ep.client
@@ -466,6 +474,7 @@ impl Rpc {
             let ep = &self.inner.endpoints[i];
             let fault = match self.check_endpoint_chain(i).await {
                 Ok(ChainCheck::Ok | ChainCheck::Unchecked) => {
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
                     match tokio::time::timeout(self.inner.timeout, f(ep.client.clone())).await {
                         Ok(Ok(v)) => {
                             let mut h = ep.health();

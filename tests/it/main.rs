@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod contracts;
 mod crash;
+mod fault_proxy;
 mod harness;
 mod health;
 mod indexer;
