@@ -38,6 +38,8 @@ pub const SECRET_NAMES: &[&str] = &[
     "admin_key_hash",
     "master_key",
     "vultr_api_key",
+    "operator_key",
+    "relayer_key",
 ];
 
 /// The whole node configuration.
@@ -68,6 +70,9 @@ pub struct Config {
     /// VM provisioning.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// Clockchain markets: recording plain-transfer submissions.
+    #[serde(default)]
+    pub markets: MarketsConfig,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -262,6 +267,17 @@ pub struct RateLimitConfig {
     pub admin: Limit,
     /// `/auth/*` (nonces, sign-in).
     pub auth: Limit,
+    /// Clockchain `GET /v1/markets`, `/v1/markets/{id}` and its resolution
+    /// (per IP).
+    pub markets: Limit,
+    /// Clockchain `GET /v1/markets/{id}/submissions` (per IP).
+    pub market_submissions: Limit,
+    /// Clockchain `GET /v1/submissions/{id}`, the submission status URL (per IP).
+    pub submission_status: Limit,
+    /// Clockchain `POST /v1/calculate_fees` (per IP).
+    pub calculate_fees: Limit,
+    /// Clockchain `POST /v1/submissions`, per IP and per proven wallet.
+    pub submissions: Limit,
     /// Violations (429s) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
@@ -281,6 +297,11 @@ impl Default for RateLimitConfig {
             generate_wallet: Limit::per(3, 60),
             admin: Limit::per(20, 60),
             auth: Limit::per(30, 60),
+            markets: Limit::per(60, 60),
+            market_submissions: Limit::per(60, 60),
+            submission_status: Limit::per(60, 60),
+            calculate_fees: Limit::per(60, 60),
+            submissions: Limit::per(10, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,
@@ -380,6 +401,36 @@ impl Default for ProvisioningConfig {
     }
 }
 
+/// Clockchain markets. The operator key that records plain-transfer
+/// submissions on chain is `CHAINFRONT_OPERATOR_KEY`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketsConfig {
+    /// Run the submission recorder inside `chainfront run` (needs the
+    /// operator key; without it claims wait for a replica that has one).
+    pub record: bool,
+    /// How often the recorder looks at its queue when not woken, in ms.
+    pub record_poll_interval_ms: u64,
+    /// Attempts (transient failures) before a submission is given up.
+    pub record_max_attempts: u32,
+    /// First retry delay in ms (doubles per attempt, capped at a minute).
+    pub record_retry_base_ms: u64,
+    /// How long to wait for a record transaction's receipt per attempt, in ms.
+    pub record_receipt_timeout_ms: u64,
+}
+
+impl Default for MarketsConfig {
+    fn default() -> Self {
+        Self {
+            record: true,
+            record_poll_interval_ms: 500,
+            record_max_attempts: 20,
+            record_retry_base_ms: 1_000,
+            record_receipt_timeout_ms: 60_000,
+        }
+    }
+}
+
 /// Indexer settings shared by every chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -452,6 +503,12 @@ pub struct Secrets {
     pub master_key: Option<Secret>,
     /// Vultr API key for the `vultr` provider.
     pub vultr_api_key: Option<Secret>,
+    /// Private key (hex) of the stakes contract's operator: records
+    /// transfer-then-POST submissions on chain.
+    pub operator_key: Option<Secret>,
+    /// Private key (hex) that relays EIP-3009 authorizations (x402
+    /// settlement, gas-free purchases); it pays the gas.
+    pub relayer_key: Option<Secret>,
     /// The file `admin_key_hash` came from, if any: re-read when it changes,
     /// so admin keys rotate without a restart.
     pub admin_key_hash_file: Option<PathBuf>,
@@ -485,6 +542,8 @@ impl Secrets {
             admin_key_hash: read("admin_key_hash")?,
             master_key: read("master_key")?,
             vultr_api_key: read("vultr_api_key")?,
+            operator_key: read("operator_key")?,
+            relayer_key: read("relayer_key")?,
             admin_key_hash_file: vars
                 .get(&format!("{ENV_PREFIX}ADMIN_KEY_HASH_FILE"))
                 .map(PathBuf::from),
@@ -753,6 +812,9 @@ impl Config {
             ("jwt_secret", s.jwt_secret.is_some()),
             ("admin_key_hash", s.admin_key_hash.is_some()),
             ("master_key", s.master_key.is_some()),
+            ("vultr_api_key", s.vultr_api_key.is_some()),
+            ("operator_key", s.operator_key.is_some()),
+            ("relayer_key", s.relayer_key.is_some()),
         ] {
             out.push_str(&format!(
                 "# {name}: {}\n",
@@ -864,6 +926,7 @@ struct Defaults {
     rate_limits: RateLimitConfig,
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
+    markets: MarketsConfig,
 }
 
 #[cfg(test)]

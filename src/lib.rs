@@ -7,12 +7,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod deploy;
 pub mod devnet;
 mod error;
+pub mod markets;
 pub mod metrics;
 pub mod node;
 pub mod provision;

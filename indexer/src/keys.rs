@@ -206,6 +206,54 @@ impl ChainKeys {
     pub fn provision_seen(&self) -> String {
         self.p("seen")
     }
+
+    // ---- transactions the node signs (`src/chain`) ----
+
+    /// Hash: the transaction signed for one send id (`hash`, `nonce`, `raw`),
+    /// written before it is broadcast.
+    pub fn tx(&self, send_id: &str) -> String {
+        format!("{}t:tx:{send_id}", self.base)
+    }
+
+    /// String: the next nonce this node hands out for a signer.
+    pub fn tx_nonce(&self, signer: Address) -> String {
+        format!("{}t:nonce:{}", self.base, lower(signer))
+    }
+
+    /// String with a TTL: the lock a replica holds while it signs and
+    /// broadcasts for a signer.
+    pub fn tx_lock(&self, signer: Address) -> String {
+        format!("{}t:lock:{}", self.base, lower(signer))
+    }
+}
+
+impl ChainKeys {
+    /// `cf:{c<id>}:n:<rest>`: node-owned state about this chain's markets
+    /// (submission claims). Same hash tag as the indexed markets, so one Lua
+    /// script can check the index and claim atomically.
+    fn n(&self, rest: &str) -> String {
+        format!("{}n:{rest}", self.base)
+    }
+
+    // ---- submission claims (written by the API node, not the indexer) ----
+
+    /// Hash: the claim of one payment transaction hash by a submission
+    /// (status, the submission's fields, record tx, submission id, error).
+    pub fn submission_claim(&self, tx: B256) -> String {
+        self.n(&format!("claim:{tx}"))
+    }
+
+    /// Sorted set: payment tx hashes whose submission still has to be
+    /// recorded on chain, score = due time (unix ms; leased by pushing it ahead).
+    pub fn submission_claim_queue(&self) -> String {
+        self.n("claims:queue")
+    }
+
+    /// String: the payment tx hash of the original submission of a market
+    /// that is claimed but not indexed yet (a second original is refused).
+    pub fn original_pending(&self, market: FixedBytes<16>) -> String {
+        self.n(&format!("original:{market}"))
+    }
 }
 
 /// Keys of node-wide state that is not about one chain: rate limits, bans,
@@ -230,6 +278,12 @@ impl NodeKeys {
     /// Counter of `ip`'s requests to `route` in fixed window `window`.
     pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
         format!("cf:{{ip:{ip}}}:rl:{route}:{window}")
+    }
+
+    /// Counter of `wallet`'s requests to `route` in fixed window `window`
+    /// (lower-case `0x` address; the wallet is the hash tag).
+    pub fn wallet_rate_counter(&self, wallet: &str, route: &str, window: u64) -> String {
+        format!("cf:{{w:{wallet}}}:rl:{route}:{window}")
     }
 
     /// Counter of `ip`'s rate-limit violations in the ban window.

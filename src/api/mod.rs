@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 mod health;
 pub mod limits;
+pub mod markets;
 pub mod openapi;
 pub mod vms;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Public read answers, cached briefly.
     pub read_cache: Arc<vms::ReadCache>,
+    /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
+    pub markets: Arc<crate::markets::Markets>,
 }
 
 /// Largest request body accepted by any route.
@@ -73,6 +76,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
+        .merge(markets::router(state))
 }
 
 /// The OpenAPI document of every route (what `/openapi.json` serves).

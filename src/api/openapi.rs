@@ -27,6 +27,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "vms", description = "ClawCloud VM routes: tiers, VMs, credentials, agent wallets"),
         (name = "auth", description = "Wallet sign-in"),
         (name = "admin", description = "Operator routes (admin key)"),
+        (name = "markets", description = "Clockchain prediction markets at /v1, /ai_agent/v1 and /api/chain/v1: markets, submissions, fees"),
     )
 )]
 pub struct ApiDoc;

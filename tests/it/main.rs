@@ -5,6 +5,7 @@
 mod abi;
 mod admin;
 mod auth;
+mod chain;
 mod cli;
 mod contracts;
 mod crash;
@@ -13,6 +14,7 @@ mod harness;
 mod health;
 mod indexer;
 mod limits;
+mod markets;
 mod openapi;
 mod provision;
 mod rpc_faults;
