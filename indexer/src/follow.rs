@@ -28,7 +28,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::B256;
-use alloy::rpc::client::RpcClient;
 use alloy::rpc::types::{Filter, Log};
 use alloy::sol_types::SolEvent;
 use tokio::sync::Notify;
@@ -40,7 +39,7 @@ use crate::contracts::MockUSDC;
 use crate::logs::{AdaptiveRange, RangeAdvice, WireLog};
 use crate::metrics::IndexerMetrics;
 use crate::pace::HeadPace;
-use crate::rpc::{CallOpts, Fault, Outcome, Rpc};
+use crate::rpc::{CallOpts, Fault, Link, Outcome, Rpc};
 use crate::store::{Checkpoint, Commit, Store, WindowBlock};
 use crate::verify::{self, Header, Rejection};
 use crate::{Error, Result};
@@ -709,10 +708,10 @@ async fn range_batch(
         splittable: to > from,
         avoid,
     };
-    rpc.call("eth_getLogs", opts, |client: RpcClient| {
+    rpc.call_with("eth_getLogs", opts, |link: Link| {
         let filters = filters.clone();
         async move {
-            let mut batch = client.new_batch();
+            let mut batch = link.client.new_batch();
             let mut waiters = Vec::with_capacity(filters.len());
             for f in filters.iter() {
                 let f = f.clone().from_block(from).to_block(to);
@@ -814,11 +813,11 @@ async fn fetch_headers(rpc: &Rpc, n: u64, m: u64) -> Result<Vec<Header>> {
 /// One batch of headers `a..=b`: the available prefix.
 async fn header_batch(rpc: Rpc, a: u64, b: u64) -> Result<Vec<Header>> {
     let outcome = rpc
-        .call(
+        .call_with(
             "eth_getBlockByNumber",
             CallOpts::default(),
-            |client: RpcClient| async move {
-                let mut batch = client.new_batch();
+            |link: Link| async move {
+                let mut batch = link.client.new_batch();
                 let mut waiters = Vec::new();
                 for k in a..=b {
                     waiters.push(batch.add_call::<_, Option<Header>>(
@@ -886,11 +885,11 @@ async fn block_logs_batch(
         ..CallOpts::default()
     };
     let outcome = rpc
-        .call("eth_getLogs", opts, |client: RpcClient| {
+        .call_with("eth_getLogs", opts, |link: Link| {
             let filters = filters.clone();
             let headers = &headers;
             async move {
-                let mut batch = client.new_batch();
+                let mut batch = link.client.new_batch();
                 let mut waiters = Vec::new();
                 for h in headers {
                     waiters.push(batch.add_call::<_, Vec<WireLog>>(
@@ -948,10 +947,10 @@ async fn filtered_block_logs(
     for h in headers {
         let h = *h;
         let outcome = rpc
-            .call("eth_getLogs", CallOpts::default(), |client: RpcClient| {
+            .call_with("eth_getLogs", CallOpts::default(), |link: Link| {
                 let filters = filters.clone();
                 async move {
-                    let mut batch = client.new_batch();
+                    let mut batch = link.client.new_batch();
                     let mut waiters = Vec::new();
                     for f in filters.iter() {
                         waiters.push(batch.add_call::<_, Vec<WireLog>>(

@@ -16,9 +16,10 @@
 //!   `eth_getLogs` range errors go back to the caller, which shrinks the
 //!   range, and so do timeouts and unrecognised errors of calls the caller
 //!   marks splittable.
-//! - Calls are closures over one endpoint's client, so a caller can send a
+//! - Calls are closures over one endpoint ([`Link`]), so a caller can send a
 //!   JSON-RPC batch (logs and the header that proves them) to one pinned
-//!   endpoint and check the answers together.
+//!   endpoint and check the answers together ([`Rpc::call_with`]); plain
+//!   provider calls go through [`Rpc::call`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy::eips::BlockNumberOrTag;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::client::RpcClient;
-use alloy::transports::{RpcError, TransportErrorKind};
+use alloy::transports::{RpcError, TransportErrorKind, TransportResult};
 use tracing::{debug, error, warn};
 
 use crate::logs::{self, RangeAdvice};
@@ -193,8 +195,18 @@ struct Health {
 
 struct Endpoint {
     label: String,
-    client: RpcClient,
+    link: Link,
     health: Mutex<Health>,
+}
+
+/// One endpoint, as a call sees it: its JSON-RPC client (for batches) and a
+/// provider over the same connection pool.
+#[derive(Clone)]
+pub struct Link {
+    /// The raw JSON-RPC client.
+    pub client: RpcClient,
+    /// An alloy provider on the same client.
+    pub provider: DynProvider,
 }
 
 impl Endpoint {
@@ -231,9 +243,13 @@ impl Rpc {
             let parsed = url
                 .parse()
                 .map_err(|e| Error::Rpc(format!("invalid RPC URL `{}`: {e}", redact(url))))?;
+            let client = RpcClient::new_http(parsed);
+            let provider = ProviderBuilder::new()
+                .connect_client(client.clone())
+                .erased();
             endpoints.push(Endpoint {
                 label: redact(url),
-                client: RpcClient::new_http(parsed),
+                link: Link { client, provider },
                 health: Mutex::default(),
             });
         }
@@ -298,7 +314,8 @@ impl Rpc {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let asked = tokio::time::timeout(
             self.inner.timeout,
-            ep.client
+            ep.link
+                .client
                 .request_noparams::<alloy::primitives::U64>("eth_chainId"),
         )
         .await;
@@ -323,11 +340,12 @@ impl Rpc {
     /// other endpoints' heads in the background.
     pub async fn head(&self, tag: BlockNumberOrTag) -> Result<Option<Header>> {
         let outcome = self
-            .call(
+            .call_with(
                 "eth_getBlockByNumber",
                 CallOpts::default(),
-                move |c| async move {
-                    c.request::<_, Option<Header>>("eth_getBlockByNumber", (tag, false))
+                move |l: Link| async move {
+                    l.client
+                        .request::<_, Option<Header>>("eth_getBlockByNumber", (tag, false))
                         .await
                         .map_err(Fault::from)
                 },
@@ -348,11 +366,12 @@ impl Rpc {
     /// The header of block `n`; `None` when no endpoint has it.
     pub async fn header(&self, n: u64) -> Result<Option<Header>> {
         let outcome = self
-            .call(
+            .call_with(
                 "eth_getBlockByNumber",
                 CallOpts::default(),
-                move |c| async move {
-                    let h = c
+                move |l: Link| async move {
+                    let h = l
+                        .client
                         .request::<_, Option<Header>>(
                             "eth_getBlockByNumber",
                             (BlockNumberOrTag::Number(n), false),
@@ -423,7 +442,7 @@ impl Rpc {
                     rpc.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let asked = tokio::time::timeout(
                         rpc.inner.timeout,
-                        ep.client
+                        ep.link.client
                             .request::<_, Option<Header>>("eth_getBlockByNumber", (tag, false)),
                     )
                     .await;
@@ -439,16 +458,35 @@ impl Rpc {
         });
     }
 
+    /// Runs `f` with a provider of the best endpoint, with retries and
+    /// failover; "not available" answers from every endpoint are an error.
+    pub async fn call<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T>
+    where
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = TransportResult<T>>,
+    {
+        let outcome = self
+            .call_with(what, CallOpts::default(), |l: Link| {
+                let asked = f(l.provider);
+                async move { asked.await.map_err(Fault::from) }
+            })
+            .await?;
+        match outcome {
+            Outcome::Ok(v, _) => Ok(v),
+            Outcome::Missing(m) | Outcome::Range(_, m) => Err(Error::Rpc(format!("{what}: {m}"))),
+        }
+    }
+
     /// Runs `f` against the best endpoint, with retries and failover (see the
     /// module documentation for how each [`Fault`] is handled).
-    pub async fn call<T, F, Fut>(
+    pub async fn call_with<T, F, Fut>(
         &self,
         what: &'static str,
         opts: CallOpts,
         f: F,
     ) -> Result<Outcome<T>>
     where
-        F: Fn(RpcClient) -> Fut,
+        F: Fn(Link) -> Fut,
         Fut: Future<Output = std::result::Result<T, Fault>>,
     {
         let n = self.endpoints();
@@ -475,7 +513,7 @@ impl Rpc {
             let fault = match self.check_endpoint_chain(i).await {
                 Ok(ChainCheck::Ok | ChainCheck::Unchecked) => {
                     self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    match tokio::time::timeout(self.inner.timeout, f(ep.client.clone())).await {
+                    match tokio::time::timeout(self.inner.timeout, f(ep.link.clone())).await {
                         Ok(Ok(v)) => {
                             let mut h = ep.health();
                             h.faults = 0;
