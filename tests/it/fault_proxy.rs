@@ -5,7 +5,8 @@
 //! report a head lower than before; answer logs with `[]`, the first half,
 //! or every log twice; serve a header whose block then vanishes; ignore
 //! `blockHash` and answer for `latest`; answer `null` headers (a lagging
-//! backend); strip `mixHash` from blocks. Batches
+//! backend); strip `mixHash` from blocks; lag behind the chain as a whole.
+//! Batches
 //! are taken apart and each call is judged on its own, as a provider's
 //! backend would; a fault that is an HTTP answer fails the whole batch.
 
@@ -50,10 +51,17 @@ pub enum Fault {
     VanishingHeader,
     /// `eth_getLogs` by `blockHash` is answered for `latest`.
     IgnoreBlockHash,
-    /// Block requests answer `null`.
+    /// Requests for numbered blocks answer `null` (a backend without them).
     NullHeaders,
+    /// Requests for `latest`, `safe` or `finalized` answer `null` (a node
+    /// still syncing).
+    NullHead,
     /// Block objects lose their `mixHash`.
     StripMixHash,
+    /// A backend `k` blocks behind the chain: its head is `k` lower, blocks
+    /// above it are `null`, logs of ranges are clamped to its head (as Reth
+    /// clamps) and logs by the hash of a newer block are "unknown block".
+    Lagging(u64),
 }
 
 impl Fault {
@@ -75,7 +83,9 @@ impl Fault {
             Fault::VanishingHeader => "vanishing_header",
             Fault::IgnoreBlockHash => "ignore_block_hash",
             Fault::NullHeaders => "null_headers",
+            Fault::NullHead => "null_head",
             Fault::StripMixHash => "strip_mix_hash",
+            Fault::Lagging(_) => "lagging",
         }
     }
 }
@@ -299,9 +309,15 @@ async fn answer(s: &Shared, mut call: Value) -> Answer {
             count(s, f);
             return Answer::Hang;
         }
-        Some(f @ Fault::NullHeaders) if method.starts_with("eth_getBlockBy") => {
-            count(s, f);
-            return Answer::Json(json!({"jsonrpc": "2.0", "id": id, "result": null}));
+        Some(f @ (Fault::NullHeaders | Fault::NullHead)) if method == "eth_getBlockByNumber" => {
+            let tag = matches!(
+                call["params"][0].as_str(),
+                Some("latest" | "safe" | "finalized" | "pending")
+            );
+            if tag == matches!(f, Fault::NullHead) {
+                count(s, f);
+                return Answer::Json(json!({"jsonrpc": "2.0", "id": id, "result": null}));
+            }
         }
         Some(f @ Fault::CapLogs { max_blocks, .. }) if method == "eth_getLogs" => {
             let p = &call["params"][0];
@@ -344,6 +360,50 @@ async fn answer(s: &Shared, mut call: Value) -> Answer {
             {
                 count(s, f);
                 return error(&id, -32000, "unknown block");
+            }
+        }
+        Some(f @ Fault::Lagging(k)) => {
+            let Some(h) = head(s).await else {
+                return Answer::Http(StatusCode::BAD_GATEWAY, None, "no upstream");
+            };
+            let own = h.saturating_sub(*k);
+            match method.as_str() {
+                "eth_blockNumber" => {
+                    count(s, f);
+                    return Answer::Json(json!({"jsonrpc": "2.0", "id": id, "result": hex(own)}));
+                }
+                "eth_getBlockByNumber" => {
+                    let asked = match call["params"][0].as_str() {
+                        Some("latest" | "safe" | "finalized" | "pending") => {
+                            count(s, f);
+                            Some(own)
+                        }
+                        Some(n) => number(&json!(n)),
+                        None => None,
+                    };
+                    if let Some(n) = asked {
+                        if n > own {
+                            count(s, f);
+                            return Answer::Json(
+                                json!({"jsonrpc": "2.0", "id": id, "result": null}),
+                            );
+                        }
+                        call["params"][0] = json!(hex(n));
+                    }
+                }
+                "eth_getLogs" => {
+                    let p = &mut call["params"][0];
+                    if let Some(to) = number(&p["toBlock"])
+                        && to > own
+                    {
+                        count(s, f);
+                        if number(&p["fromBlock"]).is_some_and(|from| from > own) {
+                            return Answer::Json(json!({"jsonrpc": "2.0", "id": id, "result": []}));
+                        }
+                        p["toBlock"] = json!(hex(own));
+                    }
+                }
+                _ => {}
             }
         }
         Some(f @ Fault::HeadBehind(k)) => {
@@ -428,6 +488,17 @@ async fn answer(s: &Shared, mut call: Value) -> Answer {
                     phantoms.1.insert(fake.clone());
                     block.insert("hash".into(), json!(fake));
                 }
+            }
+        }
+        Some(f @ Fault::Lagging(k)) if method == "eth_getLogs" => {
+            // Logs by the hash of a block newer than this backend's head.
+            if call["params"][0].get("blockHash").is_some()
+                && let Some(first) = resp["result"].as_array().and_then(|l| l.first())
+                && let (Some(n), Some(h)) = (number(&first["blockNumber"]), head(s).await)
+                && n > h.saturating_sub(*k)
+            {
+                count(s, f);
+                return error(&id, -32000, "unknown block");
             }
         }
         Some(f @ Fault::StripMixHash) if method.starts_with("eth_getBlockBy") => {

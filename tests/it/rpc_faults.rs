@@ -596,11 +596,12 @@ async fn a_wrong_chain_endpoint_is_never_used() {
     );
 }
 
-/// A lagging provider (its head 30 blocks back, beyond the window, and
-/// `null` for the newest blocks) makes the follower wait: no reorg, no
-/// revert, no event lost; lag is reported against the highest head seen,
-/// so the stall shows. When a second, fresh endpoint is available, the
-/// stale one is left and the follower reaches the head.
+/// T2: a provider that really lags, beyond the window (its head 30 blocks
+/// back, `null` for newer blocks, ranges clamped to its head, "unknown
+/// block" for newer blocks' logs): the follower waits — no reorg, no revert,
+/// nothing lost — and lag is reported against the highest head seen. With a
+/// fresh second endpoint, the probe shows the first is stale: it is left
+/// and the follower reaches the head.
 #[tokio::test]
 async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
     let stack = Stack::start().await;
@@ -620,26 +621,33 @@ async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
         .await
         .expect("digest")
         .0;
-    lagging.inject(None, Fault::HeadBehind(30), None);
-    assert_eq!(f.sync().await.expect("no false reorg"), Some(head));
+    lagging.inject(None, Fault::Lagging(30), None);
+    // New blocks the lagging endpoint does not have.
+    let more = traffic(20, 2);
+    seed::run(&stack, &more, 2).await;
+    actions.extend(more);
+    let new_head = stack.deployer.get_block_number().await.expect("head");
+    for _ in 0..3 {
+        assert_eq!(f.sync().await.expect("waits"), Some(head));
+    }
+    assert!(lagging.injected("lagging") > 0);
     assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
     assert_eq!(
         before,
         state_digest(&mut c, &spec.watched.keys)
             .await
             .expect("digest")
-            .0
+            .0,
+        "nothing reverted"
     );
-    // New blocks the lagging endpoint does not admit to.
-    let more = traffic(20, 2);
-    seed::run(&stack, &more, 2).await;
-    actions.extend(more);
-    let new_head = stack.deployer.get_block_number().await.expect("head");
-    assert_eq!(f.sync().await.expect("waits"), Some(head));
-    assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        metrics.head_block.load(Ordering::Relaxed),
+        head,
+        "lag is measured against the highest head seen, not the lagging one"
+    );
 
-    // The same chain through a lagging first and a fresh second endpoint:
-    // the probe of the second shows the first is stale.
+    // The same chain through the lagging endpoint first and a fresh one
+    // second: the probe of the second shows the first is stale.
     let (mut g, gm) = follower(&stack, &spec, &[lagging.url.clone(), fresh.url.clone()], 2).await;
     let stop = CancellationToken::new();
     let task = {
@@ -654,23 +662,133 @@ async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
     }
     assert_eq!(gm.head_block.load(Ordering::Relaxed), new_head);
     assert_eq!(gm.lag(), 0);
+    assert!(
+        fresh.calls("eth_getLogs") > 0,
+        "the fresh endpoint served logs"
+    );
     stop.cancel();
     task.await.expect("join").expect("follower");
-    // The first follower, still behind its lagging endpoint, reports the
-    // lag against the highest head it has seen.
-    assert!(metrics.head_block.load(Ordering::Relaxed) >= head);
-    let (count, totals) = expected_deposits(&stack, &actions);
-    let n: usize = c2
+    expect_deposits(&stack, &spec, &mut c2, &actions).await;
+    let digest = state_digest(&mut c2, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0;
+    assert_eq!(digest, fresh_digest(&stack, &spec, 3).await);
+}
+
+/// F1, the review's sequence: the target comes from the first endpoint, but
+/// its `eth_getLogs` fails for a while, so ranges go to the second, which
+/// lags 40 blocks and answers ranges beyond its head clamped or empty. No
+/// such range is committed: its end block is not there (`null`), so the
+/// answer is not shown complete, and the range is fetched again.
+#[tokio::test]
+async fn a_range_answered_by_a_lagging_backend_is_never_committed_incomplete() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    let mut actions = approvals();
+    actions.extend(traffic(400, 1));
+    seed::run(&stack, &actions, 5).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    let (first, lagging) = (
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+    );
+    first.inject(Some("eth_getLogs"), Fault::BadGateway, Some(window()));
+    lagging.inject(None, Fault::Lagging(40), None);
+    let (mut f, _) = follower(&stack, &spec, &[first.url.clone(), lagging.url.clone()], 1).await;
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { f.run(stop).await })
+    };
+    let mut c = conn(&stack, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpoint(&mut c, &spec).await != Some(head) {
+        assert!(
+            Instant::now() < deadline && !task.is_finished(),
+            "did not reach the head"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.expect("join").expect("follower");
+    assert!(first.injected("502") > 0, "the first endpoint failed");
+    assert!(
+        lagging.calls("eth_getLogs") > 0 && lagging.injected("lagging") > 0,
+        "the lagging endpoint was asked for ranges beyond its head"
+    );
+    expect_deposits(&stack, &spec, &mut c, &actions).await;
+    let digest = state_digest(&mut c, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0;
+    assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
+}
+
+/// F7: after the chain moved more than a window past the checkpoint, the
+/// checkpoint's header is re-checked; a backend that answers `null` for it
+/// says nothing about the block: the pass fails and is retried, nothing is
+/// reverted and it is no fatal "reorg too deep". Once headers are served,
+/// the follower goes on.
+#[tokio::test]
+async fn an_unavailable_checkpoint_header_is_retried_never_taken_for_a_reorg() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    let mut actions = approvals();
+    actions.extend(traffic(40, 1));
+    seed::run(&stack, &actions, 4).await;
+    let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
+    let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), 1).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("sync"), Some(head));
+    let mut c = conn(&stack, 1).await;
+    let before = state_digest(&mut c, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0;
+    let more = traffic(60, 2);
+    seed::run(&stack, &more, 3).await;
+    actions.extend(more);
+    proxy.inject(Some("eth_getBlockByNumber"), Fault::NullHeaders, None);
+    let err = f
+        .sync()
+        .await
+        .expect_err("the checkpoint cannot be checked");
+    assert!(matches!(err, Error::Rpc(_)), "retryable, not fatal: {err}");
+    assert_eq!(
+        checkpoint(&mut c, &spec).await,
+        Some(head),
+        "nothing reverted"
+    );
+    assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        before,
+        state_digest(&mut c, &spec.watched.keys)
+            .await
+            .expect("digest")
+            .0
+    );
+    assert!(proxy.injected("null_headers") > 0);
+    proxy.clear();
+    let new_head = stack.deployer.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("goes on"), Some(new_head));
+    expect_deposits(&stack, &spec, &mut c, &actions).await;
+}
+
+/// The deposits in Redis are exactly those in `actions`.
+async fn expect_deposits(stack: &Stack, spec: &ChainSpec, c: &mut RedisConn, actions: &[Action]) {
+    let (count, totals) = expected_deposits(stack, actions);
+    let n: usize = c
         .hlen(spec.watched.keys.deposits())
         .await
         .expect("deposits");
-    assert_eq!(n, count);
+    assert_eq!(n, count, "deposits");
     for (wallet, total) in totals {
-        let got: String = c2
+        let got: String = c
             .get(spec.watched.keys.wallet_deposit_total(wallet))
             .await
             .expect("total");
-        assert_eq!(got, total.to_string());
+        assert_eq!(got, total.to_string(), "total of {wallet}");
     }
 }
 
@@ -708,7 +826,7 @@ async fn a_safe_head_is_followed_and_a_null_safe_block_is_not_yet() {
         .await
         .expect("digest")
         .0;
-    proxy.inject(Some("eth_getBlockByNumber"), Fault::NullHeaders, None);
+    proxy.inject(Some("eth_getBlockByNumber"), Fault::NullHead, None);
     assert_eq!(f.sync().await.expect("not yet"), Some(safe));
     assert_eq!(metrics.head_block.load(Ordering::Relaxed), safe, "not 0");
     assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
@@ -719,7 +837,7 @@ async fn a_safe_head_is_followed_and_a_null_safe_block_is_not_yet() {
             .expect("digest")
             .0
     );
-    assert!(proxy.injected("null_headers") > 0);
+    assert!(proxy.injected("null_head") > 0);
 }
 
 /// On a chain where nothing happens, the head is polled no more often than
