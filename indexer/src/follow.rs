@@ -470,8 +470,10 @@ impl Follower {
         cp: Option<Checkpoint>,
     ) -> Result<Step> {
         let m = target.number.min(n + WINDOW_BATCH - 1);
+        // The head poll's header saves a request, unless the last pass could
+        // not use it (its logs unknown by that hash): then ask by number.
         let headers = match target.header {
-            Some(h) if n == m && h.number == n => vec![h],
+            Some(h) if n == m && h.number == n && self.not_ready == 0 => vec![h],
             _ => fetch_headers(&self.rpc, n, m).await?,
         };
         let mut chain: Vec<Header> = Vec::with_capacity(headers.len());

@@ -51,6 +51,9 @@ pub enum Fault {
     VanishingHeader,
     /// `eth_getLogs` by `blockHash` is answered for `latest`.
     IgnoreBlockHash,
+    /// The `latest` block always comes with a made-up hash (backends that
+    /// disagree about the tip); blocks by number are real.
+    PhantomTip,
     /// Requests for numbered blocks answer `null` (a backend without them).
     NullHeaders,
     /// Requests for `latest`, `safe` or `finalized` answer `null` (a node
@@ -82,6 +85,7 @@ impl Fault {
             Fault::RepeatLogs => "repeat_logs",
             Fault::VanishingHeader => "vanishing_header",
             Fault::IgnoreBlockHash => "ignore_block_hash",
+            Fault::PhantomTip => "phantom_tip",
             Fault::NullHeaders => "null_headers",
             Fault::NullHead => "null_head",
             Fault::StripMixHash => "strip_mix_hash",
@@ -499,6 +503,24 @@ async fn answer(s: &Shared, mut call: Value) -> Answer {
             {
                 count(s, f);
                 return error(&id, -32000, "unknown block");
+            }
+        }
+        Some(f @ Fault::PhantomTip)
+            if method == "eth_getBlockByNumber" && call["params"][0].as_str() == Some("latest") =>
+        {
+            if let Some(block) = resp["result"].as_object_mut()
+                && let Some(hash) = block.get("hash").and_then(Value::as_str).map(str::to_owned)
+            {
+                count(s, f);
+                let flip = if hash.get(2..4) == Some("ee") {
+                    "dd"
+                } else {
+                    "ee"
+                };
+                block.insert(
+                    "hash".into(),
+                    json!(format!("0x{flip}{}", hash.get(4..).unwrap_or_default())),
+                );
             }
         }
         Some(f @ Fault::StripMixHash) if method.starts_with("eth_getBlockBy") => {

@@ -10,6 +10,7 @@ mod cli;
 mod contracts;
 mod crash;
 mod fault_proxy;
+mod follow_edges;
 mod harness;
 mod health;
 mod indexer;

@@ -108,7 +108,7 @@ fn cases(live: bool) -> Vec<(&'static str, Option<&'static str>, Fault)> {
 
 /// Deposits from wallets 1..=4 with a purchase now and then (wallets 1..=4
 /// must have approved the marketplace).
-fn traffic(n: usize, salt: u64) -> Vec<Action> {
+pub(crate) fn traffic(n: usize, salt: u64) -> Vec<Action> {
     (0..n)
         .map(|i| {
             if i % 7 == 6 {
@@ -127,7 +127,7 @@ fn traffic(n: usize, salt: u64) -> Vec<Action> {
         .collect()
 }
 
-fn approvals() -> Vec<Action> {
+pub(crate) fn approvals() -> Vec<Action> {
     (1..=4).map(|w| Action::Approve { wallet: w }).collect()
 }
 
@@ -146,7 +146,7 @@ fn expected_deposits(stack: &Stack, actions: &[Action]) -> (usize, BTreeMap<Addr
 
 /// The follower settings of these tests: small ranges and a small window so
 /// backfill spans many ranges, and short timeouts so a hang costs little.
-fn spec(stack: &Stack) -> ChainSpec {
+pub(crate) fn spec(stack: &Stack) -> ChainSpec {
     let mut spec = stack.config().chain_specs().expect("specs").remove(0);
     spec.follow.poll_interval = Duration::from_millis(50);
     spec.follow.initial_range = 4;
@@ -162,7 +162,7 @@ fn spec(stack: &Stack) -> ChainSpec {
     spec
 }
 
-async fn conn(stack: &Stack, db: u8) -> RedisConn {
+pub(crate) async fn conn(stack: &Stack, db: u8) -> RedisConn {
     chainfront_indexer::conn::connect(&format!("{}/{db}", stack.redis.url()))
         .await
         .expect("redis")
@@ -175,7 +175,7 @@ async fn checkpoint(c: &mut RedisConn, spec: &ChainSpec) -> Option<u64> {
 }
 
 /// A follower of `urls` writing to database `db`.
-async fn follower(
+pub(crate) async fn follower(
     stack: &Stack,
     spec: &ChainSpec,
     urls: &[String],
@@ -201,7 +201,7 @@ async fn follower(
 
 /// The digest of a fresh index of the chain as it is now, made directly
 /// against anvil in database `db`.
-async fn fresh_digest(stack: &Stack, spec: &ChainSpec, db: u8) -> String {
+pub(crate) async fn fresh_digest(stack: &Stack, spec: &ChainSpec, db: u8) -> String {
     let (mut f, _) = follower(stack, spec, &[stack.anvil.endpoint()], db).await;
     f.sync().await.expect("fresh index");
     let mut c = conn(stack, db).await;
