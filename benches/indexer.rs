@@ -115,6 +115,24 @@ fn follower(
     ))
 }
 
+/// Empties the database and compacts Redis's append-only file, waiting for
+/// the rewrite to end, so every backfill pass starts from the same Redis (a
+/// file grown by earlier passes would slow later ones).
+async fn fresh_redis(conn: &mut RedisConn) -> Res<()> {
+    let _: () = redis::cmd("FLUSHDB").query_async(conn).await?;
+    let _: String = redis::cmd("BGREWRITEAOF").query_async(conn).await?;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(conn)
+            .await?;
+        if info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0") {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `pass` until the passes add up to `min`; returns the events they
 /// handled and the time they took.
 async fn timed<F, Fut>(min: Duration, mut pass: F) -> Res<(usize, Duration)>
@@ -204,6 +222,12 @@ async fn fetch_batched(
 
 #[tokio::main]
 async fn main() -> Res<()> {
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let events: usize = env("BENCH_EVENTS", 100_000);
     let phase = Duration::from_secs(env("BENCH_PHASE_SECS", 5));
     let head_secs: u64 = env("BENCH_HEAD_SECS", 300);
@@ -267,7 +291,7 @@ async fn main() -> Res<()> {
             async move {
                 let (redis, url, d) = (redis_ref, url_ref, d_ref);
                 let mut conn = redis_db(redis, 1).await?;
-                let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+                fresh_redis(&mut conn).await?;
                 let metrics = Arc::new(IndexerMetrics::default());
                 let mut f = follower(url, conn, d, cfg, metrics.clone())?;
                 let t = Instant::now();
@@ -397,7 +421,7 @@ async fn main() -> Res<()> {
     let vm = VMMarketplace::new(d.vm_marketplace, &buyer);
     let mut latencies = Vec::new();
     let mut c3 = live_conn.clone();
-    for _ in 0..40 {
+    for _ in 0..env("BENCH_LIVE_PURCHASES", 40) {
         let id = vm.nextTokenId().call().await?;
         let call = vm.purchaseVM(0, 1);
         let _pending = call.send().await?;
@@ -409,6 +433,9 @@ async fn main() -> Res<()> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if mined.elapsed() > POLL * 3 {
+            eprintln!("slow: VM {id} took {:?}", mined.elapsed());
         }
         latencies.push(mined.elapsed());
         // Land at a random phase of the poll cycle.

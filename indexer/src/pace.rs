@@ -2,7 +2,9 @@
 //! not on a fixed interval.
 //!
 //! The block time is learnt from block timestamps (the median of recent
-//! per-block differences). When a block becomes available on the endpoint,
+//! per-block differences), and trusted only while the blocks' arrival times
+//! agree with it (timestamps can run ahead of the clock: anvil's do when it
+//! mines faster than one block a second). When a block becomes available on the endpoint,
 //! relative to its timestamp, is learnt from the polls themselves: a poll
 //! sent at `s` that did not see block `n` says it was published after `s`;
 //! one answered at `r` that saw it says it was published before `r`. The
@@ -36,12 +38,33 @@ pub struct HeadPace {
     /// (number, timestamp in ms) of the highest head seen.
     last: Option<(u64, u64)>,
     deltas: VecDeque<u64>,
+    /// Wall-clock ms per block between the answers that saw new heads.
+    arrivals: VecDeque<u64>,
+    /// When the last new head was seen (ms since the epoch).
+    last_seen: Option<u64>,
     /// When the last poll that did not see a new head was sent (ms since the
     /// epoch), if it was made after the last new head was seen.
     miss_sent: Option<u64>,
     /// Bracket of publication offsets (ms after the block's timestamp).
     lo: Option<i64>,
     hi: Option<i64>,
+}
+
+/// The median of at least 3 samples.
+fn median(samples: &VecDeque<u64>) -> Option<u64> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let mut v: Vec<u64> = samples.iter().copied().collect();
+    v.sort_unstable();
+    Some(v[v.len() / 2])
+}
+
+fn push(samples: &mut VecDeque<u64>, v: u64) {
+    if samples.len() == SAMPLES {
+        samples.pop_front();
+    }
+    samples.push_back(v);
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -56,23 +79,21 @@ impl HeadPace {
             idle,
             last: None,
             deltas: VecDeque::with_capacity(SAMPLES),
+            arrivals: VecDeque::with_capacity(SAMPLES),
+            last_seen: None,
             miss_sent: None,
             lo: None,
             hi: None,
         }
     }
 
-    /// The learnt block time, if the chain is regular enough to pace.
+    /// The learnt block time, if the chain is regular enough to pace: the
+    /// timestamps' median, when blocks also arrive that often.
     pub fn block_time(&self) -> Option<Duration> {
-        if self.deltas.len() < 3 {
-            return None;
-        }
-        let mut d: Vec<u64> = self.deltas.iter().copied().collect();
-        d.sort_unstable();
-        let median = d[d.len() / 2];
-        (MIN_BLOCK_TIME_MS..=MAX_BLOCK_TIME_MS)
-            .contains(&median)
-            .then(|| Duration::from_millis(median))
+        let (stamped, arriving) = (median(&self.deltas)?, median(&self.arrivals)?);
+        let agree = arriving.abs_diff(stamped) <= stamped / 4;
+        ((MIN_BLOCK_TIME_MS..=MAX_BLOCK_TIME_MS).contains(&stamped) && agree)
+            .then(|| Duration::from_millis(stamped))
     }
 
     /// The spacing of polls around the expected block.
@@ -88,17 +109,25 @@ impl HeadPace {
         let ts = timestamp.saturating_mul(1000);
         let Some((last_n, last_ts)) = self.last else {
             self.last = Some((number, ts));
+            self.last_seen = Some(ms(answered));
             return;
         };
         if number <= last_n {
             self.miss_sent = Some(ms(sent));
             return;
         }
-        if self.deltas.len() == SAMPLES {
-            self.deltas.pop_front();
+        push(
+            &mut self.deltas,
+            ts.saturating_sub(last_ts) / (number - last_n),
+        );
+        let seen = ms(answered);
+        if let Some(before) = self.last_seen {
+            push(
+                &mut self.arrivals,
+                seen.saturating_sub(before) / (number - last_n),
+            );
         }
-        self.deltas
-            .push_back(ts.saturating_sub(last_ts) / (number - last_n));
+        self.last_seen = Some(seen);
         let upper = ms(answered) as i64 - ts as i64;
         let lower = self.miss_sent.map(|s| s as i64 - ts as i64);
         let lo = match (self.lo, lower) {
@@ -226,6 +255,14 @@ mod tests {
         // ... and a block long overdue falls back to the interval.
         pace.observe(5, 10, at(14_000), at(14_001));
         assert_eq!(pace.next_poll(at(14_001)), Duration::from_millis(700));
+        // Timestamps one second apart on blocks that come every 100 ms (anvil
+        // mining faster than its clock) are not trusted.
+        let mut ahead = HeadPace::new(Duration::from_millis(100));
+        for n in 0..10u64 {
+            ahead.observe(n, 1_000 + n, at(n * 100), at(n * 100 + 1));
+        }
+        assert_eq!(ahead.block_time(), None);
+        assert_eq!(ahead.next_poll(at(1_000)), Duration::from_millis(100));
         // Blocks within one second teach nothing.
         let mut fast = HeadPace::new(Duration::from_millis(50));
         for n in 0..10u64 {

@@ -714,6 +714,10 @@ async fn a_range_answered_by_a_lagging_backend_is_never_committed_incomplete() {
     task.await.expect("join").expect("follower");
     assert!(first.injected("502") > 0, "the first endpoint failed");
     assert!(
+        first.calls("eth_getLogs") > first.injected("502"),
+        "once healthy, the first endpoint is preferred again (fail-back)"
+    );
+    assert!(
         lagging.calls("eth_getLogs") > 0 && lagging.injected("lagging") > 0,
         "the lagging endpoint was asked for ranges beyond its head"
     );
@@ -868,4 +872,72 @@ async fn an_idle_chain_is_polled_no_more_often_than_the_interval() {
         "{requests} requests in {elapsed:?} at a 200 ms interval"
     );
     assert!(requests > 0, "the head was polled");
+}
+
+/// The `chainfront index` process, configured with two endpoints through
+/// the environment: the first answers 502 and then half of every log list,
+/// the second hangs and then repeats every log, in overlapping windows (two
+/// endpoints cutting the same logs the same way could agree on a range the
+/// checks cannot prove; see docs/providers.md). The process checks both
+/// chain ids, fails over between them, rejects what cannot be shown
+/// complete, and ends with exactly the deposits sent and a fresh index's
+/// digest.
+#[tokio::test]
+async fn the_indexer_process_follows_through_two_faulty_endpoints() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    let mut actions = approvals();
+    actions.extend(traffic(600, 1));
+    seed::run(&stack, &actions, 6).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    let (p1, p2) = (
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+    );
+    p1.inject(None, Fault::BadGateway, Some(Duration::from_secs(2)));
+    p1.inject(
+        Some("eth_getLogs"),
+        Fault::HalfLogs,
+        Some(Duration::from_secs(6)),
+    );
+    p2.inject(None, Fault::Hang, Some(Duration::from_secs(1)));
+    p2.inject(
+        Some("eth_getLogs"),
+        Fault::RepeatLogs,
+        Some(Duration::from_secs(6)),
+    );
+    let urls = format!("[\"{}\", \"{}\"]", p1.url, p2.url);
+    let mut indexer = crate::crash::spawn_indexer(
+        &stack,
+        1,
+        &[
+            ("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", urls.as_str()),
+            ("CHAINFRONT_INDEXER__RPC_TIMEOUT_MS", "400"),
+        ],
+    );
+    let mut c = conn(&stack, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while checkpoint(&mut c, &spec).await != Some(head) {
+        assert!(
+            Instant::now() < deadline,
+            "the indexer did not reach the head"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    indexer.kill();
+    for (p, name) in [
+        (&p1, "502"),
+        (&p1, "half_logs"),
+        (&p2, "hang"),
+        (&p2, "repeat_logs"),
+    ] {
+        assert!(p.injected(name) > 0, "{name} was injected");
+    }
+    assert!(p1.calls("eth_chainId") > 0 && p2.calls("eth_chainId") > 0);
+    expect_deposits(&stack, &spec, &mut c, &actions).await;
+    let digest = state_digest(&mut c, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0;
+    assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
