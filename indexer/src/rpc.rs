@@ -91,7 +91,8 @@ impl From<RpcError<TransportErrorKind>> for Fault {
     fn from(err: RpcError<TransportErrorKind>) -> Self {
         match err {
             RpcError::ErrorResp(payload) => {
-                let msg = payload.message.to_string();
+                // Providers echo URLs (with keys) in their messages.
+                let msg = redact_urls(&payload.message);
                 let lower = msg.to_ascii_lowercase();
                 if let Some(advice) = logs::classify(Some(payload.code), &msg) {
                     return Fault::Range(advice, msg);
@@ -112,7 +113,7 @@ impl From<RpcError<TransportErrorKind>> for Fault {
             RpcError::Transport(TransportErrorKind::HttpError(e)) if e.status == 429 => {
                 Fault::RateLimited(None, "HTTP 429".into())
             }
-            other => Fault::Transport(other.to_string()),
+            other => Fault::Transport(redact_urls(&other.to_string())),
         }
     }
 }
@@ -266,6 +267,15 @@ impl Rpc {
             }),
             stats: Arc::default(),
         })
+    }
+
+    /// The provider of the endpoint preferred right now (never one on the
+    /// wrong chain), for callers that need no retry: it does not fail over;
+    /// [`Rpc::call`] does.
+    pub fn provider(&self) -> DynProvider {
+        let n = self.endpoints();
+        let i = self.pick(None, &vec![false; n]).map_or(0, |(i, _)| i);
+        self.inner.endpoints[i].link.provider.clone()
     }
 
     /// Number of endpoints.
@@ -631,8 +641,38 @@ impl Rpc {
     }
 }
 
+/// Every URL inside `text` (an error message, a config value) reduced to
+/// scheme, host and port: no user info, path or query, where providers put
+/// API keys. reqwest's errors end with `for url (...)`, and providers echo
+/// URLs in their bodies, so every RPC error string goes through this before
+/// it is logged or returned.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let head = &rest[..at];
+        let scheme_len = head
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            .count();
+        let scheme_start = at - scheme_len;
+        let tail = &rest[at + 3..];
+        let url_len = tail
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>' | ',' | '`')
+            })
+            .unwrap_or(tail.len());
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact(&rest[scheme_start..at + 3 + url_len]));
+        rest = &tail[url_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The URL without credentials or path (API keys often live there), for logs.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host = rest.split(['/', '?']).next().unwrap_or(rest);
@@ -659,6 +699,27 @@ mod tests {
             "https://node.example:8545"
         );
         assert_eq!(redact("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+    }
+
+    #[test]
+    fn urls_inside_messages_are_redacted() {
+        let msg = "error sending request for url (https://user:pw@rpc.example:8545/v2/KEY?x=1): connection refused; also see http://a.example/SECRET.";
+        let out = redact_urls(msg);
+        assert_eq!(
+            out,
+            "error sending request for url (https://rpc.example:8545): connection refused; also see http://a.example"
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(redact_urls("x ://odd/path y"), "x ://odd y");
+        // Classified faults carry no key either.
+        let f = Fault::from(RpcError::ErrorResp(ErrorPayload {
+            code: -32000,
+            message: "upstream https://node.example/v3/SECRETKEY failed"
+                .to_owned()
+                .into(),
+            data: None,
+        }));
+        assert!(!f.to_string().contains("SECRETKEY"), "{f}");
     }
 
     fn answer(code: i64, message: &str) -> Fault {
