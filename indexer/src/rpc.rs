@@ -292,9 +292,27 @@ impl Rpc {
     /// endpoint is used only once it has answered `expected` (endpoints that
     /// cannot be reached now are checked before their first use). Fails
     /// with [`Error::WrongChain`] when no endpoint serves `expected` and one
-    /// serves another chain, and with [`Error::Rpc`] when none answered.
+    /// serves another chain, and with [`Error::Rpc`] when none answered through the retry policy.
     pub async fn check_chain(&self, expected: u64) -> Result<()> {
         self.inner.expected_chain.store(expected, Ordering::Relaxed);
+        // Nobody answering is transient: retried with the policy's backoff
+        // (a wrong chain is certain and returned at once).
+        let mut delays = self.inner.policy.delays();
+        loop {
+            match self.check_chain_once(expected).await {
+                Err(Error::Rpc(msg)) => match delays.next() {
+                    Some(d) => {
+                        warn!(target: "chainfront::rpc", error = %msg, retry_in = ?d, "chain id check failed");
+                        tokio::time::sleep(d).await;
+                    }
+                    None => return Err(Error::Rpc(msg)),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    async fn check_chain_once(&self, expected: u64) -> Result<()> {
         let checks = (0..self.endpoints()).map(|i| self.check_endpoint_chain(i));
         let results = futures_util::future::join_all(checks).await;
         let mut wrong = None;
