@@ -140,9 +140,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Res<(usize, Duration)>>,
 {
-    let (mut events, mut took) = (0, Duration::ZERO);
+    let (mut events, mut took, mut failed) = (0, Duration::ZERO, 0);
     while took < min {
         let (n, d) = pass().await?;
+        // A pass that failed (and said so) returns nothing: a few are
+        // retried, a run of them is an error.
+        failed = if d.is_zero() { failed + 1 } else { 0 };
+        if failed > 5 {
+            return Err("five passes in a row failed".into());
+        }
         events += n;
         took += d;
     }
@@ -295,7 +301,13 @@ async fn main() -> Res<()> {
                 let metrics = Arc::new(IndexerMetrics::default());
                 let mut f = follower(url, conn, d, cfg, metrics.clone())?;
                 let t = Instant::now();
-                f.sync().await?;
+                if let Err(e) = f.sync().await {
+                    // As the run loop would, the pass is retried (e.g. a
+                    // Redis reply slower than the connection's timeout on a
+                    // loaded machine); the failed pass is not counted.
+                    eprintln!("backfill pass failed ({e}); retried");
+                    return Ok((0, Duration::ZERO));
+                }
                 let took = t.elapsed();
                 let applied = metrics.events_applied.load(Ordering::Relaxed) as usize;
                 if applied != fetched {
