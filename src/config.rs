@@ -214,7 +214,9 @@ pub struct ChainConfig {
     /// Blocks behind head before an event counts (0 is fine on anvil).
     #[serde(default)]
     pub confirmations: u64,
-    /// How often to poll for new heads, in milliseconds.
+    /// Head polling interval in milliseconds while the block time is not
+    /// known or the chain is idle; once learnt, the head is polled around
+    /// each expected block instead.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
     /// A deployment file (written by `chainfront deploy` / `dev`) that supplies

@@ -91,7 +91,12 @@ impl NodeMetrics {
         let head = gauge(
             &mut registry,
             "head_block",
-            "Latest head block seen from the RPC",
+            "Highest head block any RPC endpoint reported",
+        );
+        let head_age = gauge(
+            &mut registry,
+            "head_age_seconds",
+            "Seconds since the highest head last advanced (a stalled chain or stuck endpoints)",
         );
         let indexed = gauge(
             &mut registry,
@@ -117,7 +122,17 @@ impl NodeMetrics {
             "rpc_failovers",
             "Switches to another RPC endpoint",
         );
-        let limited = counter(&mut registry, "rpc_rate_limited", "RPC 429 answers");
+        let limited = counter(&mut registry, "rpc_rate_limited", "RPC rate-limit answers");
+        let requests = counter(
+            &mut registry,
+            "rpc_requests",
+            "RPC HTTP requests (a JSON-RPC batch is one)",
+        );
+        let rejected = counter(
+            &mut registry,
+            "rpc_rejected_answers",
+            "RPC answers that failed a check (inconsistent or incomplete) and were asked again",
+        );
         let uptime = Gauge::<i64>::default();
         registry.register("uptime_seconds", "Seconds since start", uptime.clone());
         uptime.set(i64::try_from(self.started.elapsed().as_secs()).unwrap_or(i64::MAX));
@@ -158,6 +173,15 @@ impl NodeMetrics {
             limited
                 .get_or_create(&l)
                 .inc_by(m.rpc.rate_limited.load(Ordering::Relaxed));
+            requests
+                .get_or_create(&l)
+                .inc_by(m.rpc.requests.load(Ordering::Relaxed));
+            rejected
+                .get_or_create(&l)
+                .inc_by(m.rpc.rejected.load(Ordering::Relaxed));
+            head_age
+                .get_or_create(&l)
+                .set(as_i64(m.rpc.head_age().as_secs()));
         }
         drop(chains);
         if let Some(c) = compute {
@@ -218,7 +242,7 @@ pub(crate) fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     get,
     path = "/metrics",
     tag = "node",
-    responses((status = 200, description = "OpenMetrics text: head, indexed block, lag, events applied, reorgs, RPC errors per chain", content_type = "application/openmetrics-text"))
+    responses((status = 200, description = "OpenMetrics text: head, head age, indexed block, lag, events applied, reorgs, RPC requests, errors, failovers, rate limits and rejected answers per chain", content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let compute = match &state.compute {
@@ -250,6 +274,7 @@ mod tests {
         base.indexed_block.store(100, Ordering::Relaxed);
         base.events_applied.store(7, Ordering::Relaxed);
         base.rpc.failovers.store(2, Ordering::Relaxed);
+        base.rpc.rejected.store(3, Ordering::Relaxed);
         let text = m.render().expect("render");
         assert!(
             text.contains(r#"chainfront_lag_blocks{chain="base",chain_id="8453"} 20"#),
@@ -261,6 +286,16 @@ mod tests {
         );
         assert!(
             text.contains(r#"chainfront_rpc_failovers_total{chain="base",chain_id="8453"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"chainfront_rpc_rejected_answers_total{chain="base",chain_id="8453"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chainfront_head_age_seconds{chain="base",chain_id="8453"} 0"#),
             "{text}"
         );
         assert!(

@@ -2,7 +2,9 @@
 //! deployment description shared by every command, and the indexer that turns
 //! logs into Redis state exactly once and reorg-safe.
 //!
-//! - [`rpc`]: endpoints with failover; [`retry`]: the one backoff policy.
+//! - [`rpc`]: endpoints judged and failed over; [`retry`]: the one backoff
+//!   policy; [`verify`]: what a provider's answer must satisfy;
+//!   [`pace`]: when to poll the head.
 //! - [`logs`]: adaptive `eth_getLogs` ranges.
 //! - [`follow`]: backfill + live loop; reorgs are found by parent hash and
 //!   undone through [`store`], the one atomic Redis commit.
@@ -21,8 +23,10 @@ pub mod keys;
 pub mod leader;
 pub mod logs;
 pub mod metrics;
+pub mod pace;
 pub mod retry;
 pub mod rpc;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};

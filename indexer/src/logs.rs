@@ -18,7 +18,17 @@ pub enum RangeAdvice {
     },
     /// The provider names its maximum number of blocks per query.
     MaxBlocks(u64),
+    /// No provider said the range is too large, but the query timed out or
+    /// failed in a way nobody recognises: halve, a bounded number of times
+    /// in a row ([`MAX_UNSURE_SPLITS`]), so a provider that degrades after
+    /// the range grew is not asked the same range forever, and a dead one
+    /// does not shrink the range to a block.
+    Unsure,
 }
+
+/// Consecutive [`RangeAdvice::Unsure`] splits before such failures are left
+/// to retries and failover instead.
+pub const MAX_UNSURE_SPLITS: u32 = 4;
 
 /// Phrases (lower-case) by which providers reject a range as too wide or a
 /// response as too large.
@@ -35,7 +45,7 @@ const SPLIT_PHRASES: &[&str] = &[
     "query exceeds max block range", // reth / anvil
     "exceed maximum block range",
     "too many logs",
-    "limit exceeded",
+    "response size should not", // BlockPI: `response size should not greater than ...`
     "try with this block range",
     "this block range should work",
 ];
@@ -46,16 +56,21 @@ const RATE_PHRASES: &[&str] = &[
     "too many requests",
     "request count exceeded",
     "rate-limited",
+    "rate exceeded", // Infura: `project ID request rate exceeded`
+    "exceeded the quota",
+    "compute units",
 ];
 
-/// JSON-RPC error code of "limit exceeded" (EIP-1474).
+/// JSON-RPC error code of "limit exceeded" (EIP-1474). Infura answers its
+/// rate limit with it, others a too-large range (with a phrase saying so).
 pub const LIMIT_EXCEEDED: i64 = -32005;
 
 /// Reads a provider's `eth_getLogs` error. `None` means the error is not about
-/// the range (retry or fail over instead of splitting).
-pub fn classify(code: Option<i64>, message: &str) -> Option<RangeAdvice> {
+/// the range (retry or fail over instead of splitting). A bare `-32005` is
+/// not about the range: without a range phrase it is a rate limit (see
+/// [`is_rate_limit`]).
+pub fn classify(_code: Option<i64>, message: &str) -> Option<RangeAdvice> {
     let lower = message.to_ascii_lowercase();
-    // Some providers use -32005 for rate limits too; those are paced, not split.
     if RATE_PHRASES.iter().any(|p| lower.contains(p)) {
         return None;
     }
@@ -65,10 +80,17 @@ pub fn classify(code: Option<i64>, message: &str) -> Option<RangeAdvice> {
     if let Some(n) = limited_to(&lower) {
         return Some(RangeAdvice::MaxBlocks(n));
     }
-    if SPLIT_PHRASES.iter().any(|p| lower.contains(p)) || code == Some(LIMIT_EXCEEDED) {
+    if SPLIT_PHRASES.iter().any(|p| lower.contains(p)) {
         return Some(RangeAdvice::Split);
     }
     None
+}
+
+/// Whether an error answer (`lower`: its message in lower case) is a rate
+/// limit: HTTP-style code 429, `-32005` without a range phrase (check
+/// [`classify`] first), or a rate phrase.
+pub fn is_rate_limit(code: i64, lower: &str) -> bool {
+    code == 429 || code == LIMIT_EXCEEDED || RATE_PHRASES.iter().any(|p| lower.contains(p))
 }
 
 /// `[0x1, 0x2]` (Alchemy, Infura) or `retry with the range 24383075-24383096`
@@ -102,6 +124,7 @@ fn limited_to(msg: &str) -> Option<u64> {
         "maximum is set to ",
         "max range: ",
         "maximum block range: ",
+        "ranges over ", // dRPC: `ranges over 10000 blocks are not supported`
     ] {
         if let Some(idx) = msg.find(marker) {
             let digits: String = msg[idx + marker.len()..]
@@ -135,6 +158,8 @@ pub struct AdaptiveRange {
     max: u64,
     /// A provider's stated maximum, never exceeded once learnt.
     ceiling: u64,
+    /// [`RangeAdvice::Unsure`] splits since the last success.
+    unsure: u32,
 }
 
 /// Responses with fewer logs than this (and faster than [`FAST`]) grow the range.
@@ -151,6 +176,7 @@ impl AdaptiveRange {
             min: 1,
             max,
             ceiling: max,
+            unsure: 0,
         }
     }
 
@@ -166,6 +192,7 @@ impl AdaptiveRange {
 
     /// A query of `span` blocks returned `logs` logs in `took`.
     pub fn succeeded(&mut self, span: u64, logs: usize, took: Duration) {
+        self.unsure = 0;
         if logs < SMALL_RESPONSE && took < FAST && span >= self.size {
             self.size = self.size.saturating_mul(2).min(self.ceiling);
         } else if logs > SMALL_RESPONSE * 4 {
@@ -177,6 +204,11 @@ impl AdaptiveRange {
     /// when the range cannot shrink any further (a single block failed).
     pub fn failed(&mut self, from: u64, span: u64, advice: RangeAdvice) -> bool {
         let next = match advice {
+            RangeAdvice::Unsure if self.unsure >= MAX_UNSURE_SPLITS => return false,
+            RangeAdvice::Unsure => {
+                self.unsure += 1;
+                span / 2
+            }
             RangeAdvice::Split => span / 2,
             RangeAdvice::UseRange { from: f, to } if f == from => to - f + 1,
             RangeAdvice::UseRange { from: f, to } => (to.saturating_sub(f) + 1).min(span / 2),
@@ -273,7 +305,16 @@ mod tests {
                 "logs matched by query exceeds limit of 10000",
                 RangeAdvice::Split,
             ),
-            (Some(-32005), "limit exceeded", RangeAdvice::Split),
+            (
+                Some(-32000),
+                "response size should not greater than 10000000 bytes",
+                RangeAdvice::Split,
+            ),
+            (
+                Some(-32000),
+                "ranges over 10000 blocks are not supported",
+                RangeAdvice::MaxBlocks(10_000),
+            ),
             (
                 Some(-32602),
                 "query exceeds max results 20000, retry with the range 24383075-24383096",
@@ -301,6 +342,15 @@ mod tests {
             None
         );
         assert_eq!(classify(Some(-32603), "try again [not numbers]"), None);
+        // -32005 alone is Infura's rate limit, not a range error.
+        assert_eq!(classify(Some(-32005), "limit exceeded"), None);
+        assert!(is_rate_limit(-32005, "limit exceeded"));
+        assert_eq!(
+            classify(Some(-32005), "project ID request rate exceeded"),
+            None
+        );
+        assert!(is_rate_limit(-32005, "project id request rate exceeded"));
+        assert!(!is_rate_limit(-32000, "upstream error"));
     }
 
     #[test]
@@ -318,6 +368,20 @@ mod tests {
             r.succeeded(r.size(), 0, Duration::ZERO);
         }
         assert_eq!(r.size(), 150, "the provider's stated maximum is a ceiling");
+    }
+
+    #[test]
+    fn timeouts_halve_the_range_a_bounded_number_of_times_in_a_row() {
+        let mut r = AdaptiveRange::new(1024, 1024);
+        let mut span = 1024;
+        while r.failed(0, span, RangeAdvice::Unsure) {
+            span = r.size();
+        }
+        assert_eq!(span, 1024 >> MAX_UNSURE_SPLITS);
+        // A success resets the count; the range can shrink again.
+        r.succeeded(span, 5_000, FAST);
+        assert!(r.failed(0, span, RangeAdvice::Unsure));
+        assert_eq!(r.size(), span / 2);
     }
 
     #[test]

@@ -37,6 +37,14 @@ impl RetryPolicy {
             .with_max_times(self.max_retries)
             .build()
     }
+
+    /// The delay before retry number `attempt` (0-based) of one sequence of
+    /// retries (the largest delay once the sequence is exhausted).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.delays()
+            .nth(attempt as usize)
+            .unwrap_or(self.max_delay)
+    }
 }
 
 #[cfg(test)]

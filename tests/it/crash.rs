@@ -533,9 +533,26 @@ fn log_count(path: &std::path::Path, needle: &str) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.matches(needle).count())
 }
 
+/// The last lines of each process log, for a failure message.
+fn tails(logs: &[(&str, &std::path::Path)]) -> String {
+    let mut out = String::new();
+    for (name, path) in logs {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- last lines of {name}'s log ---\n"));
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Two `chainfront index` processes on one chain. A leads, B stands by (the
-/// lock keeps A's token). A is frozen (SIGSTOP) mid-backfill: its lock
-/// expires, B takes over with a new token and writes. A is thawed
+/// lock keeps A's token). A is frozen (SIGSTOP), mid-backfill when the test
+/// catches it there (on a loaded machine A may already be at the head), and
+/// new blocks are mined while it is frozen: its lock expires, B takes over
+/// with a new token and writes. A is thawed
 /// (SIGCONT): its next commit or renewal finds the token gone, so A writes
 /// nothing more and goes back to standby. B is then killed: A takes the
 /// lock again (a third token) and follows to the head and on. The end state
@@ -549,6 +566,7 @@ async fn a_paused_leader_is_fenced_stands_by_and_leads_again() {
     let mut conn = db(&stack, 1).await;
     let logs = tempfile::tempdir().expect("tmp");
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    let both = [("A", log_a.as_path()), ("B", log_b.as_path())];
     // A lock TTL long enough that a loaded machine never delays a renewal
     // past it (the leader would flap), short enough to keep the test quick.
     let verbose = [
@@ -571,6 +589,10 @@ async fn a_paused_leader_is_fenced_stands_by_and_leads_again() {
     }
     signal(&a, "STOP");
     let frozen_at = checkpoint(&mut conn).await.unwrap_or(0);
+    eprintln!("A frozen at block {frozen_at} of {head}");
+    // Blocks only B can write, whether or not A had reached the head.
+    seed::run(&stack, &deposits(600), 20).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
     let token_b = wait_token(&mut conn, "B takes over", |t| {
         t.as_ref().is_some_and(|t| *t != token_a)
     })
@@ -578,19 +600,30 @@ async fn a_paused_leader_is_fenced_stands_by_and_leads_again() {
     // B writes while A is frozen.
     let deadline = Instant::now() + Duration::from_secs(60);
     while checkpoint(&mut conn).await.unwrap_or(0) < frozen_at + 20 {
-        assert!(Instant::now() < deadline, "B does not write");
+        assert!(
+            Instant::now() < deadline,
+            "B does not write: checkpoint {:?}, frozen at {frozen_at}, leader {:?}\n{}",
+            checkpoint(&mut conn).await,
+            leader_token(&mut conn).await,
+            tails(&both)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     signal(&a, "CONT");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !log_has(&log_a, "lost leadership; back to standby") {
-        assert!(Instant::now() < deadline, "A never went back to standby");
+        assert!(
+            Instant::now() < deadline,
+            "A never went back to standby\n{}",
+            tails(&both)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
         leader_token(&mut conn).await,
         Some(token_b.clone()),
-        "B still leads"
+        "B still leads\n{}",
+        tails(&both)
     );
     let refused = log_has(&log_a, "commit refused: this process no longer holds");
     eprintln!(
@@ -666,6 +699,9 @@ async fn a_leader_whose_lock_was_taken_is_refused_by_the_fence_and_leads_again()
             .await
             .expect("take the lock");
         let frozen_at = checkpoint(&mut conn).await;
+        // A has a block to commit once thawed even if it had already
+        // reached the head (a loaded machine lets it get there first).
+        seed::run(&stack, &deposits(40), 20).await;
         let refusals_before = log_count(&log, "commit refused: this process no longer holds");
         signal(&a, "CONT");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -698,6 +734,7 @@ async fn a_leader_whose_lock_was_taken_is_refused_by_the_fence_and_leads_again()
         "the fence in the commit script never refused A's commit"
     );
     eprintln!("tokens: {token_a} -> (taken) -> {token_a2}");
+    let head = stack.deployer.get_block_number().await.expect("head");
     wait_for(&mut conn, head, Duration::from_secs(300)).await;
     drop(a);
     let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");

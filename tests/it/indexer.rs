@@ -10,7 +10,6 @@ use chainfront_indexer::chain::ChainSpec;
 use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::digest::state_digest;
 use chainfront_indexer::follow::Follower;
-use chainfront_indexer::keys::ChainKeys;
 use chainfront_indexer::metrics::IndexerMetrics;
 use chainfront_indexer::rpc::Rpc;
 use chainfront_indexer::store::Store;
@@ -354,42 +353,6 @@ async fn a_reorg_deeper_than_the_window_stops_with_a_clear_error() {
         "{err}"
     );
     assert!(err.to_string().contains("reindex"), "{err}");
-}
-
-#[tokio::test]
-async fn a_lagging_provider_causes_no_false_reorg_and_the_store_keys_are_chain_scoped() {
-    let stack = Stack::start().await;
-    let spec = spec(&stack);
-    seed::run(&stack, &workload(20), 5).await;
-    let (mut f, mut c) = follower(&stack, 1, &spec).await;
-    let head = stack.deployer.get_block_number().await.expect("head");
-    assert_eq!(f.sync().await.expect("sync"), Some(head));
-    let before = digest(&mut c, &spec).await;
-    // Simulate a provider behind our checkpoint: a follower configured with a
-    // confirmation depth sees a lower target. It must neither revert nor fail.
-    let mut lagging = spec.clone();
-    lagging.follow.confirmations = 5;
-    let store = Store::new(
-        c.clone(),
-        lagging.watched.keys.clone(),
-        lagging.follow.window,
-    );
-    let rpc = Rpc::new(&lagging.rpc_urls, lagging.retry, lagging.rpc_timeout).expect("rpc");
-    let mut behind = Follower::new(
-        rpc,
-        store,
-        lagging.watched.clone(),
-        lagging.follow.clone(),
-        Arc::default(),
-    );
-    assert_eq!(behind.sync().await.expect("no false reorg"), Some(head));
-    assert_eq!(before, digest(&mut c, &spec).await);
-    let keys = ChainKeys::new(spec.chain_id);
-    let n: u64 = c
-        .hget(keys.checkpoint(), "number")
-        .await
-        .expect("checkpoint");
-    assert_eq!(n, head);
 }
 
 /// One deposit in every block, ranges of 7 blocks and a window of 10: events
