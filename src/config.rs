@@ -70,6 +70,9 @@ pub struct Config {
     /// VM provisioning.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// x402 payments (the relayer key is `CHAINFRONT_RELAYER_KEY`).
+    #[serde(default)]
+    pub x402: X402Config,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -264,6 +267,8 @@ pub struct RateLimitConfig {
     pub admin: Limit,
     /// `/auth/*` (nonces, sign-in).
     pub auth: Limit,
+    /// `/x402/*` (paid routes and `/x402/supported`).
+    pub x402: Limit,
     /// Violations (429s) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
@@ -283,6 +288,7 @@ impl Default for RateLimitConfig {
             generate_wallet: Limit::per(3, 60),
             admin: Limit::per(20, 60),
             auth: Limit::per(30, 60),
+            x402: Limit::per(60, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,
@@ -379,6 +385,116 @@ impl Default for ProvisioningConfig {
             retry_base_ms: 2_000,
             poll_interval_ms: 500,
         }
+    }
+}
+
+/// x402 payments: how paid routes are priced, verified and settled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct X402Config {
+    /// Serve the paid `/x402/*` routes.
+    pub enabled: bool,
+    /// Settle through this external facilitator (`POST {url}/verify`,
+    /// `POST {url}/settle`) instead of the node's relayer. Its answers are
+    /// checked against the chain.
+    pub facilitator_url: Option<String>,
+    /// Blocks on top of a settlement before the paid request is served.
+    pub confirmations: u64,
+    /// How long a request waits for its settlement to be mined before it is
+    /// answered `settlement_pending` (the same payment sent again resumes it).
+    pub settle_timeout_secs: u64,
+    /// `maxTimeoutSeconds` offered to clients: how long an authorization may
+    /// stay valid.
+    pub max_timeout_seconds: u64,
+    /// Public base URL of the API (`https://api.example.com`), used in the
+    /// `resource` of 402 answers; without it the request's `Host` is used.
+    pub public_url: Option<String>,
+    /// The v1 network name for the home chain; by default the name the v1
+    /// clients use for it (`base`, `base-sepolia`, …) or, for chains they do
+    /// not know (anvil), the CAIP-2 id.
+    pub v1_network: Option<String>,
+    /// Gas allowed to a contract wallet's EIP-1271 `isValidSignature`.
+    pub eip1271_gas: u64,
+    /// Prices, in USDC.
+    pub prices: X402Prices,
+}
+
+impl Default for X402Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            facilitator_url: None,
+            confirmations: 0,
+            settle_timeout_secs: 30,
+            max_timeout_seconds: 300,
+            public_url: None,
+            v1_network: None,
+            eip1271_gas: 100_000,
+            prices: X402Prices::default(),
+        }
+    }
+}
+
+/// Prices of the paid routes, in USDC (decimal strings in TOML).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct X402Prices {
+    /// One `GET /x402/vm-credentials/:tokenId`.
+    #[serde(with = "usdc_amount")]
+    pub vm_credentials: rust_decimal::Decimal,
+    /// Credits bought by `POST /x402/purchase-compute` without an amount.
+    #[serde(with = "usdc_amount")]
+    pub credits_default: rust_decimal::Decimal,
+    /// Smallest credit purchase.
+    #[serde(with = "usdc_amount")]
+    pub credits_min: rust_decimal::Decimal,
+    /// Largest credit purchase.
+    #[serde(with = "usdc_amount")]
+    pub credits_max: rust_decimal::Decimal,
+}
+
+impl Default for X402Prices {
+    fn default() -> Self {
+        use rust_decimal::Decimal;
+        Self {
+            vm_credentials: Decimal::new(1, 2),
+            credits_default: Decimal::new(1, 0),
+            credits_min: Decimal::new(10, 2),
+            credits_max: Decimal::new(1_000, 0),
+        }
+    }
+}
+
+/// USDC amounts: a decimal string in TOML (a number from the environment is
+/// read through its decimal text, never as a float).
+mod usdc_amount {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a USDC amount like \"0.01\", got {other}"
+                )));
+            }
+        };
+        let v: Decimal = text
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a USDC amount")))?;
+        if v.is_sign_negative() || v.normalize().scale() > 6 {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is not a USDC amount (non-negative, at most 6 decimals)"
+            )));
+        }
+        Ok(v)
     }
 }
 
@@ -611,6 +727,25 @@ impl Config {
             &self.redis.url,
             &["redis", "rediss", "redis+unix", "unix"],
         )?;
+        if let Some(url) = &self.x402.facilitator_url {
+            check_url("x402.facilitator_url", url, &["http", "https"])?;
+        }
+        let p = &self.x402.prices;
+        if p.credits_min > p.credits_max
+            || p.credits_default < p.credits_min
+            || p.credits_default > p.credits_max
+        {
+            return Err(Error::Config {
+                key: "x402.prices".into(),
+                message: "needs credits_min <= credits_default <= credits_max".into(),
+            });
+        }
+        if self.x402.max_timeout_seconds == 0 || self.x402.settle_timeout_secs == 0 {
+            return Err(Error::Config {
+                key: "x402.max_timeout_seconds".into(),
+                message: "max_timeout_seconds and settle_timeout_secs must be at least 1".into(),
+            });
+        }
         if let Some(hash) = &self.secrets.admin_key_hash
             && let Err(message) = crate::auth::admin::parse_hashes(hash.expose())
         {
@@ -877,6 +1012,7 @@ struct Defaults {
     rate_limits: RateLimitConfig,
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
+    x402: X402Config,
 }
 
 #[cfg(test)]

@@ -20,5 +20,6 @@ pub mod provision;
 pub mod telemetry;
 pub mod time;
 pub mod toolchain;
+pub mod x402;
 
 pub use error::{Error, Result};

@@ -89,6 +89,9 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain.clone(),
     ));
     let admin_keys = Arc::new(crate::auth::admin::AdminKeys::from_secrets(&config.secrets));
+    let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), chain.clone())
+        .await?
+        .map(Arc::new);
     Ok(AppState {
         admin_keys,
         auth,
@@ -101,6 +104,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain_head: Arc::default(),
         chain_time: Arc::default(),
         read_cache: Arc::default(),
+        x402,
     })
 }
 

@@ -225,6 +225,28 @@ impl ChainKeys {
     pub fn tx_lock(&self, signer: Address) -> String {
         format!("{}t:lock:{}", self.base, lower(signer))
     }
+
+    // ---- x402 payments (`src/x402`) ----
+
+    /// Hash with a TTL: the claim on one EIP-3009 authorization — (token,
+    /// payer, nonce) on this chain — from its first paid request until after
+    /// it can no longer be used: state, settlement, the answer for replays.
+    pub fn x402_claim(&self, token: Address, payer: Address, nonce: B256) -> String {
+        format!(
+            "{}x:claim:{}:{}:{nonce:#x}",
+            self.base,
+            lower(token),
+            lower(payer)
+        )
+    }
+
+    /// Hash of every settled x402 payment on this chain: field
+    /// `<tx hash>:<log index>` of its USDC `Transfer` (the deposit id of
+    /// [`ChainKeys::deposit_id`]), value JSON `{payer, amount, to, route}`.
+    /// A transfer listed here is a payment, never a deposit.
+    pub fn x402_payments(&self) -> String {
+        format!("{}x:payments", self.base)
+    }
 }
 
 /// Keys of node-wide state that is not about one chain: rate limits, bans,

@@ -41,6 +41,8 @@ pub enum RouteClass {
     Admin,
     /// `/auth/*`.
     Auth,
+    /// `/x402/*`.
+    X402,
 }
 
 impl RouteClass {
@@ -54,6 +56,7 @@ impl RouteClass {
             RouteClass::GenerateWallet => "generate-wallet",
             RouteClass::Admin => "admin",
             RouteClass::Auth => "auth",
+            RouteClass::X402 => "x402",
         }
     }
 
@@ -67,6 +70,7 @@ impl RouteClass {
             RouteClass::GenerateWallet => cfg.generate_wallet,
             RouteClass::Admin => cfg.admin,
             RouteClass::Auth => cfg.auth,
+            RouteClass::X402 => cfg.x402,
         }
     }
 }

@@ -7,6 +7,7 @@ mod health;
 pub mod limits;
 pub mod openapi;
 pub mod vms;
+pub mod x402;
 
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// Public read answers, cached briefly.
     pub read_cache: Arc<vms::ReadCache>,
+    /// x402 payments (`None` when switched off or the token cannot take them).
+    pub x402: Option<Arc<crate::x402::X402>>,
 }
 
 /// Largest request body accepted by any route.
@@ -73,6 +76,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
+        .merge(limited(x402::router(), RouteClass::X402))
 }
 
 /// The OpenAPI document of every route (what `/openapi.json` serves).

@@ -27,6 +27,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "vms", description = "ClawCloud VM routes: tiers, VMs, credentials, agent wallets"),
         (name = "auth", description = "Wallet sign-in"),
         (name = "admin", description = "Operator routes (admin key)"),
+        (name = "x402", description = "Paid routes: x402 payments in USDC, verified and settled by the node (docs/x402.md)"),
     )
 )]
 pub struct ApiDoc;

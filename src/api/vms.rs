@@ -365,8 +365,8 @@ async fn status(
 }
 
 /// `?encrypt=owner`: return the key ECIES-encrypted to the caller's public key.
-#[derive(Debug, Deserialize)]
-struct CredentialsQuery {
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CredentialsQuery {
     #[serde(default)]
     encrypt: Option<String>,
 }
@@ -400,7 +400,21 @@ async fn credentials(
     Query(q): Query<CredentialsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_token_id(&raw)?;
+    credentials_answer(&state, &raw, q, &headers, async || Ok(())).await
+}
+
+/// The `/credentials` answer. `before_delivery` runs once the caller is
+/// proven the owner of a valid, running VM, right before the key is read:
+/// `/x402/vm-credentials` settles its payment there, so a caller is never
+/// charged for a 401/403/404 or a 202 "provisioning".
+pub(crate) async fn credentials_answer(
+    state: &AppState,
+    raw: &str,
+    q: CredentialsQuery,
+    headers: &HeaderMap,
+    before_delivery: impl AsyncFnOnce() -> Result<(), ApiError>,
+) -> Result<Response, ApiError> {
+    let id = parse_token_id(raw)?;
     let encrypt = match q.encrypt.as_deref() {
         None => false,
         Some("owner") => true,
@@ -410,7 +424,7 @@ async fn credentials(
             )));
         }
     };
-    let k = keys(&state);
+    let k = keys(state);
     let mut c = state.redis.clone();
     let (vm, rec, checkpoint): (
         HashMap<String, String>,
@@ -423,13 +437,13 @@ async fn credentials(
         .query_async(&mut c)
         .await?;
     if vm.is_empty() {
-        return not_indexed_yet(&state, &headers, id).await;
+        return not_indexed_yet(state, headers, id).await;
     }
     let mut owner: Address = vm
         .get("owner")
         .and_then(|o| o.parse().ok())
         .ok_or_else(|| ApiError::internal(format!("VM #{id} has no owner in the index")))?;
-    let mut valid = num(&vm, "expires_at") > now_secs(&state);
+    let mut valid = num(&vm, "expires_at") > now_secs(state);
     let head = state.chain_head.load(Ordering::Relaxed);
     let lag_limit = state.home.chain.confirmations + STALE_SLACK;
     if head > 0 && checkpoint.is_none_or(|cp| head.saturating_sub(cp) > lag_limit) {
@@ -441,7 +455,7 @@ async fn credentials(
         owner = o.map_err(|e| ApiError::Unavailable(format!("chain unavailable: {e}")))?;
         valid = v.map_err(|e| ApiError::Unavailable(format!("chain unavailable: {e}")))?;
     }
-    let caller = state.auth.verify_vm_access(&headers, id, owner).await?;
+    let caller = state.auth.verify_vm_access(headers, id, owner).await?;
     if !valid {
         return Err(ApiError::Forbidden(format!(
             "NFT #{id} expired at {}",
@@ -474,6 +488,7 @@ async fn credentials(
                 .into_response());
         }
     }
+    before_delivery().await?;
     let host = rec.host.clone().unwrap_or_default();
     let username = rec.username.clone().unwrap_or_else(|| "root".into());
     let mut note = None;

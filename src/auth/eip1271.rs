@@ -37,6 +37,32 @@ pub async fn is_valid_signature(
     }
 }
 
+/// [`is_valid_signature`] bounded for callers that let strangers name the
+/// wallet (x402 payers): the call gets at most `gas` and `timeout`, so a
+/// contract cannot make the node do unbounded work for one request. Running
+/// out of gas is a "no"; a timeout is [`ChainUnavailable`].
+pub async fn is_valid_signature_bounded(
+    provider: &DynProvider,
+    wallet: Address,
+    hash: B256,
+    sig: &[u8],
+    gas: u64,
+    timeout: std::time::Duration,
+) -> Result<bool, ChainUnavailable> {
+    let contract = IERC1271::new(wallet, provider);
+    let call = contract
+        .isValidSignature(hash, Bytes::copy_from_slice(sig))
+        .gas(gas);
+    match tokio::time::timeout(timeout, call.call()).await {
+        Err(_) => Err(ChainUnavailable(format!(
+            "isValidSignature did not answer within {timeout:?}"
+        ))),
+        Ok(Ok(magic)) => Ok(magic == MAGIC_VALUE),
+        Ok(Err(e)) if is_refusal(&e) => Ok(false),
+        Ok(Err(e)) => Err(ChainUnavailable(e.to_string())),
+    }
+}
+
 /// An error that is the contract's answer rather than the chain's absence:
 /// empty or undecodable return data (no contract, no such function) or an
 /// execution failure the node reports (revert, out of gas, invalid opcode).
