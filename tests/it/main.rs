@@ -18,3 +18,4 @@ mod provision;
 mod rpc_faults;
 mod seed;
 mod vms;
+mod x402;
