@@ -236,7 +236,7 @@ async fn running_vm(stack: &Stack, node: &Node) -> U256 {
     let s = &node.state;
     Worker::new(
         s.redis.clone(),
-        ChainKeys::new(31337),
+        ChainKeys::new(s.home.deployment.chain_id),
         Arc::new(DevProvider),
         s.master.clone().expect("master key"),
         s.config.provisioning.clone(),
@@ -1105,4 +1105,135 @@ async fn supported_lists_what_the_node_accepts() {
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+/// Runs a client from `tests/clients/` and returns its one-line JSON report
+/// (without blocking the runtime the node under test runs on).
+async fn run_client(program: &str, args: &[String]) -> Value {
+    let root = crate::harness::repo_root();
+    let (bin, script): (std::path::PathBuf, &str) = if program.ends_with(".py") {
+        let python = root.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "run scripts/bootstrap first (it installs the x402 Python client into .venv)"
+        );
+        (python, program)
+    } else {
+        ("node".into(), program)
+    };
+    let out = tokio::process::Command::new(bin)
+        .arg(root.join("tests/clients").join(script))
+        .args(args)
+        .current_dir(&root)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("client runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{program}: not a JSON report ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// Checks a client's report of a paid credentials fetch.
+fn assert_paid(report: &Value, token: U256, payer: Address, what: &str) {
+    assert_eq!(report["status"], 200, "{what}: {report}");
+    assert_eq!(report["body"]["tokenId"], token.to_string(), "{what}");
+    assert_eq!(
+        report["paymentResponse"]["success"], true,
+        "{what}: {report}"
+    );
+    assert_eq!(
+        report["paymentResponse"]["payer"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some(payer.to_string().to_lowercase()),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn the_official_python_and_js_clients_pay_unmodified() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(&stack, &[])).await;
+    let (owner, payer) = (stack.signer(1), stack.signer(2));
+    let token = running_vm(&stack, &node).await;
+    let url = format!("{}/x402/vm-credentials/{token}", node.url);
+    let args = vec![
+        "--url".to_owned(),
+        url,
+        "--payer-key".into(),
+        key_hex(&payer),
+        "--owner-key".into(),
+        key_hex(&owner),
+        "--token-id".into(),
+        token.to_string(),
+        "--allow-asset".into(),
+        format!("eip155:31337={}", stack.deployment.usdc),
+    ];
+    let before = usdc_of(&stack, payer.address()).await;
+    let mut paid = 0u64;
+    for mode in ["requests", "httpx"] {
+        let mut a = vec![mode.to_owned()];
+        a.extend(args.iter().cloned());
+        let report = run_client("x402_python.py", &a).await;
+        assert_paid(&report, token, payer.address(), mode);
+        paid += 1;
+    }
+    let report = run_client("x402_fetch.mjs", &args).await;
+    assert_paid(&report, token, payer.address(), "@x402/fetch");
+    paid += 1;
+    assert_eq!(
+        usdc_of(&stack, payer.address()).await,
+        before - U256::from(PRICE * paid),
+        "each paid request settled once"
+    );
+}
+
+#[tokio::test]
+async fn version_1_clients_pay_with_x_payment_on_a_named_network() {
+    // The clients' v1 path only knows named networks: an anvil with Base
+    // Sepolia's chain id, so the node offers "base-sepolia".
+    let stack = Stack::start_on(84532).await;
+    let node = start_node(x402_config(
+        &stack,
+        &[("CHAINFRONT_CHAINS__LOCAL__CHAIN_ID", "84532")],
+    ))
+    .await;
+    let (owner, payer) = (stack.signer(1), stack.signer(2));
+    let token = running_vm(&stack, &node).await;
+    let url = format!("{}/x402/vm-credentials/{token}", node.url);
+    let a = send(reqwest::Method::GET, &url, &[], None).await;
+    assert_eq!(a.body["accepts"][0]["network"], "base-sepolia");
+    let args = vec![
+        "--url".to_owned(),
+        url,
+        "--payer-key".into(),
+        key_hex(&payer),
+        "--owner-key".into(),
+        key_hex(&owner),
+        "--token-id".into(),
+        token.to_string(),
+        "--allow-asset".into(),
+        format!("eip155:84532={}", stack.deployment.usdc),
+        "--allow-asset".into(),
+        format!("base-sepolia={}", stack.deployment.usdc),
+    ];
+    let mut py = vec!["v1".to_owned()];
+    py.extend(args.iter().cloned());
+    let report = run_client("x402_python.py", &py).await;
+    assert_paid(&report, token, payer.address(), "python v1");
+    assert_eq!(report["paymentResponse"]["network"], "base-sepolia");
+    let mut js = args.clone();
+    js.push("--v1".into());
+    let report = run_client("x402_fetch.mjs", &js).await;
+    assert_paid(&report, token, payer.address(), "js v1");
+    // And v2 on the same chain.
+    let report = run_client("x402_fetch.mjs", &args).await;
+    assert_paid(&report, token, payer.address(), "js v2 on 84532");
+    assert_eq!(report["paymentResponse"]["network"], "eip155:84532");
 }
