@@ -215,6 +215,14 @@ impl ChainKeys {
         format!("{}t:tx:{send_id}", self.base)
     }
 
+    /// String: the send id a transaction this node signed was sent under
+    /// (`x402:…` for x402 settlements), written with [`ChainKeys::tx`]
+    /// before the broadcast, so a reader of the chain can tell the node's own
+    /// transactions by hash before they can be mined.
+    pub fn tx_sent(&self, hash: B256) -> String {
+        format!("{}t:sent:{hash:#x}", self.base)
+    }
+
     /// String: the next nonce this node hands out for a signer.
     pub fn tx_nonce(&self, signer: Address) -> String {
         format!("{}t:nonce:{}", self.base, lower(signer))

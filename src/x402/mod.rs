@@ -1091,6 +1091,27 @@ impl X402 {
     }
 }
 
+/// Whether the USDC transfer at (`tx`, `log_index`) on `keys`' chain is an
+/// x402 payment, so the deposit path must not credit it: either the node's
+/// relayer signed `tx` for an x402 settlement (recorded before the
+/// broadcast, so this holds before the transfer can even be mined), or an
+/// x402 payment was recorded for the log (settlements by an external
+/// facilitator, recorded once confirmed).
+pub async fn is_payment(
+    redis: &RedisConn,
+    keys: &ChainKeys,
+    tx: B256,
+    log_index: u64,
+) -> redis::RedisResult<bool> {
+    let mut c = redis.clone();
+    let (sent_as, recorded): (Option<String>, bool) = redis::pipe()
+        .get(keys.tx_sent(tx))
+        .hexists(keys.x402_payments(), ChainKeys::deposit_id(tx, log_index))
+        .query_async(&mut c)
+        .await?;
+    Ok(recorded || sent_as.is_some_and(|id| id.starts_with(settle::SEND_ID_PREFIX)))
+}
+
 /// Whether `receipt` carries the marketplace's `VMPurchased` for `buyer`.
 pub fn vm_purchase(receipt: &TransactionReceipt, marketplace: Address, buyer: Address) -> bool {
     purchased_token(receipt, marketplace, buyer).is_some()

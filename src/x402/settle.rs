@@ -41,9 +41,16 @@ pub enum Action {
     },
 }
 
+/// How every x402 settlement's send id starts.
+pub const SEND_ID_PREFIX: &str = "x402:";
+
 /// The sender's idempotency id for one authorization's settlement.
 pub fn send_id(token: Address, payer: Address, nonce: B256) -> String {
-    format!("x402:{}:{}:{nonce:#x}", lower(token), lower(payer))
+    format!(
+        "{SEND_ID_PREFIX}{}:{}:{nonce:#x}",
+        lower(token),
+        lower(payer)
+    )
 }
 
 /// The transaction that executes `checked` as `action`.

@@ -392,6 +392,35 @@ async fn a_credentials_fetch_is_paid_settled_and_served_once() {
         .expect("redis")
         .expect("recorded");
     assert_eq!(recorded["amount"], PRICE.to_string());
+    let keys = ChainKeys::new(31337);
+    assert!(
+        chainfront::x402::is_payment(&node.state.redis, &keys, tx, log)
+            .await
+            .expect("redis"),
+        "the deposit path sees a payment, not a deposit"
+    );
+    // A plain USDC transfer to the treasury (a deposit) is not a payment.
+    let deposit = mined(
+        MockUSDC::new(d.usdc, stack.wallet(3))
+            .transfer(d.treasury, U256::from(5))
+            .send()
+            .await
+            .expect("deposit"),
+        "deposit",
+    )
+    .await
+    .expect("mined");
+    let deposit_log = deposit.inner.logs()[0].log_index.expect("index");
+    assert!(
+        !chainfront::x402::is_payment(
+            &node.state.redis,
+            &keys,
+            deposit.transaction_hash,
+            deposit_log
+        )
+        .await
+        .expect("redis")
+    );
 
     // The same payment again: one payment serves one request.
     let a = send(
