@@ -405,7 +405,10 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_typed_errors() {
-        assert_eq!(decode_payment(b"%%%").unwrap_err(), ProtoError::NotBase64);
+        assert_eq!(
+            decode_payment(b"%%%").expect_err("not base64"),
+            ProtoError::NotBase64
+        );
         assert!(matches!(
             decode_payment(&b64(&json!({"x402Version": 3}))),
             Err(ProtoError::Version(3))
@@ -431,7 +434,7 @@ mod tests {
             Err(ProtoError::Json(_))
         ));
         assert_eq!(
-            decode_payment(&vec![b'A'; MAX_HEADER_BYTES + 1]).unwrap_err(),
+            decode_payment(&vec![b'A'; MAX_HEADER_BYTES + 1]).expect_err("too large"),
             ProtoError::TooLarge
         );
     }

@@ -272,7 +272,13 @@ async fn a_credentials_fetch_is_paid_settled_and_served_once() {
     let d = &stack.deployment;
 
     // No payment: 402 with the v2 requirements as a header and the v1 ones as the body.
-    let a = send(reqwest::Method::GET, &url, &[bearer.clone()], None).await;
+    let a = send(
+        reqwest::Method::GET,
+        &url,
+        std::slice::from_ref(&bearer),
+        None,
+    )
+    .await;
     assert_eq!(a.status, StatusCode::PAYMENT_REQUIRED);
     let required = a.header("payment-required").expect("PAYMENT-REQUIRED");
     assert_eq!(required["x402Version"], 2);
