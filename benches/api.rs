@@ -12,7 +12,8 @@
 //! digest, signer recovery, every check that needs no chain) per second on
 //! one core (goal ≥ 10,000/s), and the paid route end to end — verify, settle
 //! on anvil through the relayer, serve — per second with 16 clients, each
-//! payment a fresh signed authorization (anvil mines every 25 ms).
+//! payment a fresh signed authorization (anvil mines every 25 ms; receipts
+//! polled every 20 ms).
 
 use chainfront_indexer::conn::RedisConn;
 use std::process::Command;
@@ -130,6 +131,7 @@ async fn main() -> Res<()> {
         ("CHAINFRONT_RATE_LIMITS__ENABLED", "false".into()),
         ("CHAINFRONT_PROVISIONING__ENABLED", "false".into()),
         ("CHAINFRONT_LOG__FILTER", "warn".into()),
+        ("CHAINFRONT_X402__POLL_INTERVAL_MS", "20".into()),
         (
             "CHAINFRONT_RELAYER_KEY",
             format!("0x{}", alloy::hex::encode(key(8).to_bytes())),

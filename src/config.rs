@@ -415,6 +415,9 @@ pub struct X402Config {
     pub v1_network: Option<String>,
     /// Gas allowed to a contract wallet's EIP-1271 `isValidSignature`.
     pub eip1271_gas: u64,
+    /// How often a settlement's receipt is polled, in ms (each pending
+    /// settlement costs one RPC call per poll).
+    pub poll_interval_ms: u64,
     /// Prices, in USDC.
     pub prices: X402Prices,
 }
@@ -430,6 +433,7 @@ impl Default for X402Config {
             public_url: None,
             v1_network: None,
             eip1271_gas: 100_000,
+            poll_interval_ms: 200,
             prices: X402Prices::default(),
         }
     }
@@ -740,10 +744,15 @@ impl Config {
                 message: "needs credits_min <= credits_default <= credits_max".into(),
             });
         }
-        if self.x402.max_timeout_seconds == 0 || self.x402.settle_timeout_secs == 0 {
+        if self.x402.max_timeout_seconds == 0
+            || self.x402.settle_timeout_secs == 0
+            || self.x402.poll_interval_ms == 0
+        {
             return Err(Error::Config {
                 key: "x402.max_timeout_seconds".into(),
-                message: "max_timeout_seconds and settle_timeout_secs must be at least 1".into(),
+                message:
+                    "max_timeout_seconds, settle_timeout_secs and poll_interval_ms must be at least 1"
+                        .into(),
             });
         }
         if let Some(hash) = &self.secrets.admin_key_hash

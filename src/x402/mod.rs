@@ -257,6 +257,7 @@ impl X402 {
                 let sender_cfg = SenderConfig {
                     confirmations: cfg.confirmations,
                     receipt_timeout: Duration::from_secs(cfg.settle_timeout_secs),
+                    poll_interval: Duration::from_millis(cfg.poll_interval_ms),
                     ..SenderConfig::default()
                 };
                 Some(Arc::new(TxSender::new(
@@ -298,6 +299,10 @@ impl X402 {
             facilitator,
             claims: Claims::new(redis, ChainKeys::new(chain_id)),
         }))
+    }
+
+    fn poll(&self) -> Duration {
+        Duration::from_millis(self.cfg.poll_interval_ms)
     }
 
     /// The configuration in force.
@@ -781,7 +786,15 @@ impl X402 {
         };
         // Trust the chain, not the facilitator.
         let timeout = Duration::from_secs(self.cfg.settle_timeout_secs);
-        match settle::confirmed_receipt(&self.rpc, hash, self.cfg.confirmations, timeout).await {
+        match settle::confirmed_receipt(
+            &self.rpc,
+            hash,
+            self.cfg.confirmations,
+            timeout,
+            self.poll(),
+        )
+        .await
+        {
             Ok(Some(receipt)) if self.receipt_pays(ctx, &receipt) => {
                 self.settled(ctx, receipt).await
             }
@@ -847,9 +860,10 @@ impl X402 {
         .await
         .ok()??;
         let timeout = Duration::from_secs(self.cfg.settle_timeout_secs);
-        let receipt = settle::confirmed_receipt(&self.rpc, tx, self.cfg.confirmations, timeout)
-            .await
-            .ok()??;
+        let receipt =
+            settle::confirmed_receipt(&self.rpc, tx, self.cfg.confirmations, timeout, self.poll())
+                .await
+                .ok()??;
         if !self.receipt_pays(ctx, &receipt) {
             return None;
         }
@@ -934,8 +948,14 @@ impl X402 {
                     return self.execute(ctx, from_block, true).await;
                 };
                 let timeout = Duration::from_secs(self.cfg.settle_timeout_secs);
-                match settle::confirmed_receipt(&self.rpc, hash, self.cfg.confirmations, timeout)
-                    .await
+                match settle::confirmed_receipt(
+                    &self.rpc,
+                    hash,
+                    self.cfg.confirmations,
+                    timeout,
+                    self.poll(),
+                )
+                .await
                 {
                     Ok(Some(r)) if self.receipt_pays(ctx, &r) => self.settled(ctx, r).await,
                     // Reorged away: resume the settlement itself.
@@ -1175,7 +1195,12 @@ async fn read_domain(
     token: Address,
     chain_id: u64,
 ) -> crate::Result<Option<TokenDomain>> {
-    async fn call<C: SolCall>(rpc: &Rpc, token: Address, call: C) -> Option<C::Return> {
+    /// `Ok(None)` when the contract has no such function (an answer, not an outage).
+    async fn call<C: SolCall>(
+        rpc: &Rpc,
+        token: Address,
+        call: C,
+    ) -> crate::Result<Option<C::Return>> {
         let tx = TransactionRequest::default()
             .with_to(token)
             .with_input(call.abi_encode());
@@ -1184,13 +1209,18 @@ async fn read_domain(
                 let tx = tx.clone();
                 async move { p.call(tx).await }
             })
-            .await
-            .ok()?;
-        C::abi_decode_returns(&out).ok()
+            .await;
+        match out {
+            Ok(bytes) => Ok(C::abi_decode_returns(&bytes).ok()),
+            Err(chainfront_indexer::Error::Rpc(m)) if m.contains("revert") => Ok(None),
+            Err(e) => Err(crate::Error::chain(format!(
+                "reading the USDC contract's EIP-712 domain: {e}"
+            ))),
+        }
     }
-    let name = call(rpc, token, MockUSDC::nameCall {}).await;
-    let version = call(rpc, token, MockUSDC::versionCall {}).await;
-    let separator = call(rpc, token, MockUSDC::DOMAIN_SEPARATORCall {}).await;
+    let name = call(rpc, token, MockUSDC::nameCall {}).await?;
+    let version = call(rpc, token, MockUSDC::versionCall {}).await?;
+    let separator = call(rpc, token, MockUSDC::DOMAIN_SEPARATORCall {}).await?;
     let (Some(name), Some(version)) = (name, version) else {
         warn!(target: "chainfront::x402", token = %token, "the USDC contract has no name()/version(): x402 is off");
         return Ok(None);

@@ -310,6 +310,7 @@ pub async fn confirmed_receipt(
     hash: B256,
     confirmations: u64,
     timeout: Duration,
+    poll: Duration,
 ) -> Result<Option<TransactionReceipt>, String> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -334,7 +335,7 @@ pub async fn confirmed_receipt(
         if Instant::now() >= deadline {
             return Ok(None);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
