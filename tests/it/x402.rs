@@ -1272,3 +1272,65 @@ async fn version_1_clients_pay_with_x_payment_on_a_named_network() {
     assert_paid(&report, token, payer.address(), "js v2 on 84532");
     assert_eq!(report["paymentResponse"]["network"], "eip155:84532");
 }
+
+#[tokio::test]
+async fn a_settlement_waits_for_the_configured_confirmations() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(
+        &stack,
+        &[("CHAINFRONT_X402__CONFIRMATIONS", "2")],
+    ))
+    .await;
+    let d = stack.deployment.clone();
+    let payer = stack.signer(2);
+    let url = format!("{}/x402/purchase-compute", node.url);
+    let order = json!({"vm": {"tier": 0, "days": 1}});
+    let accepted = send(reqwest::Method::POST, &url, &[], Some(order.clone()))
+        .await
+        .header("payment-required")
+        .expect("402")["accepts"][0]
+        .clone();
+    let auth = Auth::new(payer.address(), d.vm_marketplace, 200_000);
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, true),
+    );
+    // Blocks keep coming (anvil only mines on transactions otherwise).
+    let miner = {
+        let p = stack.deployer.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                let _: Result<String, _> = p.raw_request("evm_mine".into(), ()).await;
+            }
+        })
+    };
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(order),
+    )
+    .await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    miner.abort();
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let tx: B256 = a.body["transaction"]
+        .as_str()
+        .expect("tx")
+        .parse()
+        .expect("hash");
+    let block = stack
+        .deployer
+        .get_transaction_receipt(tx)
+        .await
+        .expect("rpc")
+        .expect("mined")
+        .block_number
+        .expect("block");
+    assert!(
+        head >= block + 2,
+        "served at head {head}, settled in {block}"
+    );
+}
