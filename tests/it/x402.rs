@@ -1334,3 +1334,81 @@ async fn a_settlement_waits_for_the_configured_confirmations() {
         "served at head {head}, settled in {block}"
     );
 }
+
+#[tokio::test]
+async fn a_claim_abandoned_by_a_dead_replica_is_taken_over_by_the_same_payment() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(&stack, &[])).await;
+    let d = stack.deployment.clone();
+    let payer = stack.signer(2);
+    let url = format!("{}/x402/purchase-compute", node.url);
+    let order = json!({"vm": {"tier": 0, "days": 1}});
+    let accepted = send(reqwest::Method::POST, &url, &[], Some(order.clone()))
+        .await
+        .header("payment-required")
+        .expect("402")["accepts"][0]
+        .clone();
+    let auth = Auth::new(payer.address(), d.vm_marketplace, 200_000);
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, true),
+    );
+
+    // Another replica claimed this payment and died: its lease ran out.
+    let decoded = chainfront::x402::proto::decode_payment(pay.as_bytes()).expect("decodes");
+    let key = ChainKeys::new(31337).x402_claim(d.usdc, payer.address(), auth.nonce);
+    let mut redis = node.state.redis.clone();
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("state")
+        .arg("settling")
+        .arg("payload")
+        .arg(chainfront::x402::hash_hex(
+            decoded.raw.to_string().as_bytes(),
+        ))
+        .arg("lease")
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .expect("claim");
+    // A different payment with the same authorization nonce is still refused.
+    let mut other = auth.clone();
+    other.valid_before += 1;
+    let other_pay = v2_payment(
+        &accepted,
+        &other,
+        &other.sign(&payer, "USD Coin", d.usdc, true),
+    );
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", other_pay)],
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{:?}", a.body);
+    // The same payment resumes the settlement and is served once.
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay.clone())],
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(order),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let vm = VMMarketplace::new(d.vm_marketplace, &stack.deployer);
+    assert_eq!(
+        vm.nextTokenId().call().await.expect("next"),
+        U256::from(2),
+        "one VM"
+    );
+}
