@@ -159,6 +159,22 @@ impl Claims {
         })
     }
 
+    /// When (unix seconds) the payment with hash `payload` claimed `key`,
+    /// if it is that payment's claim.
+    pub async fn claimed_at(&self, key: &str, payload: &str) -> redis::RedisResult<Option<u64>> {
+        let mut c = self.redis.clone();
+        let (stored, created): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("payload")
+            .arg("created")
+            .query_async(&mut c)
+            .await?;
+        Ok(match (stored, created) {
+            (Some(p), Some(ms)) if p == payload => Some(ms / 1000),
+            _ => None,
+        })
+    }
+
     /// The stored fields (empty once deleted or expired).
     pub async fn fields(&self, key: &str) -> redis::RedisResult<HashMap<String, String>> {
         let mut c = self.redis.clone();

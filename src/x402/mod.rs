@@ -514,25 +514,32 @@ impl X402 {
                     .into(),
             ));
         }
+        let payload_hash = hash_hex(payment.raw.to_string().as_bytes());
+        let a = &payment.payload.authorization;
+        let key = self.claims.key(self.domain.token, a.from, a.nonce);
+        // The very payment claimed before (its settlement unknown, or being
+        // replayed) is judged as of its claim: a settlement that was sent
+        // before `validBefore` is reconciled even after it. Everything else,
+        // the signature included, is checked again.
+        let now = self
+            .claims
+            .claimed_at(&key, &payload_hash)
+            .await?
+            .unwrap_or_else(unix_now);
         let checked = verify::check_local(
             &self.domain,
             &offer.expected,
             &payment,
-            unix_now(),
+            now,
             EXPIRY_MARGIN_SECS,
         )
         .map_err(|r| self.refused(offer, &r))?;
-        let key = self.claims.key(
-            self.domain.token,
-            checked.payer,
-            checked.authorization.nonce,
-        );
         let idempotency = headers
             .get(IDEMPOTENCY_KEY)
             .map(|v| hash_hex(v.as_bytes()))
             .unwrap_or_default();
         let fp = Fingerprint {
-            payload: hash_hex(payment.raw.to_string().as_bytes()),
+            payload: payload_hash,
             idempotency,
             request: request.to_owned(),
         };

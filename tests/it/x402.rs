@@ -1412,3 +1412,89 @@ async fn a_claim_abandoned_by_a_dead_replica_is_taken_over_by_the_same_payment()
         "one VM"
     );
 }
+
+#[tokio::test]
+async fn a_pending_settlement_is_reconciled_even_after_its_authorization_expired() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(
+        &stack,
+        &[("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "1")],
+    ))
+    .await;
+    let d = stack.deployment.clone();
+    let payer = stack.signer(2);
+    let url = format!("{}/x402/purchase-compute", node.url);
+    let order = json!({"vm": {"tier": 0, "days": 1}});
+    let accepted = send(reqwest::Method::POST, &url, &[], Some(order.clone()))
+        .await
+        .header("payment-required")
+        .expect("402")["accepts"][0]
+        .clone();
+    let mut auth = Auth::new(payer.address(), d.vm_marketplace, 200_000);
+    auth.valid_before = now() + 8;
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, true),
+    );
+    let _: () = stack
+        .deployer
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .expect("automine off");
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay.clone())],
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(a.reason(), "settlement_pending", "{:?}", a.body);
+    // Mined in time...
+    let _: String = stack
+        .deployer
+        .raw_request("evm_mine".into(), ())
+        .await
+        .expect("mine");
+    let _: () = stack
+        .deployer
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await
+        .expect("automine on");
+    // ...but the client comes back only after validBefore.
+    while now() <= auth.valid_before {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "reconciled, not refused as expired: {:?}",
+        a.body
+    );
+    // A new payment that is already expired is still refused.
+    let mut late = Auth::new(payer.address(), d.vm_marketplace, 200_000);
+    late.valid_before = now() - 1;
+    let pay = v2_payment(
+        &accepted,
+        &late,
+        &late.sign(&payer, "USD Coin", d.usdc, true),
+    );
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(order),
+    )
+    .await;
+    assert_eq!(
+        a.reason(),
+        "invalid_exact_evm_payload_authorization_valid_before"
+    );
+}
