@@ -1241,3 +1241,28 @@ async fn read_domain(
     }
     Ok(Some(domain))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_become_exact_base_units() {
+        let units = |s: &str| X402::base_units(s.parse().expect("decimal"));
+        assert_eq!(units("0.01"), Some(U256::from(10_000)));
+        assert_eq!(units("1000"), Some(U256::from(1_000_000_000u64)));
+        assert_eq!(units("0.000001"), Some(U256::from(1)));
+        assert_eq!(units("0.0000001"), None, "below one base unit");
+        assert_eq!(units("-1"), None);
+    }
+
+    #[test]
+    fn the_payment_header_is_v2_first_then_v1() {
+        let mut h = HeaderMap::new();
+        assert!(payment_header(&h).is_none());
+        h.insert(proto::X_PAYMENT, "v1".parse().expect("value"));
+        assert_eq!(payment_header(&h), Some(&b"v1"[..]));
+        h.insert(proto::PAYMENT_SIGNATURE, "v2".parse().expect("value"));
+        assert_eq!(payment_header(&h), Some(&b"v2"[..]));
+    }
+}
