@@ -3,8 +3,10 @@
 //! In one run, under the same load from `wrk` (2 threads, 32 connections,
 //! 5 s each): an axum hello-world baseline served by this process, then
 //! chainfront's `/tiers`, `/vms/:address` and `/credentials/:tokenId` (the
-//! documented signature form) on a local anvil + redis-server. Prints req/s,
-//! p99 and each route's ratio to the baseline (target: cached reads ≥ 0.5),
+//! documented signature form), and Clockchain's `GET /v1/markets` and
+//! `POST /v1/calculate_fees` (goal ≥ 0.8 of the baseline), on a local anvil +
+//! redis-server. Prints req/s, p99 and each route's ratio to the baseline
+//! (target: cached reads ≥ 0.5),
 //! Redis commands per credentials request, and signature recoveries per second
 //! with k256 and with libsecp256k1 (the auth module uses the faster).
 //!
@@ -34,12 +36,16 @@ use chainfront_indexer::keys::ChainKeys;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// `(req/s, p99 ms)` from wrk's `--latency` output.
-fn wrk(url: &str, header: Option<&str>) -> Res<(f64, f64)> {
+/// `(req/s, p99 ms)` from wrk's `--latency` output. `script`: a wrk Lua
+/// script (e.g. one that POSTs a body).
+fn wrk(url: &str, header: Option<&str>, script: Option<&std::path::Path>) -> Res<(f64, f64)> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c32", "-d5s", "--latency"]);
     if let Some(h) = header {
         cmd.args(["-H", h]);
+    }
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
     }
     let out = cmd.arg(url).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -103,7 +109,14 @@ async fn main() -> Res<()> {
     let url = anvil.endpoint();
     let key = |i: usize| PrivateKeySigner::from(anvil.keys()[i].clone());
     let buyer = key(1);
-    let (_, d) = deploy::deploy_local(&url, key(0), key(9).address(), &[buyer.address()]).await?;
+    let (owner, d) =
+        deploy::deploy_local(&url, key(0), key(9).address(), &[buyer.address()]).await?;
+    deploy::seed_demo_market(
+        &owner,
+        d.submission_stakes.ok_or("no stakes contract")?,
+        key(0).address(),
+    )
+    .await?;
     let wallet = deploy::signing_provider(&url, buyer.clone())?;
     let usdc = MockUSDC::new(d.usdc, &wallet);
     mined(
@@ -169,6 +182,11 @@ async fn main() -> Res<()> {
         .query_async::<u64>(&mut redis_conn)
         .await?
         < 5
+        || redis::cmd("SCARD")
+            .arg(keys.markets())
+            .query_async::<u64>(&mut redis_conn)
+            .await?
+            < 1
     {
         if t.elapsed() > Duration::from_secs(60) {
             return Err("the node did not index the purchases".into());
@@ -200,7 +218,7 @@ async fn main() -> Res<()> {
 
     let (base_rps, base_p99) = tokio::task::spawn_blocking({
         let u = hello_url.clone();
-        move || wrk(&u, None)
+        move || wrk(&u, None, None)
     })
     .await??;
     println!(
@@ -212,23 +230,39 @@ async fn main() -> Res<()> {
         "axum hello-world", base_rps, base_p99, "1.00"
     );
 
-    for (name, path, header) in [
-        ("GET /tiers", "/tiers".to_owned(), None),
+    // Clockchain's fee quote is a POST with a JSON body.
+    let fees_lua = dir.path().join("calculate_fees.lua");
+    std::fs::write(
+        &fees_lua,
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{\"initial_stake_amount\": \"0.5\", \"currency\": \"ETH\"}'\n",
+    )?;
+    for (name, path, header, script) in [
+        ("GET /tiers", "/tiers".to_owned(), None, None),
         (
             "GET /vms/:address",
             format!("/vms/{}", buyer.address()),
+            None,
             None,
         ),
         (
             "GET /credentials/:tokenId",
             "/credentials/1".to_owned(),
             Some(bearer.clone()),
+            None,
+        ),
+        ("GET /v1/markets", "/v1/markets".to_owned(), None, None),
+        (
+            "POST /v1/calculate_fees",
+            "/v1/calculate_fees".to_owned(),
+            None,
+            Some(fees_lua.clone()),
         ),
     ] {
         let url = format!("{api}{path}");
         let c0 = commands_processed(&mut redis_conn).await?;
         let (rps, p99) =
-            tokio::task::spawn_blocking(move || wrk(&url, header.as_deref())).await??;
+            tokio::task::spawn_blocking(move || wrk(&url, header.as_deref(), script.as_deref()))
+                .await??;
         let c1 = commands_processed(&mut redis_conn).await?;
         println!(
             "{:<28} {:>10.0} {:>9.2} {:>7.2}",

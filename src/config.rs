@@ -73,6 +73,9 @@ pub struct Config {
     /// x402 payments (the relayer key is `CHAINFRONT_RELAYER_KEY`).
     #[serde(default)]
     pub x402: X402Config,
+    /// Clockchain markets: recording plain-transfer submissions.
+    #[serde(default)]
+    pub markets: MarketsConfig,
     /// Every chain followed, by name.
     pub chains: BTreeMap<String, ChainConfig>,
     /// Secrets, never serialised and never read from TOML.
@@ -269,6 +272,17 @@ pub struct RateLimitConfig {
     pub auth: Limit,
     /// `/x402/*` (paid routes and `/x402/supported`).
     pub x402: Limit,
+    /// Clockchain `GET /v1/markets`, `/v1/markets/{id}` and its resolution
+    /// (per IP).
+    pub markets: Limit,
+    /// Clockchain `GET /v1/markets/{id}/submissions` (per IP).
+    pub market_submissions: Limit,
+    /// Clockchain `GET /v1/submissions/{id}`, the submission status URL (per IP).
+    pub submission_status: Limit,
+    /// Clockchain `POST /v1/calculate_fees` (per IP).
+    pub calculate_fees: Limit,
+    /// Clockchain `POST /v1/submissions`, per IP and per proven wallet.
+    pub submissions: Limit,
     /// Violations (429s) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
@@ -289,6 +303,11 @@ impl Default for RateLimitConfig {
             admin: Limit::per(20, 60),
             auth: Limit::per(30, 60),
             x402: Limit::per(60, 60),
+            markets: Limit::per(60, 60),
+            market_submissions: Limit::per(60, 60),
+            submission_status: Limit::per(60, 60),
+            calculate_fees: Limit::per(60, 60),
+            submissions: Limit::per(10, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,
@@ -384,6 +403,36 @@ impl Default for ProvisioningConfig {
             max_attempts: 5,
             retry_base_ms: 2_000,
             poll_interval_ms: 500,
+        }
+    }
+}
+
+/// Clockchain markets. The operator key that records plain-transfer
+/// submissions on chain is `CHAINFRONT_OPERATOR_KEY`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketsConfig {
+    /// Run the submission recorder inside `chainfront run` (needs the
+    /// operator key; without it claims wait for a replica that has one).
+    pub record: bool,
+    /// How often the recorder looks at its queue when not woken, in ms.
+    pub record_poll_interval_ms: u64,
+    /// Attempts (transient failures) before a submission is given up.
+    pub record_max_attempts: u32,
+    /// First retry delay in ms (doubles per attempt, capped at a minute).
+    pub record_retry_base_ms: u64,
+    /// How long to wait for a record transaction's receipt per attempt, in ms.
+    pub record_receipt_timeout_ms: u64,
+}
+
+impl Default for MarketsConfig {
+    fn default() -> Self {
+        Self {
+            record: true,
+            record_poll_interval_ms: 500,
+            record_max_attempts: 20,
+            record_retry_base_ms: 1_000,
+            record_receipt_timeout_ms: 60_000,
         }
     }
 }
@@ -1021,6 +1070,7 @@ struct Defaults {
     rate_limits: RateLimitConfig,
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
+    markets: MarketsConfig,
     x402: X402Config,
 }
 

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod deploy;
 pub mod devnet;
 mod error;
+pub mod markets;
 pub mod metrics;
 pub mod node;
 pub mod provision;

@@ -92,6 +92,22 @@ pub async fn connect(config: Config) -> Result<AppState> {
     let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), chain.clone())
         .await?
         .map(Arc::new);
+    let chain_head: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+    let chain_time: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+    let markets = Arc::new(crate::markets::Markets::new(crate::markets::MarketsParts {
+        redis: redis.clone(),
+        chain: chain.clone(),
+        chain_id,
+        contracts: crate::markets::Contracts {
+            stakes: home.deployment.submission_stakes,
+            cbbtc: home.deployment.cbbtc,
+            usdc: Some(home.deployment.usdc),
+        },
+        confirmations: home.chain.confirmations,
+        chain_time: chain_time.clone(),
+        chain_head: chain_head.clone(),
+        auth: auth.clone(),
+    }));
     Ok(AppState {
         admin_keys,
         auth,
@@ -101,10 +117,11 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain,
         master,
         metrics: Arc::default(),
-        chain_head: Arc::default(),
-        chain_time: Arc::default(),
+        chain_head,
+        chain_time,
         read_cache: Arc::default(),
         x402,
+        markets,
     })
 }
 
@@ -197,14 +214,66 @@ pub async fn run_on(
         }
     };
     let head = tokio::spawn(api::vms::track_head(state.clone(), shutdown.clone()));
+    let markets = state.markets.clone();
+    let version_stop = shutdown.clone();
+    let version = tokio::spawn(async move { markets.watch_version(version_stop).await });
     let provisioning = run_provisioning(&state, shutdown.clone());
-    let (api, indexed, provisioned) = tokio::join!(
+    let recorder = run_recorder(&state, shutdown.clone());
+    let (api, indexed, provisioned, recorded) = tokio::join!(
         serve(state.clone(), listener, shutdown.clone()),
         indexers,
-        provisioning
+        provisioning,
+        recorder
     );
     head.abort();
-    indexed.and(provisioned).and(api)
+    version.abort();
+    indexed.and(provisioned).and(recorded).and(api)
+}
+
+/// Runs the Clockchain submission recorder until `shutdown`, when
+/// `markets.record` is on, the stakes contract is deployed and an operator
+/// key is set (without one, plain-transfer claims wait for a replica that
+/// has it).
+pub async fn run_recorder(state: &AppState, shutdown: CancellationToken) -> Result<()> {
+    let cfg = &state.config.markets;
+    if !cfg.record || state.home.deployment.submission_stakes.is_none() {
+        return Ok(());
+    }
+    let Some(key) = &state.config.secrets.operator_key else {
+        warn!(target: "chainfront::markets", "no operator key (CHAINFRONT_OPERATOR_KEY): plain-transfer submissions are accepted and queued, but this node does not record them on chain");
+        return Ok(());
+    };
+    let signer = crate::deploy::parse_key(key.expose()).map_err(|_| Error::Config {
+        key: "operator_key".into(),
+        message: "CHAINFRONT_OPERATOR_KEY is not a 32-byte hex private key".into(),
+    })?;
+    let rpc = chainfront_indexer::rpc::Rpc::new(
+        &state.home.chain.rpc_urls,
+        chainfront_indexer::retry::RetryPolicy::default(),
+        Duration::from_millis(state.config.indexer.rpc_timeout_ms),
+    )?;
+    let sender = Arc::new(crate::chain::TxSender::new(
+        rpc,
+        signer,
+        state.home.deployment.chain_id,
+        state.redis.clone(),
+        crate::chain::SenderConfig {
+            receipt_timeout: Duration::from_millis(cfg.record_receipt_timeout_ms),
+            ..crate::chain::SenderConfig::default()
+        },
+    ));
+    let recorder = crate::markets::recorder::Recorder::new(
+        state.markets.clone(),
+        sender,
+        crate::markets::recorder::RecorderConfig {
+            poll_interval: Duration::from_millis(cfg.record_poll_interval_ms.max(10)),
+            max_attempts: cfg.record_max_attempts.max(1),
+            retry_base: Duration::from_millis(cfg.record_retry_base_ms.max(1)),
+            ..crate::markets::recorder::RecorderConfig::default()
+        },
+    );
+    recorder.run(shutdown).await;
+    Ok(())
 }
 
 /// Runs the provisioning worker and expiry sweeper for the home chain until

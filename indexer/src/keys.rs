@@ -257,6 +257,35 @@ impl ChainKeys {
     }
 }
 
+impl ChainKeys {
+    /// `cf:{c<id>}:n:<rest>`: node-owned state about this chain's markets
+    /// (submission claims). Same hash tag as the indexed markets, so one Lua
+    /// script can check the index and claim atomically.
+    fn n(&self, rest: &str) -> String {
+        format!("{}n:{rest}", self.base)
+    }
+
+    // ---- submission claims (written by the API node, not the indexer) ----
+
+    /// Hash: the claim of one payment transaction hash by a submission
+    /// (status, the submission's fields, record tx, submission id, error).
+    pub fn submission_claim(&self, tx: B256) -> String {
+        self.n(&format!("claim:{tx}"))
+    }
+
+    /// Sorted set: payment tx hashes whose submission still has to be
+    /// recorded on chain, score = due time (unix ms; leased by pushing it ahead).
+    pub fn submission_claim_queue(&self) -> String {
+        self.n("claims:queue")
+    }
+
+    /// String: the payment tx hash of the original submission of a market
+    /// that is claimed but not indexed yet (a second original is refused).
+    pub fn original_pending(&self, market: FixedBytes<16>) -> String {
+        self.n(&format!("original:{market}"))
+    }
+}
+
 /// Keys of node-wide state that is not about one chain: rate limits, bans,
 /// auth nonces, agent wallets. Per-IP keys carry the IP as hash tag so they
 /// spread over a Redis Cluster.
@@ -279,6 +308,12 @@ impl NodeKeys {
     /// Counter of `ip`'s requests to `route` in fixed window `window`.
     pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
         format!("cf:{{ip:{ip}}}:rl:{route}:{window}")
+    }
+
+    /// Counter of `wallet`'s requests to `route` in fixed window `window`
+    /// (lower-case `0x` address; the wallet is the hash tag).
+    pub fn wallet_rate_counter(&self, wallet: &str, route: &str, window: u64) -> String {
+        format!("cf:{{w:{wallet}}}:rl:{route}:{window}")
     }
 
     /// Counter of `ip`'s rate-limit violations in the ban window.

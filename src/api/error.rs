@@ -135,3 +135,28 @@ fn x402_response(c: crate::x402::Challenge) -> Response {
     );
     response
 }
+
+// ---- Clockchain markets (owned by the markets surface) ----
+
+impl From<crate::markets::MarketsError> for ApiError {
+    fn from(e: crate::markets::MarketsError) -> Self {
+        use crate::markets::MarketsError as E;
+        let message = e.to_string();
+        match e {
+            E::MarketNotFound | E::SubmissionNotFound => ApiError::NotFound(message),
+            E::HashUsed | E::RecordFailed(_) => ApiError::Conflict(message),
+            E::NotDeployed | E::Unavailable(_) => ApiError::Unavailable(message),
+            E::MissingField(_)
+            | E::InvalidField(_)
+            | E::InvalidSubmissionType
+            | E::MalformedMarketId
+            | E::MalformedSubmissionId
+            | E::MarketNotOpen(_)
+            | E::OriginalExists
+            | E::OriginalRequired
+            | E::InvalidSignature(_)
+            | E::Transaction(_)
+            | E::InsufficientAmount(_) => ApiError::BadRequest(message),
+        }
+    }
+}

@@ -62,6 +62,9 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "cbbtc": d.cbbtc.map(|a| a.to_string()),
             "treasury": d.treasury.to_string(),
         },
+        // Where Clockchain stakes are paid (the SubmissionStakes escrow; see
+        // /v1/health). USDC deposits and VM payments use contracts.treasury.
+        "treasury": state.markets.treasury().map(|a| a.to_string()),
         "start_block": d.start_block,
         "head_block": head_block,
         "indexed_block": indexed_block,

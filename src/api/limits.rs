@@ -43,6 +43,16 @@ pub enum RouteClass {
     Auth,
     /// `/x402/*`.
     X402,
+    /// Clockchain `GET /v1/markets` (and one market, its resolution).
+    Markets,
+    /// Clockchain `GET /v1/markets/{id}/submissions`.
+    MarketSubmissions,
+    /// Clockchain `GET /v1/submissions/{id}`.
+    SubmissionStatus,
+    /// Clockchain `POST /v1/calculate_fees`.
+    CalculateFees,
+    /// Clockchain `POST /v1/submissions` (also per wallet, see [`enforce_wallet`]).
+    Submissions,
 }
 
 impl RouteClass {
@@ -57,6 +67,11 @@ impl RouteClass {
             RouteClass::Admin => "admin",
             RouteClass::Auth => "auth",
             RouteClass::X402 => "x402",
+            RouteClass::Markets => "markets",
+            RouteClass::MarketSubmissions => "market-submissions",
+            RouteClass::SubmissionStatus => "submission-status",
+            RouteClass::CalculateFees => "calculate-fees",
+            RouteClass::Submissions => "submissions",
         }
     }
 
@@ -71,6 +86,11 @@ impl RouteClass {
             RouteClass::Admin => cfg.admin,
             RouteClass::Auth => cfg.auth,
             RouteClass::X402 => cfg.x402,
+            RouteClass::Markets => cfg.markets,
+            RouteClass::MarketSubmissions => cfg.market_submissions,
+            RouteClass::SubmissionStatus => cfg.submission_status,
+            RouteClass::CalculateFees => cfg.calculate_fees,
+            RouteClass::Submissions => cfg.submissions,
         }
     }
 }
@@ -191,10 +211,125 @@ pub async fn enforce(
         next.run(req).await
     };
     let h = response.headers_mut();
-    h.insert("x-ratelimit-limit", header(max));
-    h.insert("x-ratelimit-remaining", header(max.saturating_sub(count)));
-    h.insert("x-ratelimit-reset", header(reset));
+    let remaining = max.saturating_sub(count);
+    // A handler that counted the request per wallet too (`enforce_wallet`)
+    // set the headers already; the tighter of the two counts is shown.
+    let wallet_remaining = h
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if wallet_remaining.is_none_or(|w| w > remaining) {
+        h.insert("x-ratelimit-limit", header(max));
+        h.insert("x-ratelimit-remaining", header(remaining));
+        h.insert("x-ratelimit-reset", header(reset));
+    }
     response
+}
+
+// ---- per-wallet limits (markets surface) ----
+
+/// KEYS: counter. ARGV: window. Returns {count, ttl}.
+static WALLET_LUA: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('TTL', KEYS[1])}
+",
+    )
+});
+
+/// A wallet's standing after [`enforce_wallet`] counted a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletQuota {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Left in this window.
+    pub remaining: u64,
+    /// When the window ends (unix s).
+    pub reset: u64,
+}
+
+impl WalletQuota {
+    /// Puts the wallet's `X-RateLimit-*` on a response (the IP middleware
+    /// keeps them when they are the tighter count).
+    pub fn apply(&self, response: &mut Response) {
+        let h = response.headers_mut();
+        h.insert("x-ratelimit-limit", header(self.limit));
+        h.insert("x-ratelimit-remaining", header(self.remaining));
+        h.insert("x-ratelimit-reset", header(self.reset));
+    }
+}
+
+/// Counts a request against `wallet`'s limit for `class` (the same limit as
+/// per IP), for handlers that know the wallet a request acts for. Call it
+/// only once the wallet is proven (a verified signature or token), so nobody
+/// can spend someone else's quota. Over the limit: a 429 answer with
+/// `Retry-After` and the wallet's headers. Redis down: let through, as the
+/// IP limiter does.
+pub async fn enforce_wallet(
+    state: &AppState,
+    class: RouteClass,
+    wallet: alloy::primitives::Address,
+) -> Result<WalletQuota, Response> {
+    let cfg = &state.config.rate_limits;
+    let limit = class.limit(cfg);
+    let window = limit.window_secs.max(1);
+    let now = unix_now();
+    let index = now / window;
+    let reset = (index + 1) * window;
+    let max = u64::from(limit.requests);
+    if !cfg.enabled {
+        return Ok(WalletQuota {
+            limit: max,
+            remaining: max,
+            reset,
+        });
+    }
+    let mut conn = state.redis.clone();
+    let key = NodeKeys.wallet_rate_counter(
+        &chainfront_indexer::keys::lower(wallet),
+        class.name(),
+        index,
+    );
+    let result: redis::RedisResult<(i64, i64)> = WALLET_LUA
+        .key(key)
+        .arg(window)
+        .invoke_async(&mut conn)
+        .await;
+    let count = match result {
+        Ok((n, _)) => u64::try_from(n).unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(target: "chainfront::api", error = %e, "rate limiter unavailable; letting the request through");
+            return Ok(WalletQuota {
+                limit: max,
+                remaining: max,
+                reset,
+            });
+        }
+    };
+    let quota = WalletQuota {
+        limit: max,
+        remaining: max.saturating_sub(count),
+        reset,
+    };
+    if count > max {
+        tracing::warn!(target: "chainfront::security", event = "rate_limited", wallet = %wallet, route = class.name(), "wallet rate limit exceeded");
+        let mut response = ApiError::TooManyRequests {
+            message: format!(
+                "rate limit exceeded: {} requests per {} s per wallet on {}; retry after {} s",
+                limit.requests,
+                window,
+                class.name(),
+                reset.saturating_sub(now)
+            ),
+            retry_after: reset.saturating_sub(now).max(1),
+        }
+        .into_response();
+        quota.apply(&mut response);
+        return Err(response);
+    }
+    Ok(quota)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 mod health;
 pub mod limits;
+pub mod markets;
 pub mod openapi;
 pub mod vms;
 pub mod x402;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub read_cache: Arc<vms::ReadCache>,
     /// x402 payments (`None` when switched off or the token cannot take them).
     pub x402: Option<Arc<crate::x402::X402>>,
+    /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
+    pub markets: Arc<crate::markets::Markets>,
 }
 
 /// Largest request body accepted by any route.
@@ -77,6 +80,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
         .merge(limited(x402::router(), RouteClass::X402))
+        .merge(markets::router(state))
 }
 
 /// The OpenAPI document of every route (what `/openapi.json` serves).

@@ -75,7 +75,8 @@ pub struct ReadCache(RwLock<HashMap<String, (Instant, Bytes)>>);
 const READ_CACHE_MAX: usize = 10_000;
 
 impl ReadCache {
-    fn get(&self, key: &str) -> Option<Response> {
+    /// A fresh cached answer for `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<Response> {
         let map = self
             .0
             .read()
@@ -86,7 +87,7 @@ impl ReadCache {
     }
 
     /// Serializes `value`, keeps it and answers it.
-    fn put(&self, key: String, value: &Value) -> Response {
+    pub(crate) fn put(&self, key: String, value: &Value) -> Response {
         let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
         let mut map = self
             .0

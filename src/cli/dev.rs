@@ -119,6 +119,10 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
         }
     };
     let owner = deployer.address();
+    // The deployer is the stakes contract's operator: on this local stack it
+    // also records plain-transfer Clockchain submissions, unless an operator
+    // key is configured.
+    let deployer_hex = format!("0x{}", alloy::hex::encode(deployer.to_bytes()));
     let provider = deploy::signing_provider(&rpc_url, deployer)?;
     let plan = DeployPlan {
         treasury,
@@ -152,6 +156,9 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
         // Redis): production keys come from CHAINFRONT_MASTER_KEY(_FILE).
         let key = crate::crypto::ecies::MasterKey::generate();
         config.secrets.master_key = Some(crate::config::Secret::new(key.to_hex().to_string()));
+    }
+    if config.secrets.operator_key.is_none() {
+        config.secrets.operator_key = Some(crate::config::Secret::new(deployer_hex));
     }
     let listen = config.api.listen;
     let state = node::connect(config).await?;
@@ -220,6 +227,7 @@ fn print_next_steps(
     }
     println!("\nTry:");
     println!("  curl -s {api}/health");
+    println!("  curl -s {api}/ai_agent/v1/markets   # Clockchain markets (docs/markets.md)");
     if let Some(w) = wallets.first() {
         let price = DEFAULT_TIERS[0].price_per_day * 7;
         println!("\nBuy a tier-0 VM for 7 days as demo wallet 1:");

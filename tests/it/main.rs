@@ -13,6 +13,7 @@ mod harness;
 mod health;
 mod indexer;
 mod limits;
+mod markets;
 mod openapi;
 mod provision;
 mod rpc_faults;

@@ -1,0 +1,394 @@
+//! The documented answer shapes (Clockchain reference): markets, submissions,
+//! resolutions and fee quotes, built from the index. Times are ISO 8601 with
+//! milliseconds (`2025-07-21T12:00:00.000Z`) as the document shows them;
+//! amounts are decimal strings in the stake's currency.
+
+use std::collections::{BTreeMap, HashMap};
+
+use alloy::primitives::{Address, U256};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::fees::{self, FeeQuote};
+use super::index::{Actor, Market, MarketId, MarketStatus, Submission, market_uuid};
+use super::{Markets, MarketsError, Result};
+
+/// Unix seconds as `2025-07-21T12:00:00.000Z`.
+pub fn iso_millis(unix: u64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).ok()?).ok()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
+/// The current time as `2025-07-21T12:00:00.000Z`.
+pub fn iso_millis_now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// An id as a JSON number (strings only beyond `u64`, which sequential ids
+/// never reach).
+fn id_json(id: U256) -> Value {
+    u64::try_from(id).map_or_else(|_| Value::String(id.to_string()), Value::from)
+}
+
+/// One market as `GET /v1/markets` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketView {
+    /// UUID.
+    pub market_id: String,
+    /// From the metadata.
+    pub actor: Actor,
+    /// From the metadata, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Opens.
+    pub start_time: Option<String>,
+    /// Closes.
+    pub end_time: Option<String>,
+    /// Checksummed oracle addresses.
+    pub oracle_wallets: Vec<String>,
+    /// Submissions so far.
+    pub existing_submissions: u64,
+    /// Whether an original exists (competitor and null submissions need one).
+    pub has_original: bool,
+    /// `upcoming`, `active`, `closed` or `resolved` at the head block's time.
+    pub status: &'static str,
+    /// Timestamp of the block that created it.
+    pub created_at: Option<String>,
+    /// The verdict (single-market answers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionView>,
+}
+
+/// A market's verdict and payouts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolutionView {
+    /// Whether an oracle resolved it.
+    pub resolved: bool,
+    /// The winning submission.
+    pub winning_submission_id: Option<Value>,
+    /// Its creator.
+    pub winner: Option<String>,
+    /// The oracle that resolved it.
+    pub resolved_by: Option<String>,
+    /// The block of the verdict.
+    pub resolved_block: Option<u64>,
+    /// Its time.
+    pub resolved_at: Option<String>,
+    /// Payouts claimed so far, per currency, as decimal strings.
+    pub payouts_claimed: BTreeMap<String, String>,
+}
+
+/// One submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmissionView {
+    /// The contract's id.
+    pub submission_id: Value,
+    /// Its market's UUID.
+    pub market_id: String,
+    /// Checksummed creator.
+    pub creator_wallet: String,
+    /// `original`, `competitor` or `null`.
+    pub submission_type: &'static str,
+    /// The prediction (`null` for null submissions).
+    pub predicted_text: Option<String>,
+    /// Stake, decimal string.
+    pub initial_stake_amount: String,
+    /// Fee paid, decimal string.
+    pub platform_fee_amount: String,
+    /// `ETH`, `BTC` (cbBTC) or `USDC`.
+    pub currency: String,
+    /// The transaction that paid: the plain transfer, or the `submit` call.
+    pub transaction_hash: String,
+    /// The transaction that recorded it (the operator's `recordSubmission`
+    /// for plain transfers; the same as `transaction_hash` otherwise).
+    pub record_transaction_hash: String,
+    /// Block of `SubmissionCreated`.
+    pub block: u64,
+    /// Its time.
+    pub created_at: Option<String>,
+    /// `recorded`: on chain and indexed.
+    pub status: &'static str,
+    /// Its market's verdict (single-submission answers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionView>,
+    /// Whether this submission won (single-submission answers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_winner: Option<bool>,
+}
+
+/// `GET /v1/markets`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketList {
+    /// The markets.
+    pub markets: Vec<MarketView>,
+    /// How many.
+    pub count: usize,
+}
+
+/// `GET /v1/markets/{market_id}/submissions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketSubmissions {
+    /// The market's UUID.
+    pub market_id: String,
+    /// Its status.
+    pub status: &'static str,
+    /// Its submissions in id order.
+    pub submissions: Vec<SubmissionView>,
+    /// How many.
+    pub count: usize,
+}
+
+/// The body of `POST /v1/calculate_fees` (other fields are ignored).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FeesRequest {
+    /// The stake, a decimal string.
+    #[serde(default)]
+    pub initial_stake_amount: Option<Value>,
+    /// `ETH` or `BTC`.
+    #[serde(default)]
+    pub currency: Option<Value>,
+}
+
+/// `POST /v1/calculate_fees`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeeView {
+    /// The stake.
+    pub initial_stake_amount: String,
+    /// The rate in percent (`"7.0"`).
+    pub platform_fee_percentage: String,
+    /// The fee.
+    pub platform_fee_amount: String,
+    /// What to pay.
+    pub total_required: String,
+    /// `ETH` or `BTC`.
+    pub currency: &'static str,
+}
+
+impl From<&FeeQuote> for FeeView {
+    fn from(q: &FeeQuote) -> Self {
+        Self {
+            initial_stake_amount: q.stake.to_string(),
+            platform_fee_percentage: fees::format_percentage(q.fee_percentage),
+            platform_fee_amount: q.fee.to_string(),
+            total_required: q.total.to_string(),
+            currency: q.currency.symbol(),
+        }
+    }
+}
+
+impl Markets {
+    fn label(&self, token: Address) -> fees::TokenLabel {
+        fees::label(token, self.contracts.cbbtc, self.contracts.usdc)
+    }
+
+    fn market_view(&self, m: &Market, now: u64, times: &HashMap<u64, u64>) -> MarketView {
+        MarketView {
+            market_id: market_uuid(m.id),
+            actor: m.actor.clone(),
+            title: m.title.clone(),
+            start_time: iso_millis(m.start_time),
+            end_time: iso_millis(m.end_time),
+            oracle_wallets: m.oracles.iter().map(Address::to_string).collect(),
+            existing_submissions: m.submission_count,
+            has_original: m.original_submission.is_some(),
+            status: m.status(now).as_str(),
+            created_at: times.get(&m.created_block).and_then(|t| iso_millis(*t)),
+            resolution: None,
+        }
+    }
+
+    fn submission_view(&self, s: &Submission, times: &HashMap<u64, u64>) -> SubmissionView {
+        let label = self.label(s.stake_token);
+        SubmissionView {
+            submission_id: id_json(s.id),
+            market_id: market_uuid(s.market_id),
+            creator_wallet: s.creator.to_string(),
+            submission_type: s.kind.as_str(),
+            predicted_text: (!s.predicted_text.is_empty()).then(|| s.predicted_text.clone()),
+            initial_stake_amount: fees::format_units(s.stake, label.decimals),
+            platform_fee_amount: fees::format_units(s.fee, label.decimals),
+            currency: label.currency,
+            transaction_hash: s.paid_with().to_string(),
+            record_transaction_hash: s.tx.to_string(),
+            block: s.block,
+            created_at: times.get(&s.block).and_then(|t| iso_millis(*t)),
+            status: "recorded",
+            resolution: None,
+            is_winner: None,
+        }
+    }
+
+    async fn resolution_view(&self, m: &Market) -> Result<ResolutionView> {
+        let payouts_claimed = m
+            .payouts
+            .iter()
+            .map(|(token, amount)| {
+                let label = self.label(*token);
+                (label.currency, fees::format_units(*amount, label.decimals))
+            })
+            .collect();
+        let Some(r) = &m.resolution else {
+            return Ok(ResolutionView {
+                resolved: false,
+                winning_submission_id: None,
+                winner: None,
+                resolved_by: None,
+                resolved_block: None,
+                resolved_at: None,
+                payouts_claimed,
+            });
+        };
+        let winner = self.index.submission(r.winning_submission).await?;
+        let times = self.block_times(&[r.resolved_block]).await;
+        Ok(ResolutionView {
+            resolved: true,
+            winning_submission_id: Some(id_json(r.winning_submission)),
+            winner: winner.map(|w| w.creator.to_string()),
+            resolved_by: Some(r.resolved_by.to_string()),
+            resolved_block: Some(r.resolved_block),
+            resolved_at: times.get(&r.resolved_block).and_then(|t| iso_millis(*t)),
+            payouts_claimed,
+        })
+    }
+
+    /// `GET /v1/markets`: the markets whose status is in `statuses`.
+    pub async fn list(&self, statuses: &[MarketStatus]) -> Result<MarketList> {
+        let now = self.chain_now().await?;
+        let markets: Vec<Market> = self
+            .index
+            .markets()
+            .await?
+            .into_iter()
+            .filter(|m| statuses.contains(&m.status(now)))
+            .collect();
+        let blocks: Vec<u64> = markets.iter().map(|m| m.created_block).collect();
+        let times = self.block_times(&blocks).await;
+        let markets: Vec<MarketView> = markets
+            .iter()
+            .map(|m| self.market_view(m, now, &times))
+            .collect();
+        Ok(MarketList {
+            count: markets.len(),
+            markets,
+        })
+    }
+
+    /// `GET /v1/markets/{market_id}`: one market with its resolution.
+    pub async fn market(&self, id: MarketId) -> Result<MarketView> {
+        let now = self.chain_now().await?;
+        let m = self.index.market(id).await?;
+        let times = self.block_times(&[m.created_block]).await;
+        let mut view = self.market_view(&m, now, &times);
+        view.resolution = Some(self.resolution_view(&m).await?);
+        Ok(view)
+    }
+
+    /// `GET /v1/markets/{market_id}/resolution`.
+    pub async fn resolution(&self, id: MarketId) -> Result<ResolutionView> {
+        let m = self.index.market(id).await?;
+        self.resolution_view(&m).await
+    }
+
+    /// `GET /v1/markets/{market_id}/submissions`.
+    pub async fn market_submissions(&self, id: MarketId) -> Result<MarketSubmissions> {
+        let now = self.chain_now().await?;
+        let (market, subs) = self.index.market_submissions(id).await?;
+        let blocks: Vec<u64> = subs.iter().map(|s| s.block).collect();
+        let times = self.block_times(&blocks).await;
+        let submissions: Vec<SubmissionView> = subs
+            .iter()
+            .map(|s| self.submission_view(s, &times))
+            .collect();
+        Ok(MarketSubmissions {
+            market_id: market_uuid(market.id),
+            status: market.status(now).as_str(),
+            count: submissions.len(),
+            submissions,
+        })
+    }
+
+    /// One indexed submission with its market's resolution.
+    pub async fn submission_view_full(&self, s: &Submission) -> Result<SubmissionView> {
+        let times = self.block_times(&[s.block]).await;
+        let mut view = self.submission_view(s, &times);
+        let market = self.index.market(s.market_id).await?;
+        let resolution = self.resolution_view(&market).await?;
+        view.is_winner = Some(
+            market
+                .resolution
+                .as_ref()
+                .is_some_and(|r| r.winning_submission == s.id),
+        );
+        view.resolution = Some(resolution);
+        Ok(view)
+    }
+
+    /// `POST /v1/calculate_fees` with the documented body
+    /// `{initial_stake_amount, currency}`.
+    pub async fn calculate_fees_body(&self, body: &FeesRequest) -> Result<FeeView> {
+        let field = |v: &Option<Value>, name: &'static str| match v {
+            None | Some(Value::Null) => Err(MarketsError::MissingField(name)),
+            Some(Value::String(s)) if s.is_empty() => Err(MarketsError::MissingField(name)),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(MarketsError::InvalidField(format!(
+                "{name} must be a string"
+            ))),
+        };
+        let amount = field(&body.initial_stake_amount, "initial_stake_amount")?;
+        let currency = field(&body.currency, "currency")?;
+        self.calculate_fees(&amount, &currency).await
+    }
+
+    /// The quote for `amount` in `currency`, at the contract's indexed fee
+    /// (read at most once a second).
+    pub async fn calculate_fees(&self, amount: &str, currency: &str) -> Result<FeeView> {
+        let currency = fees::Currency::parse(currency).ok_or(fees::AmountError::UnknownCurrency)?;
+        let stake = fees::parse_amount(amount, currency)?;
+        let settings = self.settings_cached().await?;
+        let quote = FeeQuote::new(stake, settings.fee_bps, currency)?;
+        Ok(FeeView::from(&quote))
+    }
+
+    /// The submission with this contract id (`SubmissionNotFound` if none).
+    pub async fn submission_by_id(&self, id: U256) -> Result<SubmissionView> {
+        let s = self
+            .index
+            .submission(id)
+            .await?
+            .ok_or(MarketsError::SubmissionNotFound)?;
+        self.submission_view_full(&s).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_milliseconds_like_the_document() {
+        assert_eq!(iso_millis(0).as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(
+            iso_millis(1_753_099_200).as_deref(),
+            Some("2025-07-21T12:00:00.000Z")
+        );
+        assert_eq!(iso_millis(u64::MAX), None);
+    }
+}
