@@ -90,6 +90,38 @@ fn recoveries_per_sec(sig: &WalletSignature, hash: B256, k256: bool) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// ECDH operations per second with k256 and libsecp256k1 (same bytes, see
+/// `crypto::ecies::tests::ecdh_matches_k256`), and whole ECIES opens.
+fn ecdh_per_sec() -> (f64, f64, f64) {
+    use chainfront::crypto::ecies::{Keyring, MasterKey};
+    let n = 3_000;
+    let a = k256::SecretKey::random(&mut rand::rngs::OsRng);
+    let b = k256::SecretKey::random(&mut rand::rngs::OsRng).public_key();
+    let t = Instant::now();
+    for _ in 0..n {
+        let shared = k256::ecdh::diffie_hellman(a.to_nonzero_scalar(), b.as_affine());
+        std::hint::black_box(shared.raw_secret_bytes());
+    }
+    let slow = n as f64 / t.elapsed().as_secs_f64();
+    let fast_a = secp256k1::SecretKey::from_byte_array(a.to_bytes().into()).expect("key");
+    let fast_b = secp256k1::PublicKey::from_slice(
+        k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&b, false).as_bytes(),
+    )
+    .expect("point");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(secp256k1::ecdh::shared_secret_point(&fast_b, &fast_a));
+    }
+    let fast = n as f64 / t.elapsed().as_secs_f64();
+    let ring = Keyring::single(MasterKey::generate());
+    let sealed = ring.seal(&[7u8; 400], "bench");
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(ring.open(&sealed, "bench").expect("opens"));
+    }
+    (slow, fast, n as f64 / t.elapsed().as_secs_f64())
+}
+
 async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
     let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
     Ok(info
@@ -97,6 +129,138 @@ async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0))
+}
+
+/// `wrk` with a Lua script (POST bodies), 128 connections: a job is several
+/// hops (client → API → Redis → worker → Redis), so throughput on a shared
+/// machine is bound by how many are in flight, not by CPU.
+fn wrk_script(url: &str, header: &str, script: &std::path::Path) -> Res<(f64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c128", "-d5s", "--latency", "-H", header, "-s"])
+        .arg(script)
+        .arg(url)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.contains("Non-2xx") {
+        return Err(format!("{url}: non-2xx answers under load:\n{text}").into());
+    }
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    Ok((rps, f64::NAN))
+}
+
+/// The Compute API: `GET /v1/balance` against the baseline, and
+/// `POST /v1/compute/storage` puts per second end to end (accepted and
+/// settled by the workers).
+async fn compute_bench(
+    state: &chainfront::api::AppState,
+    api: &str,
+    buyer: &PrivateKeySigner,
+    d: &chainfront_indexer::deployment::Deployment,
+    wallet: &alloy::providers::DynProvider,
+    base_rps: f64,
+    redis_conn: &mut RedisConn,
+) -> Res<()> {
+    let compute = state.compute.clone().ok_or("compute is off")?;
+    // Fund the ledger with a real deposit, credited by the reconciler.
+    let usdc = MockUSDC::new(d.usdc, wallet);
+    mined(
+        usdc.transfer(d.treasury, alloy::primitives::U256::from(5_000_000_000u64))
+            .send()
+            .await?,
+        "deposit",
+    )
+    .await?;
+    let t = Instant::now();
+    while compute.ledger().balance(buyer.address()).await?.available.0 < 5_000_000_000 {
+        if t.elapsed() > Duration::from_secs(60) {
+            return Err("the deposit was not credited".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("{api}/v1/balance?wallet={}", buyer.address());
+    let (rps, p99) = tokio::task::spawn_blocking(move || wrk(&url, None, None)).await??;
+    println!(
+        "{:<28} {:>10.0} {:>9.2} {:>7.2}",
+        "GET /v1/balance",
+        rps,
+        p99,
+        rps / base_rps
+    );
+
+    // Sign in for a token.
+    let c = reqwest::Client::new();
+    let nonce: serde_json::Value = c
+        .get(format!("{api}/auth/nonce"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let msg = chainfront::auth::sign_in::message(
+        &state.config.api.public_url(),
+        buyer.address(),
+        nonce["chainId"].as_u64().ok_or("chain id")?,
+        nonce["nonce"].as_str().ok_or("nonce")?,
+        &chainfront::time::now_iso8601(),
+        &Default::default(),
+    );
+    let sig = buyer.sign_message_sync(msg.as_bytes())?;
+    let login: serde_json::Value = c
+        .post(format!("{api}/auth/login"))
+        .json(&serde_json::json!({"message": msg, "signature": format!("0x{}", alloy::hex::encode(sig.as_bytes()))}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["token"].as_str().ok_or("token")?.to_owned();
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("post.lua");
+    std::fs::write(
+        &script,
+        r#"wrk.method = "POST"
+wrk.body = '{"payload":{"operation":"put","key":"bench.txt","content":"Hello World","ttl":3600}}'
+wrk.headers["Content-Type"] = "application/json"
+"#,
+    )?;
+    let completed = |m: &chainfront::compute::Metrics| m.jobs_by_status["completed"];
+    let before = completed(&compute.metrics().await?);
+    let c0 = commands_processed(redis_conn).await?;
+    let started = Instant::now();
+    let url = format!("{api}/v1/compute/storage");
+    let header = format!("Authorization: Bearer {token}");
+    let (accepted, _) =
+        tokio::task::spawn_blocking(move || wrk_script(&url, &header, &script)).await??;
+    loop {
+        let m = compute.metrics().await?;
+        if m.active_jobs == 0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("jobs did not drain".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = completed(&compute.metrics().await?) - before;
+    let c1 = commands_processed(redis_conn).await?;
+    println!(
+        "POST /v1/compute/storage put: {accepted:.0} accepted/s; {done} jobs settled in {elapsed:.2} s = {:.0} jobs/s end to end (target ≥ 5,000); {:.1} redis commands per job",
+        done as f64 / elapsed,
+        (c1 - c0) as f64 / (done as f64).max(1.0)
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine load (1/5/15 min): {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -143,6 +307,7 @@ async fn main() -> Res<()> {
         ),
         ("CHAINFRONT_RATE_LIMITS__ENABLED", "false".into()),
         ("CHAINFRONT_PROVISIONING__ENABLED", "false".into()),
+        ("CHAINFRONT_COMPUTE__WORKERS", "256".into()),
         ("CHAINFRONT_LOG__FILTER", "warn".into()),
         ("CHAINFRONT_X402__POLL_INTERVAL_MS", "20".into()),
         (
@@ -152,6 +317,10 @@ async fn main() -> Res<()> {
         (
             "CHAINFRONT_MASTER_KEY",
             "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318".into(),
+        ),
+        (
+            "CHAINFRONT_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret".into(),
         ),
     ]
     .into_iter()
@@ -196,7 +365,7 @@ async fn main() -> Res<()> {
     Worker::new(
         state.redis.clone(),
         keys,
-        Arc::new(DevProvider),
+        Arc::new(DevProvider::default()),
         state.master.clone().ok_or("master key")?,
         state.config.provisioning.clone(),
     )
@@ -279,12 +448,19 @@ async fn main() -> Res<()> {
         }
     }
 
+    compute_bench(&state, &api, &buyer, &d, &wallet, base_rps, &mut redis_conn).await?;
+
     let parsed = WalletSignature::from_bytes(&sig.as_bytes())?;
     let hash = eip191_hash(msg.as_bytes());
     let k = recoveries_per_sec(&parsed, hash, true);
     let s = recoveries_per_sec(&parsed, hash, false);
     println!(
         "signature recovery, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x)",
+        s / k
+    );
+    let (k, s, open) = ecdh_per_sec();
+    println!(
+        "ECIES ECDH, 1 core: k256 {k:.0}/s, libsecp256k1 {s:.0}/s ({:.1}x); a whole ECIES open (ECDH + HKDF + AES-GCM) {open:.0}/s",
         s / k
     );
     x402_bench(&state, &api, &buyer, &url).await?;

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A ClawCloud client written the way the API document's users write one:
 eth_account for keys and signatures, requests for HTTP. It buys a VM with
-USDC on chain, then polls /credentials/:tokenId until the VM is ready.
+USDC on chain, signs in with Sign-In with Ethereum (EIP-4361: GET
+/auth/nonce, POST /auth/login) and polls /credentials/:tokenId with the
+token until the VM is ready. `--legacy` uses ClawCloud's documented (and
+replayable) signature bearer instead.
 
 Usage:
   clawcloud_client.py --api http://127.0.0.1:8080 --rpc http://127.0.0.1:8545 \
@@ -13,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime, timezone
 
 import requests
 from eth_account import Account
@@ -70,6 +74,7 @@ def main():
     p.add_argument("--vm", required=True)
     p.add_argument("--tier", type=int, default=0)
     p.add_argument("--days", type=int, default=7)
+    p.add_argument("--legacy", action="store_true", help="sign 'ClawCloud Access Request: {tokenId}' instead of signing in")
     args = p.parse_args()
 
     account = Account.from_key(args.key)
@@ -86,14 +91,17 @@ def main():
     purchased = "0x" + keccak_hex("VMPurchased(uint256,address,uint8,uint16,uint256,uint256)")
     token_id = next(int(log["topics"][1], 16) for log in receipt["logs"] if log["topics"][0] == purchased)
 
-    # 4. Fetch SSH credentials, signing "ClawCloud Access Request: {tokenId}".
-    message = encode_defunct(text=f"ClawCloud Access Request: {token_id}")
-    signature = Account.sign_message(message, private_key=args.key).signature.hex()
-    if not signature.startswith("0x"):
-        signature = "0x" + signature
+    # 4. Fetch SSH credentials with a sign-in token (or the legacy bearer).
+    if args.legacy:
+        message = encode_defunct(text=f"ClawCloud Access Request: {token_id}")
+        bearer = Account.sign_message(message, private_key=args.key).signature.hex()
+        if not bearer.startswith("0x"):
+            bearer = "0x" + bearer
+    else:
+        bearer = sign_in(args.api, account)
     deadline = time.time() + 60
     while time.time() < deadline:
-        r = requests.get(f"{args.api}/credentials/{token_id}", headers={"Authorization": f"Bearer {signature}"}, timeout=10)
+        r = requests.get(f"{args.api}/credentials/{token_id}", headers={"Authorization": f"Bearer {bearer}"}, timeout=10)
         if r.status_code == 200:
             print(json.dumps(r.json()))
             return 0
@@ -107,6 +115,30 @@ def main():
         time.sleep(1.0)
     print("credentials: still provisioning after 60 s", file=sys.stderr)
     return 1
+
+
+def sign_in(api, account):
+    """EIP-4361: the node's nonce, domain and chain id; a signed message; a JWT."""
+    r = requests.get(f"{api}/auth/nonce", timeout=10)
+    r.raise_for_status()
+    n = r.json()
+    uri = api.rstrip("/")
+    issued_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = (
+        f"{n['domain']} wants you to sign in with your Ethereum account:\n"
+        f"{account.address}\n\n"
+        "Sign in to chainfront.\n\n"
+        f"URI: {uri}\n"
+        "Version: 1\n"
+        f"Chain ID: {n['chainId']}\n"
+        f"Nonce: {n['nonce']}\n"
+        f"Issued At: {issued_at}"
+    )
+    signature = account.sign_message(encode_defunct(text=message)).signature.hex()
+    r = requests.post(f"{api}/auth/login", json={"message": message, "signature": signature}, timeout=10)
+    if r.status_code != 200:
+        raise RuntimeError(f"sign-in: HTTP {r.status_code}: {r.text}")
+    return r.json()["token"]
 
 
 def keccak_hex(text):

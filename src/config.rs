@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ pub const SECRET_NAMES: &[&str] = &[
     "admin_key_hash",
     "master_key",
     "vultr_api_key",
+    "llm_api_key",
+    "compute_webhook_key",
     "operator_key",
     "relayer_key",
 ];
@@ -70,6 +72,9 @@ pub struct Config {
     /// VM provisioning.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// The Compute API: jobs, pricing, executors.
+    #[serde(default)]
+    pub compute: crate::compute::config::ComputeConfig,
     /// x402 payments (the relayer key is `CHAINFRONT_RELAYER_KEY`).
     #[serde(default)]
     pub x402: X402Config,
@@ -87,23 +92,60 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address the API listens on.
+    /// Address the API listens on. TLS is the reverse proxy's job: production
+    /// configs listen on 127.0.0.1 behind it.
     pub listen: SocketAddr,
-    /// Peers allowed to set `X-Forwarded-For`.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// The URL clients reach this node at (`https://api.example.com`): the
+    /// domain and URI every sign-in (EIP-4361) and signed request must name.
+    /// Default: `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Peers (IPs or CIDR ranges, e.g. `10.0.0.0/8`) whose `X-Forwarded-For`
+    /// is believed.
+    pub trusted_proxies: Vec<crate::api::limits::IpCidr>,
     /// Accept ClawCloud's documented bearer form (a signature of
-    /// `ClawCloud Access Request: {tokenId}`), which never expires. On by default
-    /// for compatibility; operators should switch it off once clients moved on.
+    /// `ClawCloud Access Request: {tokenId}`), which never expires and names
+    /// no domain. Off by default; `config/local.toml` turns it on for
+    /// documented clients on a test chain.
     pub legacy_bearer_auth: bool,
+    /// Timeout of one chain read made by the API (`ownerOf`, `eth_getCode`,
+    /// EIP-1271), in ms; the failover `Rpc` moves to the next endpoint after it.
+    pub rpc_timeout_ms: u64,
+    /// Longest a request may take before it is answered 503, in ms.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more wait (up to the request timeout).
+    pub max_concurrent_requests: usize,
+    /// Serve `/metrics` on this separate (internal) address instead of the
+    /// public listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Keep a sealed escrow copy of each generated agent wallet for this many
+    /// seconds. Unset (the default): no copy is kept at all.
+    pub wallet_escrow_ttl_secs: Option<u64>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             trusted_proxies: Vec::new(),
-            legacy_bearer_auth: true,
+            legacy_bearer_auth: false,
+            rpc_timeout_ms: 2_000,
+            request_timeout_ms: 15_000,
+            max_concurrent_requests: 1_024,
+            metrics_listen: None,
+            wallet_escrow_ttl_secs: None,
         }
+    }
+}
+
+impl ApiConfig {
+    /// [`ApiConfig::public_url`], or `http://<listen>`, without a trailing `/`.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
     }
 }
 
@@ -230,101 +272,104 @@ fn default_max_log_range() -> u64 {
     10_000
 }
 
-/// One limit: `requests` per `window_secs`, per client IP.
+/// One limit: `requests` per `window_secs` per client IP (IPv6 by /64),
+/// optionally `wallet_requests` per `window_secs` per signed-in wallet, and a
+/// global ceiling of `global_per_sec` over every client of the route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
-    /// Requests allowed in one window.
+    /// Requests allowed per IP in one window (the burst).
     pub requests: u32,
     /// Window length in seconds.
     pub window_secs: u64,
+    /// Requests allowed per wallet in one window, where the handler knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_requests: Option<u32>,
+    /// Requests per second over all clients of the route (bounds the keys an
+    /// address-rotating client can create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_per_sec: Option<u32>,
 }
 
 impl Limit {
-    const fn per(requests: u32, window_secs: u64) -> Self {
+    /// `requests` per `window_secs`, with an optional global ceiling.
+    pub const fn per(requests: u32, window_secs: u64) -> Self {
         Self {
             requests,
             window_secs,
+            wallet_requests: None,
+            global_per_sec: None,
+        }
+    }
+
+    /// The same with a global ceiling.
+    pub const fn global(self, per_sec: u32) -> Self {
+        Self {
+            global_per_sec: Some(per_sec),
+            ..self
+        }
+    }
+
+    /// The same with a per-wallet limit.
+    pub const fn wallet(self, requests: u32) -> Self {
+        Self {
+            wallet_requests: Some(requests),
+            ..self
         }
     }
 }
 
-/// Rate limits (ClawCloud v1.3.0 defaults) and the auto-ban policy. Counts
-/// live in Redis so several API replicas share them.
+/// Rate limits (ClawCloud v1.3.0 defaults) and the auto-ban policy. State
+/// lives in Redis so several API replicas share it. Each route class (see
+/// `api::limits::RouteClass`) is a key: `rate_limits.<class>.requests`, ...
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RateLimitConfig {
     /// Switch every limit off (benchmarks, trusted deployments).
     pub enabled: bool,
-    /// `GET /tiers`.
-    pub tiers: Limit,
-    /// `GET /credentials/:tokenId`.
-    pub credentials: Limit,
-    /// `GET /vms/:address`.
-    pub vms: Limit,
-    /// `GET /status/:tokenId`.
-    pub status: Limit,
-    /// `POST /agents/generate-wallet`.
-    pub generate_wallet: Limit,
-    /// `/admin/*`.
-    pub admin: Limit,
-    /// `/auth/*` (nonces, sign-in).
-    pub auth: Limit,
-    /// `/x402/*` (paid routes and `/x402/supported`).
-    pub x402: Limit,
-    /// Clockchain `GET /v1/markets`, `/v1/markets/{id}` and its resolution
-    /// (per IP).
-    pub markets: Limit,
-    /// Clockchain `GET /v1/markets/{id}/submissions` (per IP).
-    pub market_submissions: Limit,
-    /// Clockchain `GET /v1/submissions/{id}`, the submission status URL (per IP).
-    pub submission_status: Limit,
-    /// Clockchain `POST /v1/calculate_fees` (per IP).
-    pub calculate_fees: Limit,
-    /// Clockchain `POST /v1/submissions`, per IP and per proven wallet.
-    pub submissions: Limit,
-    /// Violations (429s) within `ban_window_secs` that ban an IP.
+    /// Violations (429s, refused admin keys) within `ban_window_secs` that ban an IP.
     pub ban_threshold: u32,
     /// Window over which violations are counted.
     pub ban_window_secs: u64,
     /// How long an automatic ban lasts.
     pub ban_secs: u64,
+    /// The limit of each route class, by its name.
+    #[serde(flatten)]
+    pub routes: BTreeMap<String, Limit>,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            tiers: Limit::per(100, 60),
-            credentials: Limit::per(30, 3_600),
-            vms: Limit::per(30, 60),
-            status: Limit::per(100, 60),
-            generate_wallet: Limit::per(3, 60),
-            admin: Limit::per(20, 60),
-            auth: Limit::per(30, 60),
-            x402: Limit::per(60, 60),
-            markets: Limit::per(60, 60),
-            market_submissions: Limit::per(60, 60),
-            submission_status: Limit::per(60, 60),
-            calculate_fees: Limit::per(60, 60),
-            submissions: Limit::per(10, 60),
             ban_threshold: 10,
             ban_window_secs: 3_600,
             ban_secs: 3_600,
+            routes: crate::api::limits::RouteClass::ALL
+                .iter()
+                .map(|c| (c.name().to_owned(), c.default_limit()))
+                .collect(),
         }
     }
 }
 
-/// Authentication settings. The secret for JWTs is `CHAINFRONT_JWT_SECRET`.
+/// Authentication settings. The secret for JWTs is `CHAINFRONT_JWT_SECRET`
+/// (at least 32 bytes; the node refuses to start without it, except under
+/// `chainfront dev`, which draws one).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// How old a timestamped signature may be, in seconds.
+    /// How old (or how far ahead) a timestamped signature or a sign-in
+    /// message's Issued At may be, in seconds.
     pub signature_max_age_secs: u64,
     /// How long a server nonce stays valid, in seconds.
     pub nonce_ttl_secs: u64,
     /// Lifetime of a sign-in JWT, in seconds.
     pub jwt_ttl_secs: u64,
+    /// Gas given to a contract wallet's EIP-1271 `isValidSignature` call.
+    pub eip1271_gas: u64,
+    /// How long "is this address a contract" answers are cached, in seconds.
+    pub code_cache_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -333,6 +378,8 @@ impl Default for AuthConfig {
             signature_max_age_secs: 300,
             nonce_ttl_secs: 300,
             jwt_ttl_secs: 3_600,
+            eip1271_gas: 200_000,
+            code_cache_secs: 60,
         }
     }
 }
@@ -371,12 +418,19 @@ pub struct ProvisioningConfig {
     pub provider: ProviderKind,
     /// `command` provider: the executable and its arguments.
     pub command: Vec<String>,
+    /// `command` provider: environment variables passed through to it (by
+    /// name) besides `PATH`, `HOME`, `LANG` and `TMPDIR`; the node's own
+    /// environment (with its secrets) is never inherited.
+    pub command_env: Vec<String>,
     /// `vultr` provider: API base URL.
     pub vultr_api_url: String,
     /// `vultr` provider: region.
     pub vultr_region: String,
     /// `vultr` provider: OS id.
     pub vultr_os_id: u32,
+    /// `vultr` provider: firewall group every instance joins (make one that
+    /// allows only SSH).
+    pub vultr_firewall_group_id: Option<String>,
     /// SSH key type generated per VM.
     pub ssh_key_type: SshKeyType,
     /// Erase the private key after its first successful delivery.
@@ -395,9 +449,11 @@ impl Default for ProvisioningConfig {
             enabled: true,
             provider: ProviderKind::Dev,
             command: Vec::new(),
+            command_env: Vec::new(),
             vultr_api_url: "https://api.vultr.com/v2".into(),
             vultr_region: "ewr".into(),
             vultr_os_id: 2136,
+            vultr_firewall_group_id: None,
             ssh_key_type: SshKeyType::Ed25519,
             one_time_delivery: false,
             max_attempts: 5,
@@ -588,14 +644,15 @@ impl ChainConfig {
     }
 }
 
-/// A secret value; its `Debug` never shows it.
+/// A secret value; its `Debug` never shows it and its memory is wiped when
+/// it is dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(zeroize::Zeroizing<String>);
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(zeroize::Zeroizing::new(value.into()))
     }
 
     /// The value itself. Callers must not log it.
@@ -623,6 +680,10 @@ pub struct Secrets {
     pub master_key: Option<Secret>,
     /// Vultr API key for the `vultr` provider.
     pub vultr_api_key: Option<Secret>,
+    /// API key of the Compute API's LLM upstream.
+    pub llm_api_key: Option<Secret>,
+    /// Key the per-wallet callback signing secrets are derived from.
+    pub compute_webhook_key: Option<Secret>,
     /// Private key (hex) of the stakes contract's operator: records
     /// transfer-then-POST submissions on chain.
     pub operator_key: Option<Secret>,
@@ -662,6 +723,8 @@ impl Secrets {
             admin_key_hash: read("admin_key_hash")?,
             master_key: read("master_key")?,
             vultr_api_key: read("vultr_api_key")?,
+            llm_api_key: read("llm_api_key")?,
+            compute_webhook_key: read("compute_webhook_key")?,
             operator_key: read("operator_key")?,
             relayer_key: read("relayer_key")?,
             admin_key_hash_file: vars
@@ -803,6 +866,24 @@ impl Config {
                     "max_timeout_seconds, settle_timeout_secs and poll_interval_ms must be at least 1"
                         .into(),
             });
+        }
+        if let Some(url) = &self.api.public_url {
+            check_url("api.public_url", url, &["http", "https"])?;
+        }
+        for name in self.rate_limits.routes.keys() {
+            if crate::api::limits::RouteClass::from_name(name).is_none() {
+                return Err(Error::Config {
+                    key: format!("rate_limits.{name}"),
+                    message: format!(
+                        "is not a known route class (expected one of: {})",
+                        crate::api::limits::RouteClass::ALL
+                            .iter()
+                            .map(|c| c.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
         }
         if let Some(hash) = &self.secrets.admin_key_hash
             && let Err(message) = crate::auth::admin::parse_hashes(hash.expose())
@@ -946,7 +1027,9 @@ impl Config {
         Ok(specs)
     }
 
-    /// The configuration as TOML, secrets shown only as set / unset.
+    /// The configuration as TOML, secrets shown only as set / unset and every
+    /// URL without its credentials, path or query (RPC API keys often live
+    /// there).
     pub fn to_redacted_toml(&self) -> String {
         let mut out = toml_string(self);
         out.push_str("\n# secrets (from the environment or *_FILE)\n");
@@ -972,10 +1055,21 @@ impl Config {
 fn toml_string(config: &Config) -> String {
     // Serialising plain data to JSON cannot fail; TOML is built from it by hand
     // to avoid another dependency just for `config check`.
-    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut value = serde_json::to_value(config).unwrap_or_default();
+    redact_urls_in(&mut value);
     let mut out = String::new();
     render_toml(&mut out, "", &value);
     out
+}
+
+/// Every string in `value` with its URLs reduced to scheme, host and port.
+fn redact_urls_in(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => *s = chainfront_indexer::rpc::redact_urls(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_urls_in),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_urls_in),
+        _ => {}
+    }
 }
 
 fn render_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
@@ -1070,6 +1164,7 @@ struct Defaults {
     rate_limits: RateLimitConfig,
     auth: AuthConfig,
     provisioning: ProvisioningConfig,
+    compute: crate::compute::config::ComputeConfig,
     markets: MarketsConfig,
     x402: X402Config,
 }
@@ -1199,6 +1294,33 @@ rpc_urls = ["http://127.0.0.1:8545"]
     }
 
     #[test]
+    fn config_check_output_has_no_url_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", MINIMAL);
+        let c = Config::load_with_env(
+            Some(&file),
+            &env(&[
+                (
+                    "CHAINFRONT_CHAINS__LOCAL__RPC_URLS",
+                    "[\"https://user:hunter2@rpc.example/v2/APIKEY123?key=QUERYKEY\"]",
+                ),
+                (
+                    "CHAINFRONT_REDIS__URL",
+                    "redis://:redispass@10.0.0.1:6379/0",
+                ),
+                ("CHAINFRONT_VULTR_API_KEY", "VULTRKEY"),
+            ]),
+        )
+        .expect("load");
+        let shown = c.to_redacted_toml();
+        for secret in ["hunter2", "APIKEY123", "QUERYKEY", "redispass", "VULTRKEY"] {
+            assert!(!shown.contains(secret), "{secret} in:\n{shown}");
+        }
+        assert!(shown.contains("https://rpc.example"), "{shown}");
+        assert!(shown.contains("# vultr_api_key: set"), "{shown}");
+    }
+
+    #[test]
     fn home_chain_merges_the_deployment_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dep_path = dir.path().join("deployment.json");
@@ -1258,6 +1380,24 @@ rpc_urls = ["http://127.0.0.1:8545"]
             let c = Config::load_with_env(Some(&root.join(name)), &env(&[])).expect(name);
             assert!(c.chains.contains_key(&c.home_chain), "{name}");
         }
+        for name in ["base-sepolia.toml", "base-mainnet.toml"] {
+            let c = Config::load_with_env(Some(&root.join(name)), &env(&[])).expect(name);
+            assert!(
+                !c.api.legacy_bearer_auth,
+                "{name}: the replayable form is off"
+            );
+            assert!(
+                c.api.listen.ip().is_loopback(),
+                "{name}: behind a TLS proxy"
+            );
+        }
+        let local =
+            Config::load_with_env(Some(&root.join("local.toml")), &env(&[])).expect("local");
+        assert!(
+            local.api.legacy_bearer_auth,
+            "documented clients work on a test chain"
+        );
+        assert!(!ApiConfig::default().legacy_bearer_auth, "off by default");
         let mainnet = root.join("base-mainnet.toml");
         let c = Config::load_with_env(Some(&mainnet), &env(&[])).expect("mainnet");
         let err = c

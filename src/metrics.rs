@@ -55,6 +55,15 @@ impl NodeMetrics {
 
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
+        self.render_with(None)
+    }
+
+    /// The exposition, plus the Compute API's figures (the same counters as
+    /// `GET /v1/metrics`, node-wide from Redis) when given.
+    pub fn render_with(
+        &self,
+        compute: Option<&crate::compute::Metrics>,
+    ) -> Result<String, std::fmt::Error> {
         type Labels = Vec<(String, String)>;
         let mut registry = Registry::with_prefix("chainfront");
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
@@ -131,6 +140,48 @@ impl NodeMetrics {
                 .inc_by(m.rpc.rate_limited.load(Ordering::Relaxed));
         }
         drop(chains);
+        if let Some(c) = compute {
+            let requests = counter(
+                &mut registry,
+                "compute_requests",
+                "Compute API job requests, per service (all replicas)",
+            );
+            for (svc, n) in &c.requests_by_service {
+                requests
+                    .get_or_create(&vec![("service".into(), svc.clone())])
+                    .inc_by(*n);
+            }
+            let jobs = gauge(
+                &mut registry,
+                "compute_jobs",
+                "Compute jobs per status (all replicas)",
+            );
+            for (status, n) in &c.jobs_by_status {
+                jobs.get_or_create(&vec![("status".into(), status.clone())])
+                    .set(as_i64(*n));
+            }
+            let active = Gauge::<i64>::default();
+            registry.register(
+                "compute_active_jobs",
+                "Compute jobs pending or processing",
+                active.clone(),
+            );
+            active.set(as_i64(c.active_jobs));
+            let revenue = Counter::<u64>::default();
+            registry.register(
+                "compute_revenue_usdc_base_units",
+                "Charged by finished compute jobs, in USDC base units (1e-6 USD)",
+                revenue.clone(),
+            );
+            revenue.inc_by(c.total_revenue.0);
+            let total = Counter::<u64>::default();
+            registry.register(
+                "compute_requests_all",
+                "Compute API job requests, all services",
+                total.clone(),
+            );
+            total.inc_by(c.total_requests);
+        }
         let mut out = String::new();
         encode(&mut out, &registry)?;
         Ok(out)
@@ -150,7 +201,14 @@ pub(crate) fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
     responses((status = 200, description = "OpenMetrics text: head, indexed block, lag, events applied, reorgs, RPC errors per chain", content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let body = state.metrics.render().map_err(ApiError::internal)?;
+    let compute = match &state.compute {
+        Some(c) => c.metrics().await.ok(),
+        None => None,
+    };
+    let body = state
+        .metrics
+        .render_with(compute.as_ref())
+        .map_err(ApiError::internal)?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -7,6 +7,8 @@ use std::time::Duration;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use chainfront_indexer::chain;
 use chainfront_indexer::conn::RedisConn;
+use chainfront_indexer::retry::RetryPolicy;
+use chainfront_indexer::rpc::{Rpc, redact_urls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -20,9 +22,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A read-only provider for `url`.
 pub fn read_provider(url: &str) -> Result<DynProvider> {
-    let parsed = url
-        .parse()
-        .map_err(|e| Error::chain(format!("invalid RPC URL `{url}`: {e}")))?;
+    let parsed = url.parse().map_err(|e| {
+        Error::chain(format!(
+            "invalid RPC URL `{}`: {e}",
+            chainfront_indexer::rpc::redact(url)
+        ))
+    })?;
     Ok(ProviderBuilder::new().connect_http(parsed).erased())
 }
 
@@ -33,42 +38,74 @@ pub async fn connect_redis(url: &str) -> Result<RedisConn> {
         Err(_) => Err(Error::Config {
             key: "redis.url".into(),
             message: format!(
-                "no Redis answered at {url} within {}s",
+                "no Redis answered at {} within {}s",
+                chainfront_indexer::rpc::redact(url),
                 CONNECT_TIMEOUT.as_secs()
             ),
         }),
     }
 }
 
+/// The API's failover RPC client for the home chain: every configured
+/// endpoint in order, `api.rpc_timeout_ms` per call, one quick retry (an API
+/// request should fail fast rather than queue behind a sick provider).
+pub fn api_rpc(config: &Config, rpc_urls: &[String]) -> Result<Rpc> {
+    Rpc::new(
+        rpc_urls,
+        RetryPolicy {
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            max_retries: 1,
+        },
+        Duration::from_millis(config.api.rpc_timeout_ms.max(1)),
+    )
+    .map_err(|e| Error::chain(redact_urls(&e.to_string())))
+}
+
 /// Connects everything the API needs and checks the chain is the configured one.
 pub async fn connect(config: Config) -> Result<AppState> {
     let home = config.home()?;
-    let url = home.chain.rpc_urls.first().cloned().unwrap_or_default();
-    let chain = read_provider(&url)?;
+    let rpc = api_rpc(&config, &home.chain.rpc_urls)?;
+    let shown = home
+        .chain
+        .rpc_urls
+        .iter()
+        .map(|u| chainfront_indexer::rpc::redact(u))
+        .collect::<Vec<_>>()
+        .join(", ");
     let key = |f: &str| format!("chains.{}.{f}", home.name);
-    let chain_id = tokio::time::timeout(CONNECT_TIMEOUT, chain.get_chain_id())
-        .await
-        .map_err(|_| Error::Config {
-            key: key("rpc_urls"),
-            message: format!("{url} did not answer within {}s", CONNECT_TIMEOUT.as_secs()),
-        })?
-        .map_err(|e| Error::Config {
-            key: key("rpc_urls"),
-            message: format!("{url} failed: {e}"),
-        })?;
+    let chain_id = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        rpc.call("eth_chainId", |p| async move { p.get_chain_id().await }),
+    )
+    .await
+    .map_err(|_| Error::Config {
+        key: key("rpc_urls"),
+        message: format!(
+            "{shown} did not answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    })?
+    .map_err(|e| Error::Config {
+        key: key("rpc_urls"),
+        message: format!("{shown} failed: {}", redact_urls(&e.to_string())),
+    })?;
     if chain_id != home.chain.chain_id {
         return Err(Error::Config {
             key: key("chain_id"),
             message: format!(
-                "is {}, but {url} serves chain id {chain_id}",
+                "is {}, but {shown} serves chain id {chain_id}",
                 home.chain.chain_id
             ),
         });
     }
-    let code = chain
-        .get_code_at(home.deployment.vm_marketplace)
+    let marketplace = home.deployment.vm_marketplace;
+    let code = rpc
+        .call("eth_getCode", |p| async move {
+            p.get_code_at(marketplace).await
+        })
         .await
-        .map_err(Error::chain)?;
+        .map_err(|e| Error::chain(redact_urls(&e.to_string())))?;
     if code.is_empty() {
         return Err(Error::Config {
             key: key("vm_marketplace"),
@@ -79,24 +116,46 @@ pub async fn connect(config: Config) -> Result<AppState> {
         });
     }
     let redis = connect_redis(&config.redis.url).await?;
-    let master = crate::crypto::ecies::MasterKey::from_secrets(&config.secrets)?.map(Arc::new);
-    if master.is_none() {
+    let keyring = crate::crypto::ecies::Keyring::from_secrets(&config.secrets)?.map(Arc::new);
+    if keyring.is_none() {
         warn!(target: "chainfront::node", "no master key (CHAINFRONT_MASTER_KEY): wallet generation and VM provisioning are off");
     }
     let auth = Arc::new(crate::auth::Auth::new(
         &config,
+        home.deployment.chain_id,
         redis.clone(),
-        chain.clone(),
-    ));
+        rpc.clone(),
+    )?);
     let admin_keys = Arc::new(crate::auth::admin::AdminKeys::from_secrets(&config.secrets));
-    let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), chain.clone())
+    let compute = if config.compute.enabled {
+        let c = &config.compute;
+        let ledger =
+            crate::ledger::Ledger::new(redis.clone(), Duration::from_millis(c.balance_cache_ms));
+        let deposits = crate::ledger::deposit::Deposits::from_config(
+            &config,
+            Duration::from_millis(c.rpc_timeout_ms),
+        )?;
+        Some(
+            crate::compute::Compute::new(
+                &config,
+                redis.clone(),
+                ledger,
+                deposits,
+                home.chain.chain_id,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), rpc.clone())
         .await?
         .map(Arc::new);
     let chain_head: Arc<std::sync::atomic::AtomicU64> = Arc::default();
     let chain_time: Arc<std::sync::atomic::AtomicU64> = Arc::default();
     let markets = Arc::new(crate::markets::Markets::new(crate::markets::MarketsParts {
         redis: redis.clone(),
-        chain: chain.clone(),
+        chain: rpc.provider(),
         chain_id,
         contracts: crate::markets::Contracts {
             stakes: home.deployment.submission_stakes,
@@ -108,21 +167,41 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain_head: chain_head.clone(),
         auth: auth.clone(),
     }));
-    Ok(AppState {
+    let inflight = Arc::new(tokio::sync::Semaphore::new(
+        config.api.max_concurrent_requests.max(1),
+    ));
+    Ok(AppState::new(crate::api::Shared {
+        compute,
         admin_keys,
         auth,
         config: Arc::new(config),
         home: Arc::new(home),
         redis,
-        chain,
-        master,
+        chain: rpc.provider(),
+        rpc,
+        master: keyring,
         metrics: Arc::default(),
         chain_head,
         chain_time,
         read_cache: Arc::default(),
         x402,
+        health_cache: Arc::default(),
+        inflight,
         markets,
-    })
+    }))
+}
+
+/// Logs, once at start, what an operator should know about the API's
+/// exposure: the replayable legacy form served on a non-loopback address.
+pub fn warn_about_exposure(config: &Config) {
+    if config.api.legacy_bearer_auth && !config.api.listen.ip().is_loopback() {
+        warn!(
+            target: "chainfront::security",
+            event = "legacy_bearer_exposed",
+            listen = %config.api.listen,
+            "api.legacy_bearer_auth is on and the API listens on a non-loopback address: the documented `Bearer <signature>` form never expires, so anyone who sees one request can fetch that VM's key for as long as the signer owns it; turn it off once clients use the timestamped, nonce or sign-in forms, and serve the API behind a TLS proxy"
+        );
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains.
@@ -133,14 +212,35 @@ pub async fn serve(
 ) -> Result<()> {
     let addr = listener.local_addr().ok();
     info!(target: "chainfront::api", addr = ?addr, "API listening");
+    let metrics = match state.config.api.metrics_listen {
+        Some(at) => {
+            let metrics_listener = TcpListener::bind(at).await.map_err(|source| Error::Io {
+                context: format!("binding /metrics to {at} (api.metrics_listen)"),
+                source,
+            })?;
+            info!(target: "chainfront::api", addr = %at, "/metrics listening on its own address");
+            let app = api::metrics_router(state.clone());
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(|source| Error::Io {
             context: "serving the API".into(),
             source,
-        })
+        });
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    served
 }
 
 /// Runs one indexer per configured chain until `shutdown`. The first fatal
@@ -182,6 +282,7 @@ pub async fn run_indexers(
 /// the indexers) until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let listen = config.api.listen;
+    warn_about_exposure(&config);
     let state = connect(config).await?;
     let listener = TcpListener::bind(listen)
         .await
@@ -214,6 +315,7 @@ pub async fn run_on(
         }
     };
     let head = tokio::spawn(api::vms::track_head(state.clone(), shutdown.clone()));
+    let compute_tasks = run_compute(&state, shutdown.clone())?;
     let markets = state.markets.clone();
     let version_stop = shutdown.clone();
     let version = tokio::spawn(async move { markets.watch_version(version_stop).await });
@@ -227,6 +329,9 @@ pub async fn run_on(
     );
     head.abort();
     version.abort();
+    for t in compute_tasks {
+        t.abort();
+    }
     indexed.and(provisioned).and(recorded).and(api)
 }
 
@@ -274,6 +379,33 @@ pub async fn run_recorder(state: &AppState, shutdown: CancellationToken) -> Resu
     );
     recorder.run(shutdown).await;
     Ok(())
+}
+
+/// Starts the Compute API's job workers and the deposit reconciler, when
+/// the Compute API is on.
+pub fn run_compute(
+    state: &AppState,
+    shutdown: CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let Some(compute) = state.compute.clone() else {
+        return Ok(Vec::new());
+    };
+    let followed = state
+        .config
+        .chain_specs()?
+        .into_iter()
+        .filter(|s| s.watched.usdc.is_some())
+        .map(|s| crate::ledger::reconcile::Followed {
+            chain_id: s.chain_id,
+            window: s.follow.window,
+        })
+        .collect();
+    let reconciler = crate::ledger::reconcile::Reconciler::new(compute.ledger().clone(), followed);
+    let every = Duration::from_millis(state.config.compute.reconcile_interval_ms.max(10));
+    Ok(vec![
+        tokio::spawn(crate::compute::worker::run(compute, shutdown.clone())),
+        tokio::spawn(reconciler.run(every, shutdown)),
+    ])
 }
 
 /// Runs the provisioning worker and expiry sweeper for the home chain until

@@ -33,12 +33,17 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 /// A JSON-lines layer for security events only, written to `path` with
 /// size-based rotation (`max_bytes` per file, `keep` old files).
 pub fn security_file_layer(path: &Path, max_bytes: usize, keep: usize) -> BoxedLayer {
+    // Owner-only: the stream names client IPs, wallets and token ids.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let writer = FileRotate::new(
         path,
         AppendCount::new(keep),
         ContentLimit::BytesSurpassed(max_bytes),
         Compression::None,
-        None,
+        Some(options),
     );
     tracing_subscriber::fmt::layer()
         .json()
@@ -49,12 +54,29 @@ pub fn security_file_layer(path: &Path, max_bytes: usize, keep: usize) -> BoxedL
         .boxed()
 }
 
+/// Targets whose spans carry an RPC URL (alloy's HTTP transport opens a
+/// debug span `ReqwestTransport{url=...}`, and every event inside it repeats
+/// the URL, API key included): never logged below info, whatever the filter
+/// says.
+const URL_BEARING_TARGETS: &[&str] = &["alloy_transport_http"];
+
+/// `directives` (a `tracing` filter such as `info,chainfront=debug`) with the
+/// URL-bearing targets capped at info.
+pub fn redacting_filter(directives: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in URL_BEARING_TARGETS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
 /// Installs the global subscriber. `RUST_LOG` wins over the configured filter.
 /// Calling it twice is harmless (the second call is ignored).
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| log.filter.clone());
+    let filter = redacting_filter(&directives);
     let main: BoxedLayer = match log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -101,6 +123,12 @@ mod tests {
         assert!(!current.contains("not a security event"));
         // Rotated: the first file exists, and no more than `keep` are kept.
         assert!(dir.path().join("security.log.1").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "owner-only");
+        }
         assert!(!dir.path().join("security.log.3").exists());
     }
 }

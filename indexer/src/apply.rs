@@ -402,6 +402,12 @@ impl Watched {
             Op::ZAdd {
                 key: k.wallet_deposits(from),
                 score: block,
+                member: id.clone(),
+            },
+            // The ledger's reconciler follows deposits by block.
+            Op::ZAdd {
+                key: k.deposits_by_block(),
+                score: block,
                 member: id,
             },
             Op::AddU256 {

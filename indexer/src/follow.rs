@@ -149,7 +149,7 @@ impl Follower {
                     return Err(e);
                 }
                 Err(e) => {
-                    warn!(target: "chainfront::indexer", error = %e, "pass failed; retrying after the poll interval")
+                    warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), "pass failed; retrying after the poll interval")
                 }
             }
             tokio::select! {
@@ -634,11 +634,11 @@ async fn new_heads(
                     warn!(target: "chainfront::indexer", "WebSocket head subscription ended; reconnecting");
                 }
                 Err(e) => {
-                    warn!(target: "chainfront::indexer", error = %e, "eth_subscribe newHeads failed; polling only until reconnected");
+                    warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), "eth_subscribe newHeads failed; polling only until reconnected");
                 }
             },
             Err(e) => {
-                warn!(target: "chainfront::indexer", error = %e, "WebSocket connect failed; polling only until reconnected");
+                warn!(target: "chainfront::indexer", error = %crate::rpc::redact_urls(&e.to_string()), "WebSocket connect failed; polling only until reconnected");
             }
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));

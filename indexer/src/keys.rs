@@ -164,6 +164,13 @@ impl ChainKeys {
     pub fn wallet_deposit_total(&self, wallet: Address) -> String {
         self.s(&format!("deptotal:{}", lower(wallet)))
     }
+
+    /// Sorted set of every deposit id (`tx:log`, as in [`ChainKeys::deposits`])
+    /// by block: what the ledger's reconciler follows to credit deposits in
+    /// block order (`ZRANGEBYSCORE`), written alongside `s:deposits`.
+    pub fn deposits_by_block(&self) -> String {
+        self.s("depblocks")
+    }
 }
 
 impl ChainKeys {
@@ -305,15 +312,21 @@ impl NodeKeys {
         "cf:{ip:*}:ban".into()
     }
 
-    /// Counter of `ip`'s requests to `route` in fixed window `window`.
-    pub fn rate_counter(&self, ip: &impl std::fmt::Display, route: &str, window: u64) -> String {
-        format!("cf:{{ip:{ip}}}:rl:{route}:{window}")
+    /// GCRA state (theoretical arrival time, unix ms) of one client's
+    /// requests to `route`; `ip` is the client's bucket (an IPv4 address or
+    /// an IPv6 /64), so its ban and violations share the key's slot.
+    pub fn ip_rate(&self, ip: &impl std::fmt::Display, route: &str) -> String {
+        format!("cf:{{ip:{ip}}}:rl:{route}")
     }
 
-    /// Counter of `wallet`'s requests to `route` in fixed window `window`
-    /// (lower-case `0x` address; the wallet is the hash tag).
-    pub fn wallet_rate_counter(&self, wallet: &str, route: &str, window: u64) -> String {
-        format!("cf:{{w:{wallet}}}:rl:{route}:{window}")
+    /// GCRA state of one wallet's requests to `route`.
+    pub fn wallet_rate(&self, wallet: Address, route: &str) -> String {
+        format!("cf:{{w:{}}}:rl:{route}", lower(wallet))
+    }
+
+    /// GCRA state of all clients' requests to `route` (its global ceiling).
+    pub fn route_rate(&self, route: &str) -> String {
+        format!("cf:{{rl:{route}}}:all")
     }
 
     /// Counter of `ip`'s rate-limit violations in the ban window.
@@ -323,9 +336,16 @@ impl NodeKeys {
 
     // ---- auth ----
 
-    /// String with a TTL: a timestamped signature already used (by its sha256).
+    /// String with a TTL: a single-use signed message already used (by the
+    /// sha256 of its form, signer and message, never of the signature bytes).
     pub fn signature_used(&self, digest_hex: &str) -> String {
         format!("cf:{{sig:{digest_hex}}}:used")
+    }
+
+    /// String with a TTL: unix seconds; sign-in tokens of `address` issued at
+    /// or before it are revoked (`POST /admin/revocations`).
+    pub fn jwt_not_before(&self, address: Address) -> String {
+        format!("cf:{{auth:{}}}:nbf", lower(address))
     }
 
     /// String with a TTL: a live server nonce from `GET /auth/nonce`
@@ -336,9 +356,140 @@ impl NodeKeys {
 
     // ---- agent wallets ----
 
-    /// Hash: agent wallet address → ECIES-encrypted private key.
+    /// Hash: agent wallet address → ECIES-encrypted private key (written
+    /// before escrow became opt-in; read by `keys rotate` only).
     pub fn agent_wallets(&self) -> String {
         "cf:{node}:wallets".into()
+    }
+
+    /// String with a TTL: the sealed escrow copy of one agent wallet, kept
+    /// only when `api.wallet_escrow_ttl_secs` is set.
+    pub fn agent_wallet_escrow(&self, address: Address) -> String {
+        format!("cf:{{node}}:wallet:{}", lower(address))
+    }
+
+    /// Pattern matching every escrowed agent wallet.
+    pub fn agent_wallet_escrow_pattern(&self) -> String {
+        "cf:{node}:wallet:*".into()
+    }
+
+    /// String: set by `keys rotate` once every stored secret is sealed; from
+    /// then on a plaintext value is refused instead of read.
+    pub fn crypto_migrated(&self) -> String {
+        "cf:{node}:crypto:migrated".into()
+    }
+}
+
+/// Keys of the balance ledger and the compute jobs (`src/ledger`,
+/// `src/compute`). They share the hash tag `{ledger}`: a money movement
+/// touches a balance, the wallet's ledger stream, a job and the job queue in
+/// one atomic script, so they must sit in one Redis Cluster slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgerKeys;
+
+impl LedgerKeys {
+    /// The prefix every ledger key starts with (scripts that walk the queue
+    /// build job keys from it; those keys are in the same slot).
+    pub const PREFIX: &'static str = "cf:{ledger}:";
+
+    /// Hash: a wallet's balance (`avail`, `pend`, `dep`, `spent`, `debt`), USDC base units.
+    pub fn balance(&self, wallet: Address) -> String {
+        format!("{}bal:{}", Self::PREFIX, lower(wallet))
+    }
+
+    /// Stream: the wallet's ledger, append-only (credit, reversal, reserve, charge, refund).
+    pub fn entries(&self, wallet: Address) -> String {
+        format!("{}log:{}", Self::PREFIX, lower(wallet))
+    }
+
+    /// Hash: every credit ever made, by idempotency key (see [`LedgerKeys::deposit_credit`]).
+    pub fn credits(&self) -> String {
+        format!("{}credits", Self::PREFIX)
+    }
+
+    /// The idempotency key of a deposit: (chain id, tx hash, log index).
+    pub fn deposit_credit(chain_id: u64, tx: B256, log_index: u64) -> String {
+        format!("dep:{chain_id}:{tx}:{log_index}")
+    }
+
+    /// Sorted set: credited deposits of one chain not yet final (member
+    /// `tx:log`, score = block), checked against the indexer until final.
+    pub fn watch(&self, chain_id: u64) -> String {
+        format!("{}watch:{chain_id}", Self::PREFIX)
+    }
+
+    /// String: the last block of one chain below the reorg window whose
+    /// deposits the reconciler has credited.
+    pub fn cursor(&self, chain_id: u64) -> String {
+        format!("{}cursor:{chain_id}", Self::PREFIX)
+    }
+
+    /// Hash: one compute job.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}job:{id}", Self::PREFIX)
+    }
+
+    /// Prefix of job keys (for scripts that take ids from the queue).
+    pub fn job_prefix(&self) -> String {
+        format!("{}job:", Self::PREFIX)
+    }
+
+    /// Sorted set: a wallet's job ids, score = creation time (unix ms).
+    pub fn wallet_jobs(&self, wallet: Address) -> String {
+        format!("{}jobs:{}", Self::PREFIX, lower(wallet))
+    }
+
+    /// Sorted set: jobs to run, score = due time (unix ms); a running job's
+    /// score is its lease expiry, so a dead worker's job comes back.
+    pub fn queue(&self) -> String {
+        format!("{}queue", Self::PREFIX)
+    }
+
+    /// Hash: a wallet's usage on one UTC day (`<service>:n`, `:cost`, `:ms`).
+    pub fn usage_day(&self, wallet: Address, day: u64) -> String {
+        format!("{}use:{}:{day}", Self::PREFIX, lower(wallet))
+    }
+
+    /// Hash: a wallet's usage since the start.
+    pub fn usage_all(&self, wallet: Address) -> String {
+        format!("{}use:{}:all", Self::PREFIX, lower(wallet))
+    }
+
+    /// Hash: node-wide counters (requests, jobs by status, revenue).
+    pub fn stats(&self) -> String {
+        format!("{}stats", Self::PREFIX)
+    }
+
+    /// String: the random key webhook secrets are derived from (when
+    /// `CHAINFRONT_COMPUTE_WEBHOOK_KEY` is not set).
+    pub fn webhook_key(&self) -> String {
+        format!("{}webhook-key", Self::PREFIX)
+    }
+
+    /// Hash: wallet → webhook-secret generation (bumped by a rotation).
+    pub fn webhook_generations(&self) -> String {
+        format!("{}webhook-gen", Self::PREFIX)
+    }
+}
+
+/// Keys of the `storage` compute service: one hash tag per wallet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StorageKeys;
+
+impl StorageKeys {
+    /// String (with the object's TTL): one stored object.
+    pub fn object(&self, wallet: Address, key: &str) -> String {
+        format!("cf:{{st:{}}}:o:{key}", lower(wallet))
+    }
+
+    /// Prefix of a wallet's object keys.
+    pub fn object_prefix(&self, wallet: Address) -> String {
+        format!("cf:{{st:{}}}:o:", lower(wallet))
+    }
+
+    /// Hash: object key → `<size>:<expires ms or 0>`, the wallet's index.
+    pub fn index(&self, wallet: Address) -> String {
+        format!("cf:{{st:{}}}:idx", lower(wallet))
     }
 }
 

@@ -32,7 +32,7 @@ enum Fault {
 fn classify(err: &RpcError<TransportErrorKind>) -> Fault {
     match err {
         RpcError::ErrorResp(payload) => {
-            let msg = payload.message.to_string();
+            let msg = redact_urls(&payload.message);
             let lower = msg.to_ascii_lowercase();
             if let Some(advice) = logs::classify(Some(payload.code), &msg) {
                 return Fault::Range(advice, msg);
@@ -61,7 +61,7 @@ fn classify(err: &RpcError<TransportErrorKind>) -> Fault {
         RpcError::Transport(TransportErrorKind::HttpError(e)) if e.status == 429 => {
             Fault::RateLimited(None)
         }
-        other => Fault::Endpoint(other.to_string()),
+        other => Fault::Endpoint(redact_urls(&other.to_string())),
     }
 }
 
@@ -228,8 +228,38 @@ impl Rpc {
     }
 }
 
+/// Every URL inside `text` (an error message, a config value) reduced to
+/// scheme, host and port: no user info, path or query, where providers put
+/// API keys. reqwest's errors end with `for url (...)`, and providers echo
+/// URLs in their bodies, so every RPC error string goes through this before
+/// it is logged or returned.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let head = &rest[..at];
+        let scheme_len = head
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            .count();
+        let scheme_start = at - scheme_len;
+        let tail = &rest[at + 3..];
+        let url_len = tail
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '<' | '>' | ',' | '`')
+            })
+            .unwrap_or(tail.len());
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact(&rest[scheme_start..at + 3 + url_len]));
+        rest = &tail[url_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The URL without credentials or path (API keys often live there), for logs.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host = rest.split(['/', '?']).next().unwrap_or(rest);
@@ -255,5 +285,17 @@ mod tests {
             "https://node.example:8545"
         );
         assert_eq!(redact("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+    }
+
+    #[test]
+    fn urls_inside_messages_are_redacted() {
+        let msg = "error sending request for url (https://user:pw@rpc.example:8545/v2/KEY?x=1): connection refused; also see http://a.example/SECRET.";
+        let out = redact_urls(msg);
+        assert_eq!(
+            out,
+            "error sending request for url (https://rpc.example:8545): connection refused; also see http://a.example"
+        );
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(redact_urls("x ://odd/path y"), "x ://odd y");
     }
 }

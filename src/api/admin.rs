@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 
+use alloy::primitives::Address;
 use alloy::primitives::U256;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use chainfront_indexer::keys::{ChainKeys, NodeKeys};
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -17,8 +18,10 @@ use super::vms::parse_token_id;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::limits::{self, ClientIp};
 use super::{ApiError, AppState};
 use crate::api::openapi::ErrorBody;
+use crate::auth::admin::AdminAuthError;
 use crate::provision::queue::Queue;
 
 /// The admin routes.
@@ -29,20 +32,40 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(failed))
         .routes(routes!(retry))
         .routes(routes!(stats))
+        .routes(routes!(revoke))
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, action: &str) -> Result<(), ApiError> {
-    state.admin_keys.check(headers).map_err(|e| {
+/// The client IP the rate limiter counted this request under.
+type Client = Option<Extension<ClientIp>>;
+
+/// Checks the admin key; a wrong key counts towards the client's ban like a
+/// 429 does, so keys cannot be guessed at the route's rate forever.
+async fn authorize(
+    state: &AppState,
+    client: &Client,
+    headers: &HeaderMap,
+    action: &str,
+) -> Result<(), ApiError> {
+    if let Err(e) = state.admin_keys.check(headers) {
         tracing::warn!(target: "chainfront::security", event = "admin_auth_failure", action, reason = %e, "admin request refused");
-        ApiError::Unauthorized(e.to_string())
-    })?;
+        if matches!(e, AdminAuthError::Invalid)
+            && let Some(Extension(ClientIp(ip))) = client
+        {
+            limits::record_violation(state, *ip, "admin_key").await;
+        }
+        return Err(ApiError::Unauthorized(e.to_string()));
+    }
     tracing::info!(target: "chainfront::security", event = "admin_action", action, "admin request");
     Ok(())
 }
 
-fn parse_ip(raw: &str) -> Result<std::net::IpAddr, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::BadRequest(format!("`{raw}` is not an IP address")))
+/// An IP from a request, as the limiter's bucket (IPv6 by /64).
+fn parse_ip(raw: &str) -> Result<String, ApiError> {
+    let ip: std::net::IpAddr = raw
+        .trim_end_matches("/64")
+        .parse()
+        .map_err(|_| ApiError::BadRequest("not an IP address".into()))?;
+    Ok(limits::bucket(ip))
 }
 
 /// Current IP bans.
@@ -57,8 +80,12 @@ fn parse_ip(raw: &str) -> Result<std::net::IpAddr, ApiError> {
         (status = 429, description = "Over the rate limit", body = ErrorBody),
     )
 )]
-async fn list_bans(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &headers, "list_bans")?;
+async fn list_bans(
+    State(s): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &client, &headers, "list_bans").await?;
     let mut c = s.redis.clone();
     let keys = chainfront_indexer::store::scan(&mut c, &NodeKeys.ip_ban_pattern())
         .await
@@ -117,10 +144,11 @@ struct BanRequest {
 )]
 async fn ban(
     State(s): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     body: Result<Json<BanRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &headers, "ban")?;
+    authorize(&s, &client, &headers, "ban").await?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
     let ip = parse_ip(&req.ip)?;
     let secs = req
@@ -136,7 +164,7 @@ async fn ban(
     let mut c = s.redis.clone();
     let _: () = c.set_ex(NodeKeys.ip_ban(&ip), &reason, secs).await?;
     tracing::warn!(target: "chainfront::security", event = "ban", ip = %ip, secs, "IP banned by an admin");
-    Ok(Json(json!({ "ip": ip.to_string(), "bannedForSecs": secs })))
+    Ok(Json(json!({ "ip": ip, "bannedForSecs": secs })))
 }
 
 /// Lifts an IP's ban.
@@ -154,19 +182,18 @@ async fn ban(
 )]
 async fn unban(
     State(s): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &headers, "unban")?;
+    authorize(&s, &client, &headers, "unban").await?;
     let ip = parse_ip(&raw)?;
     let mut c = s.redis.clone();
     let removed: u32 = c
         .del(&[NodeKeys.ip_ban(&ip), NodeKeys.ip_violations(&ip)])
         .await?;
     tracing::warn!(target: "chainfront::security", event = "unban", ip = %ip, "IP unbanned by an admin");
-    Ok(Json(
-        json!({ "ip": ip.to_string(), "wasBanned": removed > 0 }),
-    ))
+    Ok(Json(json!({ "ip": ip, "wasBanned": removed > 0 })))
 }
 
 fn queue(s: &AppState) -> Queue {
@@ -185,8 +212,12 @@ fn queue(s: &AppState) -> Queue {
         (status = 429, description = "Over the rate limit", body = ErrorBody),
     )
 )]
-async fn failed(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &headers, "list_failed_provisionings")?;
+async fn failed(
+    State(s): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &client, &headers, "list_failed_provisionings").await?;
     let q = queue(&s);
     let mut out = Vec::new();
     for id in q.failed().await.map_err(ApiError::internal)? {
@@ -221,10 +252,11 @@ async fn failed(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Va
 )]
 async fn retry(
     State(s): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &headers, "retry_provisioning")?;
+    authorize(&s, &client, &headers, "retry_provisioning").await?;
     let id: U256 = parse_token_id(&raw)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -256,8 +288,12 @@ async fn retry(
         (status = 429, description = "Over the rate limit", body = ErrorBody),
     )
 )]
-async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &headers, "stats")?;
+async fn stats(
+    State(s): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &client, &headers, "stats").await?;
     let keys = ChainKeys::new(s.home.deployment.chain_id);
     let mut c = s.redis.clone();
     let (vms, failed, checkpoint): (u64, u64, HashMap<String, String>) = redis::pipe()
@@ -277,5 +313,42 @@ async fn stats(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Val
         "indexedBlock": checkpoint.get("number").and_then(|n| n.parse::<u64>().ok()),
         "headBlock": s.chain_head.load(std::sync::atomic::Ordering::Relaxed),
         "uptimeSecs": s.metrics.uptime_secs(),
+    })))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    /// The wallet whose sign-in tokens are revoked.
+    address: String,
+}
+
+/// Revokes every sign-in token a wallet holds (it signs in again for a new one).
+#[utoipa::path(
+    post,
+    path = "/admin/revocations",
+    tag = "admin",
+    params(("X-Admin-Key" = String, Header, description = "An admin key (or `Authorization: Bearer <key>`)")),
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "`{address, notBefore}`: tokens issued at or before `notBefore` are refused", body = Value),
+        (status = 400, description = "Malformed body or address", body = ErrorBody),
+        (status = 401, description = "No valid admin key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody),
+    )
+)]
+async fn revoke(
+    State(s): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &client, &headers, "revoke_tokens").await?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    let address: Address = super::vms::parse_address(&req.address)?;
+    let not_before = s.auth.revoke(address).await?;
+    Ok(Json(json!({
+        "address": address.to_checksum(None),
+        "notBefore": i64::try_from(not_before).ok().and_then(crate::time::iso8601),
     })))
 }

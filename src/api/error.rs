@@ -1,10 +1,25 @@
 //! The only place an error becomes a status code and an `{"error": ...}` body.
-//! 5xx answers carry a generic message; the cause is logged, not sent.
+//! 5xx answers carry a generic message; the cause is logged, not sent. Two
+//! middlewares live here too: [`json_error_bodies`] gives axum's own
+//! rejections (malformed JSON 400, wrong content type 415, unknown or
+//! mistyped fields 422, body too large 413, bad path or query 400) the same
+//! `{"error"}` shape, and [`bounded`] applies the request timeout and the
+//! concurrency limit.
+
+use std::time::Duration;
 
 use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use super::AppState;
+
+/// Largest error body of axum's that is re-wrapped as `{"error"}`.
+const MAX_REWRAPPED_BODY: usize = 4 * 1024;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +56,34 @@ pub enum ApiError {
         /// Seconds until a retry can succeed.
         retry_after: u64,
     },
+    /// 501: the node does not offer this (a service, a language, a data type).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 402 with a body beyond `error` (the Compute API's failed job).
+    #[error("{message}")]
+    PaymentRequiredWith {
+        /// The `error` text.
+        message: String,
+        /// The JSON body (it carries `error` itself).
+        body: Vec<u8>,
+    },
     /// 503: a dependency (Redis, RPC) is down.
     #[error("{0}")]
     Unavailable(String),
     /// 402 of an x402 route: the requirements travel as headers and body.
     #[error("{}", .0.message)]
     X402(Box<crate::x402::Challenge>),
+    /// A refusal whose `error` string is documented by a seed (clients
+    /// compare it exactly): `{"error": error, "detail": detail}`.
+    #[error("{error}: {detail}")]
+    Documented {
+        /// Its status code.
+        status: StatusCode,
+        /// The documented string, exactly.
+        error: &'static str,
+        /// What exactly was wrong, for a human.
+        detail: String,
+    },
     /// 500: our own fault.
     #[error(transparent)]
     Internal(#[from] crate::Error),
@@ -56,6 +93,18 @@ impl ApiError {
     /// A 500 from any displayable cause (logged, never sent).
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(crate::Error::Internal(cause.to_string()))
+    }
+
+    /// A 503 for a failed chain read: the client hears only
+    /// [`crate::auth::CHAIN_UNAVAILABLE`]; the cause is logged with every URL
+    /// in it redacted (provider API keys live in URLs).
+    pub fn chain(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(
+            target: "chainfront::api",
+            error = %chainfront_indexer::rpc::redact_urls(&cause.to_string()),
+            "chain read failed"
+        );
+        ApiError::Unavailable(crate::auth::CHAIN_UNAVAILABLE.into())
     }
 }
 
@@ -78,6 +127,21 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+impl From<crate::vms::CredentialsError> for ApiError {
+    fn from(e: crate::vms::CredentialsError) -> Self {
+        use crate::vms::CredentialsError as E;
+        match e {
+            E::NotFound(_) => ApiError::NotFound(e.to_string()),
+            E::Expired { .. } | E::Terminated(_) => ApiError::Forbidden(e.to_string()),
+            E::BadRequest(m) => ApiError::BadRequest(m.into()),
+            E::Auth(a) => a.into(),
+            E::Chain(cause) => ApiError::chain(cause),
+            E::Store(r) => r.into(),
+            E::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::X402(c) = self {
@@ -97,6 +161,23 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
             ApiError::X402(c) => (StatusCode::PAYMENT_REQUIRED, c.message.clone()),
+            ApiError::NotImplemented(m) => (StatusCode::NOT_IMPLEMENTED, m.clone()),
+            ApiError::PaymentRequiredWith { body, .. } => {
+                return (
+                    StatusCode::PAYMENT_REQUIRED,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.clone(),
+                )
+                    .into_response();
+            }
+            ApiError::Documented {
+                status,
+                error,
+                detail,
+            } => {
+                return (*status, Json(json!({ "error": error, "detail": detail })))
+                    .into_response();
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(target: "chainfront::api", error = %cause, "internal error");
                 (
@@ -136,27 +217,90 @@ fn x402_response(c: crate::x402::Challenge) -> Response {
     response
 }
 
+/// Middleware: every error answer that is not already JSON (axum's own
+/// extractor rejections, the body limit) becomes `{"error": "<its text>"}`
+/// with the same status.
+pub async fn json_error_bodies(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REWRAPPED_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Middleware: at most `api.max_concurrent_requests` requests at once (more
+/// wait for a slot), each answered within `api.request_timeout_ms` or with a
+/// 503.
+pub async fn bounded(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.config.api.request_timeout_ms.max(1));
+    let work = async {
+        let Ok(_slot) = state.inflight.clone().acquire_owned().await else {
+            return ApiError::Unavailable("server is shutting down".into()).into_response();
+        };
+        next.run(req).await
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(target: "chainfront::api", timeout_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::Unavailable("request timed out; retry shortly".into()).into_response()
+        }
+    }
+}
+
 // ---- Clockchain markets (owned by the markets surface) ----
 
 impl From<crate::markets::MarketsError> for ApiError {
     fn from(e: crate::markets::MarketsError) -> Self {
         use crate::markets::MarketsError as E;
+        let documented = |error: &'static str, detail: String| ApiError::Documented {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            detail,
+        };
         let message = e.to_string();
         match e {
+            E::MissingField(field) => {
+                documented("Missing required field", format!("`{field}` is required"))
+            }
+            E::InvalidSubmissionType => documented(
+                "Invalid submission type",
+                "submission_type must be \"original\", \"competitor\" or \"null\"".into(),
+            ),
+            E::InvalidSignature(why) => documented("Invalid signature", why),
+            E::InsufficientAmount(why) => documented("Transaction amount insufficient", why),
             E::MarketNotFound | E::SubmissionNotFound => ApiError::NotFound(message),
             E::HashUsed | E::RecordFailed(_) => ApiError::Conflict(message),
             E::NotDeployed | E::Unavailable(_) => ApiError::Unavailable(message),
-            E::MissingField(_)
-            | E::InvalidField(_)
-            | E::InvalidSubmissionType
+            E::InvalidField(_)
             | E::MalformedMarketId
             | E::MalformedSubmissionId
             | E::MarketNotOpen(_)
             | E::OriginalExists
             | E::OriginalRequired
-            | E::InvalidSignature(_)
-            | E::Transaction(_)
-            | E::InsufficientAmount(_) => ApiError::BadRequest(message),
+            | E::Transaction(_) => ApiError::BadRequest(message),
         }
     }
 }

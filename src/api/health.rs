@@ -1,6 +1,9 @@
 //! `GET /health`: liveness plus what a client needs to find the contracts.
+//! Unlimited by design (load balancers poll it), so its chain probe is cached
+//! for [`PROBE_CACHE`]: a flood of `/health` costs at most one RPC call a
+//! second.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy::providers::Provider;
 use axum::Json;
@@ -16,6 +19,39 @@ use super::AppState;
 
 /// How long a dependency may take before it counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one chain probe answers every `/health`.
+const PROBE_CACHE: Duration = Duration::from_secs(1);
+
+/// The last chain probe: when, and the head block it saw (`None`: unreachable).
+#[derive(Default)]
+pub struct HealthCache(tokio::sync::Mutex<Option<(Instant, Option<u64>)>>);
+
+impl HealthCache {
+    /// The head block, probed at most once per [`PROBE_CACHE`] (concurrent
+    /// callers wait for the one probe in flight).
+    async fn head(&self, state: &AppState) -> Option<u64> {
+        let mut last = self.0.lock().await;
+        if let Some((at, head)) = *last
+            && at.elapsed() < PROBE_CACHE
+        {
+            return head;
+        }
+        let probe = state.rpc.call(
+            "eth_blockNumber",
+            |p| async move { p.get_block_number().await },
+        );
+        let head = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(n)) => Some(n),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "chainfront::api", error = %e, "health: chain probe failed");
+                None
+            }
+            Err(_) => None,
+        };
+        *last = Some((Instant::now(), head));
+        head
+    }
+}
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(health))
@@ -38,15 +74,11 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     hget.arg(keys.checkpoint()).arg("number");
     let checkpoint =
         tokio::time::timeout(PROBE_TIMEOUT, hget.query_async::<Option<u64>>(&mut redis));
-    let head = tokio::time::timeout(PROBE_TIMEOUT, state.chain.get_block_number());
-    let (checkpoint, head) = tokio::join!(checkpoint, head);
+    let head = state.health_cache.head(&state);
+    let (checkpoint, head_block) = tokio::join!(checkpoint, head);
     let (redis_ok, indexed_block) = match checkpoint {
         Ok(Ok(n)) => (true, n),
         _ => (false, None),
-    };
-    let head_block = match head {
-        Ok(Ok(n)) => Some(n),
-        _ => None,
     };
     let healthy = redis_ok && head_block.is_some();
     let d = &state.home.deployment;

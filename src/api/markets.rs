@@ -106,7 +106,7 @@ fn market_id(raw: &str) -> Result<crate::markets::index::MarketId, ApiError> {
     path = "/health",
     tag = "markets",
     responses(
-        (status = 200, description = "`{status, api_version, timestamp, rate_limit, treasury, chain_id}`: `treasury` is where stakes are paid (the `SubmissionStakes` escrow: plain ETH or cbBTC transfers)", body = Value,
+        (status = 200, description = "`{status, api_version, timestamp, rate_limit, treasury, chain_id}` and the Compute API's `{service, version, uptime, activeJobs}`: `treasury` is where stakes are paid (the `SubmissionStakes` escrow: plain ETH or cbBTC transfers)", body = Value,
          example = json!({"status": "healthy", "api_version": "v1", "timestamp": "2025-07-21T12:00:00.000Z", "rate_limit": "10 per minute for submissions", "treasury": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "chain_id": 8453})),
         (status = 503, description = "Redis or the RPC is down: `status` is `degraded`", body = Value),
     )
@@ -118,7 +118,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let head = tokio::time::timeout(PROBE_TIMEOUT, state.chain.get_block_number());
     let (ping, head) = tokio::join!(ping, head);
     let healthy = matches!(ping, Ok(Ok(_))) && matches!(head, Ok(Ok(_)));
-    let limit = state.config.rate_limits.submissions;
+    let limit = RouteClass::Submissions.limit(&state.config.rate_limits);
     let rate_limit = if limit.window_secs == 60 {
         format!("{} per minute for submissions", limit.requests)
     } else {
@@ -127,7 +127,7 @@ async fn health(State(state): State<AppState>) -> Response {
             limit.requests, limit.window_secs
         )
     };
-    let body = json!({
+    let mut body = json!({
         "status": if healthy { "healthy" } else { "degraded" },
         "api_version": "v1",
         "timestamp": crate::markets::view::iso_millis_now(),
@@ -135,6 +135,10 @@ async fn health(State(state): State<AppState>) -> Response {
         "treasury": state.markets.treasury().map(|a| a.to_string()),
         "chain_id": state.home.deployment.chain_id,
     });
+    // The Compute API's fields: service, version, uptime, activeJobs.
+    if let Value::Object(m) = &mut body {
+        m.extend(super::compute::health_fields(&state).await);
+    }
     let status = if healthy {
         StatusCode::OK
     } else {

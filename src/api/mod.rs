@@ -2,8 +2,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod compute;
 pub mod error;
-mod health;
+pub mod health;
 pub mod limits;
 pub mod markets;
 pub mod openapi;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use alloy::providers::DynProvider;
 use axum::Router;
 use chainfront_indexer::conn::RedisConn;
+use chainfront_indexer::rpc::Rpc;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,20 +25,46 @@ use crate::config::{Config, HomeChain};
 
 pub use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Shared`] behind an `Arc`, so
+/// the per-request clones axum makes (one per extractor and middleware) are
+/// one reference count each. Fields are reached through `Deref`
+/// (`state.redis`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The node configuration.
     pub config: Arc<Config>,
     /// The home chain and its contracts.
     pub home: Arc<HomeChain>,
     /// Shared Redis connection (multiplexed, reconnecting).
     pub redis: RedisConn,
-    /// Read-only chain access.
+    /// The current endpoint of [`AppState::rpc`] (no retry, no failover):
+    /// only for the head tracker. Chain reads go through `rpc`.
     pub chain: DynProvider,
-    /// Master key for encryption at rest (`None`: wallet generation and
+    /// Chain reads: the failover `Rpc` (every configured endpoint, a timeout
+    /// per call). Error strings from it are for logs (URLs already redacted),
+    /// never for clients: answer `ApiError::chain`.
+    pub rpc: Rpc,
+    /// Master keys for encryption at rest (`None`: wallet generation and
     /// provisioning are off).
-    pub master: Option<Arc<crate::crypto::ecies::MasterKey>>,
+    pub master: Option<Arc<crate::crypto::ecies::Keyring>>,
     /// Counters and gauges served at `/metrics`.
     pub metrics: Arc<crate::metrics::NodeMetrics>,
     /// Latest head block seen by this process (0 until known).
@@ -51,6 +79,12 @@ pub struct AppState {
     pub read_cache: Arc<vms::ReadCache>,
     /// x402 payments (`None` when switched off or the token cannot take them).
     pub x402: Option<Arc<crate::x402::X402>>,
+    /// The Compute API (`None` when `compute.enabled` is off).
+    pub compute: Option<crate::compute::Compute>,
+    /// `/health`'s chain probe, cached for a second.
+    pub health_cache: Arc<health::HealthCache>,
+    /// Requests in flight (`api.max_concurrent_requests`).
+    pub inflight: Arc<tokio::sync::Semaphore>,
     /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
     pub markets: Arc<crate::markets::Markets>,
 }
@@ -60,6 +94,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route with its description, before the state is attached. Routes
 /// are only added with `routes!` (see `openapi`), so each one is documented.
+/// Each group sits behind the rate limiter with its [`limits::RouteClass`].
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     use limits::RouteClass;
     let limited = |r: OpenApiRouter<AppState>, class: RouteClass| {
@@ -68,10 +103,15 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             limits::enforce,
         ))
     };
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(openapi::openapi_json))
-        .merge(health::router())
-        .merge(crate::metrics::router())
+        .merge(health::router());
+    let router = if state.config.api.metrics_listen.is_none() {
+        router.merge(crate::metrics::router())
+    } else {
+        router
+    };
+    router
         .merge(limited(vms::tiers_router(), RouteClass::Tiers))
         .merge(limited(vms::vms_router(), RouteClass::Vms))
         .merge(limited(vms::status_router(), RouteClass::Status))
@@ -79,6 +119,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(vms::wallet_router(), RouteClass::GenerateWallet))
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
+        .merge(limited(compute::router(), RouteClass::Compute))
         .merge(limited(x402::router(), RouteClass::X402))
         .merge(markets::router(state))
 }
@@ -88,7 +129,9 @@ pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
     routes(state).into_openapi()
 }
 
-/// The complete router.
+/// The complete router: routes, `{"error"}` bodies for every refusal
+/// (axum's own rejections included), the body limit, the request timeout and
+/// the concurrency limit.
 pub fn router(state: AppState) -> Router {
     let (router, doc) = routes(&state).split_for_parts();
     // Serialising a document built from our own types cannot fail; an empty
@@ -99,6 +142,20 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::Extension(doc))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::json_error_bodies))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::bounded,
+        ))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for `api.metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    let (router, _) = crate::metrics::router().split_for_parts();
+    router
+        .fallback(unknown_route)
+        .layer(axum::middleware::from_fn(error::json_error_bodies))
         .with_state(state)
 }
 

@@ -27,17 +27,23 @@ use utoipa::{OpenApi, ToSchema};
         (name = "vms", description = "ClawCloud VM routes: tiers, VMs, credentials, agent wallets"),
         (name = "auth", description = "Wallet sign-in"),
         (name = "admin", description = "Operator routes (admin key)"),
+        (name = "compute", description = "Compute API: USDC deposits, balances, paid jobs"),
         (name = "x402", description = "Paid routes: x402 payments in USDC, verified and settled by the node (docs/x402.md)"),
         (name = "markets", description = "Clockchain prediction markets at /v1, /ai_agent/v1 and /api/chain/v1: markets, submissions, fees"),
     )
 )]
 pub struct ApiDoc;
 
-/// Every error answer: `{"error": "human-readable message"}`.
+/// Every error answer: `{"error": "human-readable message"}`. Where a seed
+/// documents the error string (Clockchain's `Missing required field`, …),
+/// `error` is exactly that string and `detail` says what was wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// What went wrong, for a human.
+    /// What went wrong, for a human (or the documented string, exactly).
     pub error: String,
+    /// With a documented `error` string: the particulars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The serialized document, handed to [`openapi_json`] as an extension.

@@ -1,11 +1,12 @@
 //! ClawCloud's VM routes: `/tiers`, `/vms/:address`, `/status/:tokenId`,
 //! `/credentials/:tokenId` and `/agents/generate-wallet`, read from the indexed
-//! state (`docs/state.md`) and the provisioning records.
+//! state (`docs/state.md`) and the provisioning records. Thin handlers: the
+//! credential rules live in `crate::vms`, the signature checks in `crate::auth`.
 //!
 //! `/credentials` costs at most two Redis round trips: one pipelined read of
 //! the VM, its provisioning record and the indexer checkpoint (one hash slot),
 //! and, with one-time delivery, one write that erases the key. Signature
-//! recovery (in `auth`) is the rest of its cost.
+//! recovery and the ECIES open of the stored key are the rest of its cost.
 
 use chainfront_indexer::conn::RedisConn;
 use std::collections::HashMap;
@@ -19,7 +20,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chainfront_indexer::contracts::VMMarketplace;
 use chainfront_indexer::keys::{ChainKeys, NodeKeys, lower};
 use redis::AsyncCommands;
 use rust_decimal::Decimal;
@@ -31,16 +31,13 @@ use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::api::openapi::ErrorBody;
-use crate::crypto::ecies;
 use crate::crypto::wallet::AgentWallet;
 use crate::provision::queue::{Record, Status};
 use crate::provision::vm_type;
+use crate::vms::{Checked, Delivery};
 
 /// How long public reads serve from memory (the document: "cache tier pricing").
 const READ_TTL: Duration = Duration::from_secs(1);
-/// Blocks the indexer may trail the head (beyond the confirmation depth)
-/// before ownership is checked on chain instead.
-const STALE_SLACK: u64 = 2;
 
 /// The routes, each under its own rate-limit class (applied in `api::router`).
 pub(super) fn tiers_router() -> OpenApiRouter<AppState> {
@@ -372,6 +369,22 @@ pub(crate) struct CredentialsQuery {
     encrypt: Option<String>,
 }
 
+/// The credential desk of this node (cheap: shared handles).
+fn desk(state: &AppState) -> crate::vms::Desk {
+    crate::vms::Desk {
+        redis: state.redis.clone(),
+        keys: keys(state),
+        rpc: state.rpc.clone(),
+        auth: state.auth.clone(),
+        keyring: state.master.clone(),
+        marketplace: state.home.deployment.vm_marketplace,
+        confirmations: state.home.chain.confirmations,
+        one_time_delivery: state.config.provisioning.one_time_delivery,
+        head: state.chain_head.clone(),
+        head_time: state.chain_time.clone(),
+    }
+}
+
 /// SSH credentials of a VM, for its owner.
 #[utoipa::path(
     get,
@@ -379,14 +392,14 @@ pub(crate) struct CredentialsQuery {
     tag = "vms",
     params(
         ("token_id" = String, Path, description = "The VM NFT's token id (decimal)"),
-        ("encrypt" = Option<String>, Query, description = "`owner`: `privateKey` ECIES-encrypted to the signer's public key"),
+        ("encrypt" = Option<String>, Query, description = "`owner`: `privateKey` ECIES-encrypted to the public key of the owner's signature"),
         ("Authorization" = String, Header, description = "`Bearer <wallet signature>` (legacy, timestamped or nonce form) or `Bearer <sign-in JWT>`"),
         ("X-ClawCloud-Timestamp" = Option<String>, Header, description = "Unix seconds signed in the timestamped form"),
         ("X-ClawCloud-Nonce" = Option<String>, Header, description = "Server nonce signed in the nonce form"),
     ),
     responses(
-        (status = 200, description = "`{tokenId, host, username, privateKey, tier, type, expiresAt, instructions}`", body = Value),
-        (status = 202, description = "Still provisioning (or the purchase is not indexed yet)", body = Value),
+        (status = 200, description = "`{tokenId, host, username, privateKey, tier, type, expiresAt, instructions}` (`Cache-Control: no-store`)", body = Value),
+        (status = 202, description = "Still provisioning, re-keying after a transfer, or the purchase is not indexed yet", body = Value),
         (status = 400, description = "Malformed token id or query", body = ErrorBody),
         (status = 401, description = "Missing, invalid or replayed signature", body = ErrorBody),
         (status = 403, description = "Not the owner, or the NFT expired", body = ErrorBody),
@@ -404,80 +417,36 @@ async fn credentials(
     credentials_answer(&state, &raw, q, &headers, async || Ok(())).await
 }
 
-/// The `/credentials` answer. `before_delivery` runs once the caller is
-/// proven the owner of a valid, running VM, right before the key is read:
-/// `/x402/vm-credentials` settles its payment there, so a caller is never
-/// charged for a 401/403/404 or a 202 "provisioning".
+/// The `/credentials` answer. `before_key` runs once the desk has decided
+/// the key may be served (owner proven, VM valid and running, encoding
+/// chosen) and right before the key is read: `/x402/vm-credentials` settles
+/// its payment there, so a 401, 403, 404 or 202 never costs anything.
 pub(crate) async fn credentials_answer(
     state: &AppState,
     raw: &str,
     q: CredentialsQuery,
     headers: &HeaderMap,
-    before_delivery: impl AsyncFnOnce() -> Result<(), ApiError>,
+    before_key: impl AsyncFnOnce() -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     let id = parse_token_id(raw)?;
     let encrypt = match q.encrypt.as_deref() {
         None => false,
         Some("owner") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "encrypt must be `owner`, not `{other}`"
-            )));
+        Some(_) => return Err(ApiError::BadRequest("encrypt must be `owner`".into())),
+    };
+    // Shape, signature recovery and a token's signature are checked before
+    // any Redis or chain access.
+    let credential = state.auth.precheck_vm_access(headers, id)?;
+    let desk = desk(state);
+    let delivery = match desk.check(id, credential, encrypt).await? {
+        Checked::Pending(message) => Delivery::Pending { message },
+        Checked::Servable(servable) => {
+            before_key().await?;
+            desk.serve(servable).await?
         }
     };
-    let k = keys(state);
-    let mut c = state.redis.clone();
-    let (vm, rec, checkpoint): (
-        HashMap<String, String>,
-        HashMap<String, String>,
-        Option<u64>,
-    ) = redis::pipe()
-        .hgetall(k.vm(id))
-        .hgetall(k.provision(id))
-        .hget(k.checkpoint(), "number")
-        .query_async(&mut c)
-        .await?;
-    if vm.is_empty() {
-        return not_indexed_yet(state, headers, id).await;
-    }
-    let mut owner: Address = vm
-        .get("owner")
-        .and_then(|o| o.parse().ok())
-        .ok_or_else(|| ApiError::internal(format!("VM #{id} has no owner in the index")))?;
-    let mut valid = num(&vm, "expires_at") > now_secs(state);
-    let head = state.chain_head.load(Ordering::Relaxed);
-    let lag_limit = state.home.chain.confirmations + STALE_SLACK;
-    if head > 0 && checkpoint.is_none_or(|cp| head.saturating_sub(cp) > lag_limit) {
-        // The index trails the chain: ask the contract, so a fresh transfer
-        // is honoured and a stale owner is not served.
-        let vmm = VMMarketplace::new(state.home.deployment.vm_marketplace, &state.chain);
-        let (owner_call, valid_call) = (vmm.ownerOf(id), vmm.isTokenValid(id));
-        let (o, v) = tokio::join!(owner_call.call(), valid_call.call());
-        owner = o.map_err(|e| ApiError::Unavailable(format!("chain unavailable: {e}")))?;
-        valid = v.map_err(|e| ApiError::Unavailable(format!("chain unavailable: {e}")))?;
-    }
-    let caller = state.auth.verify_vm_access(headers, id, owner).await?;
-    if !valid {
-        return Err(ApiError::Forbidden(format!(
-            "NFT #{id} expired at {}",
-            iso(num(&vm, "expires_at"))
-                .as_str()
-                .unwrap_or("an unknown time")
-        )));
-    }
-    let rec = Record::from_hash(&rec).unwrap_or_default();
-    let tier = num(&vm, "tier");
-    match rec.status() {
-        Status::Running => {}
-        Status::Expired | Status::Terminated => {
-            return Err(ApiError::Forbidden(format!("VM #{id} has been terminated")));
-        }
-        other => {
-            let message = if other == Status::Failed {
-                "provisioning failed and is waiting for an operator; try again later"
-            } else {
-                "provisioning in progress; try again in a minute"
-            };
+    let body = match delivery {
+        Delivery::Pending { message } => {
             return Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({
@@ -488,95 +457,29 @@ pub(crate) async fn credentials_answer(
             )
                 .into_response());
         }
-    }
-    before_delivery().await?;
-    let host = rec.host.clone().unwrap_or_default();
-    let username = rec.username.clone().unwrap_or_else(|| "root".into());
-    let mut note = None;
-    let sealed = match (&rec.private_key, rec.key_delivered) {
-        (Some(sealed), _) => Some(sealed.clone()),
-        (None, true) => {
-            note = Some("the private key was delivered once and then erased (one-time delivery)");
-            None
+        Delivery::Ready(c) => {
+            let file = format!("~/.ssh/clawcloud-{id}");
+            let mut body = json!({
+                "tokenId": id.to_string(),
+                "host": c.host,
+                "username": c.username,
+                "privateKey": c.private_key.as_deref().map(String::as_str),
+                "privateKeyEncoding": c.encoding,
+                "tier": c.tier,
+                "type": vm_type(c.tier as u8),
+                "expiresAt": iso(c.expires_at),
+                "instructions": format!(
+                    "Save privateKey to {file} (chmod 600), then: ssh -i {file} {}@{}",
+                    c.username, c.host
+                ),
+            });
+            if let Some(n) = c.note {
+                body["note"] = Value::String(n.into());
+            }
+            body
         }
-        (None, false) => None,
     };
-    let mut private_key = match sealed {
-        Some(s) => {
-            let master = state.master.as_ref().ok_or_else(|| {
-                ApiError::internal("a sealed key is stored but no master key is configured")
-            })?;
-            Some(master.open_string(&s).map_err(ApiError::internal)?)
-        }
-        None => None,
-    };
-    if private_key.is_some() && state.config.provisioning.one_time_delivery {
-        // HDEL answers 1 to exactly one request: only that one gets the key.
-        let (deleted, ()): (u32, ()) = redis::pipe()
-            .hdel(k.provision(id), "private_key")
-            .hset(k.provision(id), "key_delivered", "1")
-            .query_async(&mut c)
-            .await?;
-        if deleted == 0 {
-            private_key = None;
-            note = Some("the private key was delivered once and then erased (one-time delivery)");
-        }
-    }
-    let mut encoding = "openssh";
-    let private_key = match (private_key, encrypt) {
-        (Some(pk), true) => {
-            let public = caller.public_key.ok_or_else(|| {
-                ApiError::BadRequest(
-                    "encrypt=owner needs a signature-based request (the key is encrypted to the signer's public key)"
-                        .into(),
-                )
-            })?;
-            encoding = "ecies-secp256k1";
-            Some(ecies::encrypt_to(&public, pk.as_bytes()))
-        }
-        (pk, _) => pk.map(|p| p.to_string()),
-    };
-    let file = format!("~/.ssh/clawcloud-{id}");
-    let mut body = json!({
-        "tokenId": id.to_string(),
-        "host": host,
-        "username": username,
-        "privateKey": private_key,
-        "privateKeyEncoding": encoding,
-        "tier": tier,
-        "type": vm_type(tier as u8),
-        "expiresAt": iso(num(&vm, "expires_at")),
-        "instructions": format!(
-            "Save privateKey to {file} (chmod 600), then: ssh -i {file} {username}@{host}"
-        ),
-    });
-    if let Some(n) = note {
-        body["note"] = Value::String(n.into());
-    }
-    Ok((StatusCode::OK, Json(body)).into_response())
-}
-
-/// A token the index does not have: if the chain has it (a purchase newer
-/// than the index), the owner hears 202 as for provisioning; else 404.
-async fn not_indexed_yet(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: U256,
-) -> Result<Response, ApiError> {
-    let vmm = VMMarketplace::new(state.home.deployment.vm_marketplace, &state.chain);
-    let Ok(owner) = vmm.ownerOf(id).call().await else {
-        return Err(ApiError::NotFound(format!("VM #{id} not found")));
-    };
-    state.auth.verify_vm_access(headers, id, owner).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "tokenId": id.to_string(),
-            "status": "provisioning",
-            "message": "purchase seen on chain; provisioning starts once it is confirmed",
-        })),
-    )
-        .into_response())
+    Ok(super::auth::no_store(body))
 }
 
 /// Optional body of `POST /agents/generate-wallet`.
@@ -594,16 +497,16 @@ struct GenerateWallet {
     tag = "vms",
     request_body(content = Option<GenerateWallet>, description = "Optional `{\"agentId\": \"...\"}`"),
     responses(
-        (status = 200, description = "`{address, privateKey, agentId, warning}`", body = Value),
+        (status = 200, description = "`{address, privateKey, agentId, warning}` (`Cache-Control: no-store`)", body = Value),
         (status = 400, description = "Bad agentId", body = ErrorBody),
         (status = 429, description = "Over the rate limit", body = ErrorBody),
-        (status = 503, description = "No master key configured", body = ErrorBody),
+        (status = 503, description = "Escrow is on but no master key is configured", body = ErrorBody),
     )
 )]
 async fn generate_wallet(
     State(state): State<AppState>,
     body: Option<Json<GenerateWallet>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
     if let Some(a) = &req.agent_id
         && (a.is_empty()
@@ -616,43 +519,52 @@ async fn generate_wallet(
             "agentId must be 1-64 characters of letters, digits, `-` or `_`".into(),
         ));
     }
-    let master = state.master.clone().ok_or_else(|| {
-        ApiError::Unavailable(
-            "wallet generation is disabled: no master key is configured (CHAINFRONT_MASTER_KEY)"
-                .into(),
-        )
-    })?;
     let wallet = AgentWallet::generate();
-    let stored = json!({
-        "agent_id": req.agent_id,
-        "private_key": master.seal(wallet.private_key.as_bytes()),
-        "created_at": crate::time::now_iso8601(),
-    });
-    let mut c = state.redis.clone();
-    let _: () = c
-        .hset(
-            NodeKeys.agent_wallets(),
-            lower(wallet.address),
-            stored.to_string(),
-        )
-        .await?;
-    Ok(Json(json!({
+    // No copy is kept unless the operator opted into an expiring escrow.
+    let warning = match state.config.api.wallet_escrow_ttl_secs {
+        None => {
+            "Store this private key now: it is shown once and this node keeps no copy.".to_owned()
+        }
+        Some(ttl) => {
+            let keyring = state.master.clone().ok_or_else(|| {
+                ApiError::Unavailable(
+                    "wallet escrow is configured but no master key is (CHAINFRONT_MASTER_KEY)"
+                        .into(),
+                )
+            })?;
+            let key = NodeKeys.agent_wallet_escrow(wallet.address);
+            let stored = json!({
+                "agent_id": req.agent_id,
+                "private_key": keyring.seal(wallet.private_key.as_bytes(), &key),
+                "created_at": crate::time::now_iso8601(),
+            });
+            let mut c = state.redis.clone();
+            let _: () = c.set_ex(&key, stored.to_string(), ttl.max(1)).await?;
+            format!(
+                "Store this private key now: it is shown once. The node keeps an encrypted copy for {ttl} s."
+            )
+        }
+    };
+    Ok(super::auth::no_store(json!({
         "address": wallet.address.to_string(),
         "privateKey": wallet.private_key.as_str(),
         "agentId": req.agent_id,
-        "warning": "Store this private key now: it is shown once. The node keeps only an encrypted copy.",
+        "warning": warning,
     })))
 }
 
-/// Keeps `chain_head` and `chain_time` fresh: the staleness check of
-/// `/credentials`, and expiry judged by chain time as the contract does.
+/// Keeps `chain_head` and `chain_time` fresh (the staleness check of
+/// `/credentials`, and expiry judged by chain time as the contract does),
+/// and whether the store was migrated to sealed-only values (`keys rotate`),
+/// after which plaintext values are refused.
 pub async fn track_head(state: AppState, shutdown: tokio_util::sync::CancellationToken) {
     use alloy::providers::Provider;
     let every = state.home.chain.poll_interval();
     loop {
-        let latest = state
-            .chain
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest);
+        let latest = state.rpc.call("eth_getBlockByNumber", |p| async move {
+            p.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+                .await
+        });
         if let Ok(Ok(Some(block))) = tokio::time::timeout(Duration::from_secs(5), latest).await {
             state
                 .chain_head
@@ -660,6 +572,13 @@ pub async fn track_head(state: AppState, shutdown: tokio_util::sync::Cancellatio
             state
                 .chain_time
                 .store(block.header.timestamp, Ordering::Relaxed);
+        }
+        if let Some(keyring) = &state.master {
+            let mut c = state.redis.clone();
+            let migrated: redis::RedisResult<bool> = c.exists(NodeKeys.crypto_migrated()).await;
+            if let Ok(m) = migrated {
+                keyring.set_allow_plaintext(!m);
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -2,7 +2,10 @@
 //! (`CHAINFRONT_ADMIN_KEY_HASH`, or a file named by `..._FILE`), several at
 //! once (comma- or newline-separated) so a new key can be added before the old
 //! one is removed. A file is re-read when it changes: keys rotate without a
-//! restart. Presented keys are hashed and compared in constant time.
+//! restart, and emptying or deleting it revokes every key at once (a file
+//! that does not parse keeps the previous keys, so a half-written file does
+//! not lock operators out). Presented keys are hashed and compared in
+//! constant time.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -85,10 +88,26 @@ impl AdminKeys {
         if let Some(file) = &self.file {
             let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
             if mtime != guard.0 {
-                match std::fs::read_to_string(file).map(|t| parse_hashes(&t)) {
-                    Ok(Ok(h)) => *guard = (mtime, h),
-                    // A half-written or broken file keeps the previous keys.
-                    _ => {
+                match std::fs::read_to_string(file) {
+                    Ok(text) => match parse_hashes(&text) {
+                        Ok(h) => *guard = (mtime, h),
+                        // Emptied on purpose (to kill a leaked key): the
+                        // admin API is off until a key is added again.
+                        Err(_) if text.trim().is_empty() => {
+                            tracing::warn!(target: "chainfront::security", event = "admin_keys_removed", "admin key hash file is empty: admin API disabled");
+                            *guard = (mtime, Vec::new());
+                        }
+                        // A half-written or broken file keeps the previous keys.
+                        Err(_) => {
+                            tracing::warn!(target: "chainfront::security", event = "admin_keys_unreadable", "admin key hash file does not parse; keeping the previous keys")
+                        }
+                    },
+                    // Deleted: likewise off.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        tracing::warn!(target: "chainfront::security", event = "admin_keys_removed", "admin key hash file is gone: admin API disabled");
+                        *guard = (mtime, Vec::new());
+                    }
+                    Err(_) => {
                         tracing::warn!(target: "chainfront::security", event = "admin_keys_unreadable", "admin key hash file unreadable; keeping the previous keys")
                     }
                 }
@@ -164,6 +183,18 @@ mod tests {
         std::fs::write(&file, hash("key-2")).expect("write");
         assert_eq!(keys.check(&with("key-1")), Err(AdminAuthError::Invalid));
         assert_eq!(keys.check(&with("key-2")), Ok(()));
+        // A broken file keeps the keys; an emptied or deleted one revokes them.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, "not-a-hash").expect("write");
+        assert_eq!(keys.check(&with("key-2")), Ok(()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, "\n").expect("write");
+        assert_eq!(keys.check(&with("key-2")), Err(AdminAuthError::Disabled));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, hash("key-2")).expect("write");
+        assert_eq!(keys.check(&with("key-2")), Ok(()));
+        std::fs::remove_file(&file).expect("rm");
+        assert_eq!(keys.check(&with("key-2")), Err(AdminAuthError::Disabled));
         let none = AdminKeys::from_secrets(&Secrets::default());
         assert_eq!(none.check(&with("key-1")), Err(AdminAuthError::Disabled));
         assert!(parse_hashes("abc").is_err());

@@ -1,7 +1,11 @@
 //! Sign-in tokens: HS256 JWTs with the algorithm pinned. Verification accepts
-//! exactly HS256 under this node's secret, issuer `chainfront`, with `sub`,
-//! `iat` and `exp` present; a token whose header names another algorithm
-//! (`none`, HS384, RS256, ...) is refused before any key is used.
+//! exactly HS256 under this node's secret (at least [`MIN_SECRET_LEN`] bytes),
+//! issuer `chainfront`, audience `chainfront:<chain id>:<domain>` (so a token
+//! from a testnet deployment or another operator's node that happens to share
+//! the secret is refused), with `sub` (the EIP-55 checksummed address), `iat`
+//! and `exp` present; a token whose header names another algorithm (`none`,
+//! HS384, RS256, ...) is refused before any key is used. Revocation (a
+//! per-address "not before") is checked by `crate::auth`, which owns Redis.
 
 use alloy::primitives::Address;
 use jsonwebtoken::errors::ErrorKind;
@@ -10,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// The `iss` of every token this node issues and the only one it accepts.
 pub const ISSUER: &str = "chainfront";
+/// Shortest HMAC secret accepted: HS256 tokens are known plaintext, so a
+/// short secret can be brute-forced offline.
+pub const MIN_SECRET_LEN: usize = 32;
 /// Clock skew tolerated on `exp`, in seconds (replicas share NTP time).
 const LEEWAY_SECS: u64 = 5;
 
@@ -19,7 +26,8 @@ pub enum JwtError {
     /// Past its `exp`.
     #[error("token expired; sign in again (POST /auth/login)")]
     Expired,
-    /// Wrong algorithm, bad signature, wrong issuer, missing claim or not a JWT.
+    /// Wrong algorithm, bad signature, wrong issuer or audience, missing
+    /// claim or not a JWT.
     #[error("invalid token: {0}")]
     Invalid(String),
     /// The token could not be signed (only with an unusable key).
@@ -30,8 +38,10 @@ pub enum JwtError {
 /// The claims of a sign-in token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// The signed-in wallet, lower-case `0x` hex.
+    /// The signed-in wallet, EIP-55 checksummed.
     pub sub: String,
+    /// `chainfront:<chain id>:<domain>`.
+    pub aud: String,
     /// Issued at, unix seconds.
     pub iat: u64,
     /// Expires at, unix seconds.
@@ -49,12 +59,27 @@ pub struct IssuedToken {
     pub expires_at: u64,
 }
 
+/// A verified token: who, and when it was issued (for revocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The wallet it was issued to.
+    pub address: Address,
+    /// Its `iat`.
+    pub issued_at: u64,
+}
+
+/// The audience of this node's tokens.
+pub fn audience(chain_id: u64, domain: &str) -> String {
+    format!("chainfront:{chain_id}:{domain}")
+}
+
 /// The node's JWT keys and pinned validation rules.
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    audience: String,
     ttl_secs: u64,
 }
 
@@ -62,32 +87,42 @@ impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtKeys")
             .field("secret", &"<redacted>")
+            .field("audience", &self.audience)
             .field("ttl_secs", &self.ttl_secs)
             .finish()
     }
 }
 
 impl JwtKeys {
-    /// Keys from the HMAC `secret`; issued tokens live `ttl_secs`.
-    pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
+    /// Keys from the HMAC `secret` for tokens of `audience`; issued tokens
+    /// live `ttl_secs`. A secret shorter than [`MIN_SECRET_LEN`] is refused.
+    pub fn new(secret: &[u8], audience: &str, ttl_secs: u64) -> Result<Self, JwtError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(JwtError::Signing(format!(
+                "the JWT secret must be at least {MIN_SECRET_LEN} bytes"
+            )));
+        }
         // `Validation::new` allows exactly the one algorithm given.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
-        Self {
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
+        Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            audience: audience.to_owned(),
             ttl_secs: ttl_secs.max(1),
-        }
+        })
     }
 
     /// A token for `address`, issued at `now` (unix seconds).
     pub fn issue(&self, address: Address, now: u64) -> Result<IssuedToken, JwtError> {
         let claims = Claims {
-            sub: format!("{address:#x}"),
+            sub: address.to_checksum(None),
+            aud: self.audience.clone(),
             iat: now,
             exp: now.saturating_add(self.ttl_secs),
             iss: ISSUER.into(),
@@ -100,8 +135,8 @@ impl JwtKeys {
         })
     }
 
-    /// The wallet a valid token was issued to.
-    pub fn verify(&self, token: &str) -> Result<Address, JwtError> {
+    /// The wallet a valid token was issued to, and when.
+    pub fn verify(&self, token: &str) -> Result<Verified, JwtError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => JwtError::Expired,
@@ -110,6 +145,9 @@ impl JwtKeys {
                 }
                 ErrorKind::InvalidSignature => JwtError::Invalid("bad signature".into()),
                 ErrorKind::InvalidIssuer => JwtError::Invalid("wrong issuer".into()),
+                ErrorKind::InvalidAudience => {
+                    JwtError::Invalid("token is for another node or chain (audience)".into())
+                }
                 ErrorKind::MissingRequiredClaim(c) => {
                     JwtError::Invalid(format!("missing claim `{c}`"))
                 }
@@ -120,12 +158,15 @@ impl JwtKeys {
             .parse()
             .map_err(|_| JwtError::Invalid("subject is not an address".into()))?;
         // Only the exact form this node writes: one token, one spelling.
-        if sub != format!("{address:#x}") {
+        if sub != address.to_checksum(None) {
             return Err(JwtError::Invalid(
-                "subject is not a lower-case address".into(),
+                "subject is not a checksummed address".into(),
             ));
         }
-        Ok(address)
+        Ok(Verified {
+            address,
+            issued_at: data.claims.iat,
+        })
     }
 }
 
@@ -164,9 +205,16 @@ mod tests {
         out
     }
 
+    const AUD: &str = "chainfront:31337:node.example";
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(SECRET, AUD, 3600).expect("keys")
+    }
+
     fn claims(address: Address, iat: u64, exp: u64) -> Claims {
         Claims {
-            sub: format!("{address:#x}"),
+            sub: address.to_checksum(None),
+            aud: AUD.into(),
             iat,
             exp,
             iss: ISSUER.into(),
@@ -182,12 +230,43 @@ mod tests {
     }
 
     #[test]
-    fn issued_tokens_verify_to_the_lower_case_address() {
-        let keys = JwtKeys::new(SECRET, 3600);
+    fn short_secrets_are_refused() {
+        assert!(JwtKeys::new(b"short", AUD, 60).is_err());
+        assert!(JwtKeys::new(&[7u8; 31], AUD, 60).is_err());
+        assert!(JwtKeys::new(&[7u8; 32], AUD, 60).is_ok());
+    }
+
+    #[test]
+    fn another_audience_is_refused() {
+        let who = Address::repeat_byte(0xAB);
+        let testnet = JwtKeys::new(SECRET, "chainfront:84532:node.example", 3600).expect("keys");
+        let token = testnet.issue(who, now()).expect("issue").token;
+        assert_eq!(
+            keys().verify(&token),
+            Err(JwtError::Invalid(
+                "token is for another node or chain (audience)".into()
+            ))
+        );
+        let mut no_aud = serde_json::to_value(claims(who, now(), now() + 60)).expect("json");
+        no_aud.as_object_mut().expect("object").remove("aud");
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &no_aud,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("encode");
+        assert!(matches!(keys().verify(&token), Err(JwtError::Invalid(_))));
+    }
+
+    #[test]
+    fn issued_tokens_verify_to_the_checksummed_address() {
+        let keys = keys();
         let who = Address::repeat_byte(0xAB);
         let issued = keys.issue(who, now()).expect("issue");
         assert!(looks_like_jwt(&issued.token));
-        assert_eq!(keys.verify(&issued.token), Ok(who));
+        let verified = keys.verify(&issued.token).expect("verify");
+        assert_eq!(verified.address, who);
+        assert!(verified.issued_at <= now());
         let payload = issued.token.split('.').nth(1).expect("payload");
         assert!(payload.len() > 10);
         assert!(issued.expires_at >= now() + 3599);
@@ -195,7 +274,7 @@ mod tests {
 
     #[test]
     fn alg_none_is_rejected() {
-        let keys = JwtKeys::new(SECRET, 3600);
+        let keys = keys();
         let body =
             serde_json::to_vec(&claims(Address::repeat_byte(1), now(), now() + 600)).expect("json");
         for header in [
@@ -213,7 +292,7 @@ mod tests {
 
     #[test]
     fn other_algorithms_are_rejected_even_with_the_right_secret() {
-        let keys = JwtKeys::new(SECRET, 3600);
+        let keys = keys();
         let c = claims(Address::repeat_byte(1), now(), now() + 600);
         for alg in [Algorithm::HS384, Algorithm::HS512] {
             let token =
@@ -231,9 +310,10 @@ mod tests {
 
     #[test]
     fn wrong_secret_expired_and_foreign_tokens_are_rejected() {
-        let keys = JwtKeys::new(SECRET, 3600);
+        let keys = keys();
         let who = Address::repeat_byte(7);
-        let forged = JwtKeys::new(b"another-secret-another-secret-xx", 3600)
+        let forged = JwtKeys::new(b"another-secret-another-secret-xx", AUD, 3600)
+            .expect("keys")
             .issue(who, now())
             .expect("issue");
         assert_eq!(
@@ -258,10 +338,10 @@ mod tests {
             keys.verify(&foreign(&other_issuer)),
             Err(JwtError::Invalid("wrong issuer".into()))
         );
-        let mut checksummed = claims(who, now(), now() + 600);
-        checksummed.sub = Address::repeat_byte(0xAB).to_checksum(None);
+        let mut lower = claims(who, now(), now() + 600);
+        lower.sub = format!("{:#x}", Address::repeat_byte(0xAB));
         assert!(matches!(
-            keys.verify(&foreign(&checksummed)),
+            keys.verify(&foreign(&lower)),
             Err(JwtError::Invalid(_))
         ));
         let mut junk_sub = claims(who, now(), now() + 600);
@@ -271,8 +351,7 @@ mod tests {
             Err(JwtError::Invalid(_))
         ));
         // A token without `iat` (or any required claim) is refused.
-        let no_iat =
-            serde_json::json!({"sub": format!("{who:#x}"), "exp": now() + 600, "iss": ISSUER});
+        let no_iat = serde_json::json!({"sub": who.to_checksum(None), "aud": AUD, "exp": now() + 600, "iss": ISSUER});
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &no_iat,

@@ -93,28 +93,45 @@ impl Nonces {
     }
 }
 
-/// Remembers signatures already used, for as long as they could still be
-/// accepted: `2 × signature_max_age_secs`, since a timestamp may be up to
-/// `max_age` in the future and is then valid until `max_age` past it.
+/// Remembers signed messages already used, for as long as they could still be
+/// accepted: `2 × signature_max_age_secs` (a timestamp may be up to
+/// `max_age` in the future and is then valid until `max_age` past it) plus
+/// [`CLOCK_MARGIN_SECS`] for replicas whose clocks disagree.
+///
+/// The marker is keyed on what was signed (the form, the signer and the
+/// message), never on the signature bytes: a contract wallet may accept many
+/// encodings of one approval (trailing bytes, high-s twins), and each would
+/// otherwise be a fresh replay.
 #[derive(Clone)]
 pub struct ReplayGuard {
     redis: RedisConn,
     ttl_secs: u64,
 }
 
+/// Extra lifetime of a replay marker, covering clock skew between replicas.
+pub const CLOCK_MARGIN_SECS: u64 = 60;
+
 impl ReplayGuard {
     /// A guard for signatures valid `max_age_secs` either side of their timestamp.
     pub fn new(redis: RedisConn, max_age_secs: u64) -> Self {
         Self {
             redis,
-            ttl_secs: max_age_secs.saturating_mul(2).max(1),
+            ttl_secs: max_age_secs
+                .saturating_mul(2)
+                .saturating_add(CLOCK_MARGIN_SECS),
         }
     }
 
-    /// Records `signature` (by its SHA-256, never the signature itself) and
-    /// answers whether this was its first use.
-    pub async fn first_use(&self, signature: &[u8]) -> RedisResult<bool> {
-        let digest = hex::encode(Sha256::digest(signature));
+    /// Records the use of `message` signed for `signer` in `form` (by their
+    /// SHA-256, never the message itself) and answers whether this was its
+    /// first use.
+    pub async fn first_use(&self, form: &str, signer: &[u8], message: &[u8]) -> RedisResult<bool> {
+        let mut h = Sha256::new();
+        for part in [form.as_bytes(), signer, message] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        let digest = hex::encode(h.finalize());
         let mut c = self.redis.clone();
         let fresh: Option<String> = redis::cmd("SET")
             .arg(NodeKeys.signature_used(&digest))

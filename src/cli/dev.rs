@@ -157,11 +157,18 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
         let key = crate::crypto::ecies::MasterKey::generate();
         config.secrets.master_key = Some(crate::config::Secret::new(key.to_hex().to_string()));
     }
+    if config.secrets.jwt_secret.is_none() {
+        // Likewise a throwaway sign-in secret; `chainfront run` refuses to
+        // start without a configured one.
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
+        config.secrets.jwt_secret = Some(crate::config::Secret::new(hex::encode(*bytes)));
+    }
     if config.secrets.operator_key.is_none() {
         config.secrets.operator_key = Some(crate::config::Secret::new(deployer_hex));
     }
     let listen = config.api.listen;
-    let state = node::connect(config).await?;
+    node::warn_about_exposure(&config);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Io {
@@ -172,6 +179,13 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
         context: "reading the API address".into(),
         source,
     })?;
+    // Signed messages name the address clients really reach (the bound
+    // port, when --listen asked for port 0).
+    config
+        .api
+        .public_url
+        .get_or_insert_with(|| format!("http://{api}"));
+    let state = node::connect(config).await?;
     print_next_steps(
         api,
         &rpc_url,
@@ -253,6 +267,15 @@ fn print_next_steps(
         );
         println!("  SIG=$($CAST wallet sign --private-key $KEY 'ClawCloud Access Request: 1')");
         println!("  curl -s -H \"Authorization: Bearer $SIG\" {api}/credentials/1");
+        println!("\nOr the single-use form that names this node (domain and chain id):");
+        println!(
+            "  TS=$(date +%s); SIG=$($CAST wallet sign --private-key $KEY \"$(printf 'ClawCloud Access Request: 1\\nDomain: {}\\nChain ID: {}\\nTimestamp: %s' $TS)\")",
+            api.trim_start_matches("http://"),
+            d.chain_id
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $SIG\" -H \"X-ClawCloud-Timestamp: $TS\" {api}/credentials/1"
+        );
         println!("\nPay per request with x402 (docs/x402.md walks through the Python client):");
         println!("  curl -s {api}/x402/supported");
         println!("\nList the wallet's VMs and the tiers:");

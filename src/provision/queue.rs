@@ -30,6 +30,9 @@ pub enum Status {
     Expired,
     /// The VM was deleted for another reason (e.g. its purchase was reorged away).
     Terminated,
+    /// Its NFT changed hands: a new key pair is being installed; the old key
+    /// is already erased.
+    Rekeying,
 }
 
 impl Status {
@@ -42,6 +45,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Expired => "expired",
             Status::Terminated => "terminated",
+            Status::Rekeying => "rekeying",
         }
     }
 
@@ -53,6 +57,7 @@ impl Status {
             "failed" => Status::Failed,
             "expired" => Status::Expired,
             "terminated" => Status::Terminated,
+            "rekeying" => Status::Rekeying,
             _ => Status::Queued,
         }
     }
@@ -81,6 +86,19 @@ pub struct Record {
     pub key_delivered: bool,
     /// Last change (ISO 8601).
     pub updated_at: Option<String>,
+    /// The purchase transaction this record (and its VM) belongs to.
+    pub purchase_tx: Option<String>,
+    /// The owner (lower-case address) the current key pair was made for:
+    /// only this owner is ever served the key.
+    pub key_owner: Option<String>,
+    /// While re-keying: the owner the new key is for.
+    pub rekey_for: Option<String>,
+    /// While re-keying: the new sealed private key, not yet in force.
+    pub pending_private_key: Option<String>,
+    /// While re-keying: the new public key.
+    pub pending_public_key: Option<String>,
+    /// While re-keying: the provider accepted the new key.
+    pub rekey_requested: bool,
 }
 
 impl Record {
@@ -101,6 +119,12 @@ impl Record {
             public_key: get("public_key"),
             key_delivered: h.get("key_delivered").is_some_and(|v| v == "1"),
             updated_at: get("updated_at"),
+            purchase_tx: get("purchase_tx"),
+            key_owner: get("key_owner"),
+            rekey_for: get("rekey_for"),
+            pending_private_key: get("pending_private_key"),
+            pending_public_key: get("pending_public_key"),
+            rekey_requested: h.get("rekey_requested").is_some_and(|v| v == "1"),
         })
     }
 
@@ -257,16 +281,76 @@ impl Queue {
         if removed == 0 {
             return Ok(false);
         }
+        // A failed re-key goes back to re-keying, not to a fresh provisioning.
+        let rekeying = self
+            .record(id)
+            .await?
+            .is_some_and(|r| r.rekey_for.is_some());
+        let status = if rekeying {
+            Status::Rekeying
+        } else {
+            Status::Queued
+        };
         self.update(
             id,
-            &[
-                ("status", Status::Queued.as_str().into()),
-                ("attempts", "0".into()),
-            ],
+            &[("status", status.as_str().into()), ("attempts", "0".into())],
         )
         .await?;
         self.requeue(id, now_ms).await?;
         Ok(true)
+    }
+
+    /// Removes fields of a VM's record.
+    pub async fn clear(&self, id: U256, fields: &[&str]) -> Result<()> {
+        let mut c = self.redis.clone();
+        let _: () = c.hdel(self.keys.provision(id), fields).await?;
+        Ok(())
+    }
+
+    /// Drops a VM's record and forgets it was enqueued, so the token id is
+    /// provisioned afresh if a purchase of it is indexed again (after a reorg).
+    pub async fn forget(&self, id: U256) -> Result<()> {
+        let mut c = self.redis.clone();
+        let member = id.to_string();
+        let () = redis::pipe()
+            .del(self.keys.provision(id))
+            .ignore()
+            .srem(self.keys.provision_seen(), &member)
+            .ignore()
+            .zrem(self.keys.provision_expiry(), &member)
+            .ignore()
+            .zrem(self.keys.provision_queue(), &member)
+            .ignore()
+            .srem(self.keys.provision_failed(), &member)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Every tracked (running or re-keying) VM with its indexed VM hash and
+    /// its record, in one round trip.
+    pub async fn tracked(&self) -> Result<Vec<(U256, HashMap<String, String>, Record)>> {
+        let mut c = self.redis.clone();
+        let ids: Vec<String> = c.zrange(self.keys.provision_expiry(), 0, -1).await?;
+        let ids: Vec<U256> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.keys.vm(*id))
+                .hgetall(self.keys.provision(*id));
+        }
+        let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+        Ok(ids
+            .into_iter()
+            .zip(rows.chunks(2))
+            .filter_map(|(id, pair)| {
+                let [vm, rec] = pair else { return None };
+                Some((id, vm.clone(), Record::from_hash(rec)?))
+            })
+            .collect())
     }
 
     /// Remembers a running VM's expiry for the sweeper.

@@ -1,6 +1,16 @@
 //! The `vultr` provider: Vultr API v2 for tiers 0-3 (the vCPU/RAM sizes of
 //! ClawCloud's table). Idempotent per token: `create` first looks for an
-//! instance labelled `chainfront-vm-<token_id>` and reuses it.
+//! instance labelled exactly `chainfront-vm-<token_id>` and reuses it.
+//!
+//! Instances get cloud-init `user_data` that authorizes the VM's key and
+//! turns SSH password login off. A re-key after an NFT transfer
+//! ([`Provider::rekey`]) **reinstalls** the instance with new `user_data`
+//! naming only the new owner's key (`PATCH /instances/{id}` with
+//! `user_data`, then `POST /instances/{id}/reinstall`): Vultr has no call
+//! that swaps the key of a running instance, and the seller had root, so a
+//! fresh disk is also the only way to be sure they left nothing behind. The
+//! new owner gets a clean machine on the same IP; the worker polls until it
+//! is running again.
 
 use std::time::Duration;
 
@@ -10,7 +20,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Instance, Provider, ProvisionRequest};
+use super::{Instance, Provider, ProvisionRequest, RekeyRequest};
 use crate::config::Secret;
 use crate::{Error, Result};
 
@@ -24,11 +34,14 @@ pub struct VultrProvider {
     key: Secret,
     region: String,
     os_id: u32,
+    firewall_group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct VultrInstance {
     id: String,
+    #[serde(default)]
+    label: String,
     #[serde(default)]
     main_ip: String,
     #[serde(default)]
@@ -62,7 +75,14 @@ impl VultrProvider {
             key,
             region,
             os_id,
+            firewall_group: None,
         })
+    }
+
+    /// Instances join this firewall group (`provisioning.vultr_firewall_group_id`).
+    pub fn with_firewall_group(mut self, group: Option<String>) -> Self {
+        self.firewall_group = group;
+        self
     }
 
     async fn send(
@@ -132,7 +152,13 @@ impl VultrProvider {
             .await?,
             "instance list",
         )?;
-        if let Some(found) = existing.instances.into_iter().next() {
+        // Only an exact label match is ours: a loose filter must never make
+        // token N adopt (and later terminate) another token's instance.
+        if let Some(found) = existing
+            .instances
+            .into_iter()
+            .find(|i| i.label == req.label)
+        {
             return Ok(found.into());
         }
         #[derive(Deserialize)]
@@ -156,21 +182,22 @@ impl VultrProvider {
         struct One {
             instance: VultrInstance,
         }
+        let mut body = json!({
+            "region": self.region,
+            "plan": plan,
+            "os_id": self.os_id,
+            "label": req.label,
+            "hostname": req.label,
+            "sshkey_id": [key.ssh_key.id],
+            "user_data": user_data(&req.ssh_public_key),
+            "backups": "disabled",
+        });
+        if let Some(group) = &self.firewall_group {
+            body["firewall_group_id"] = Value::String(group.clone());
+        }
         let created: One = Self::parse(
-            self.expect_ok(
-                Method::POST,
-                "/instances",
-                Some(json!({
-                    "region": self.region,
-                    "plan": plan,
-                    "os_id": self.os_id,
-                    "label": req.label,
-                    "hostname": req.label,
-                    "sshkey_id": [key.ssh_key.id],
-                    "backups": "disabled",
-                })),
-            )
-            .await?,
+            self.expect_ok(Method::POST, "/instances", Some(body))
+                .await?,
             "instance",
         )?;
         Ok(created.instance.into())
@@ -187,6 +214,25 @@ impl VultrProvider {
             "instance",
         )?;
         Ok(one.instance.into())
+    }
+
+    async fn rekey_inner(&self, id: &str, req: &RekeyRequest) -> Result<Instance> {
+        self.expect_ok(
+            Method::PATCH,
+            &format!("/instances/{id}"),
+            Some(json!({ "user_data": user_data(&req.ssh_public_key) })),
+        )
+        .await?;
+        self.expect_ok(
+            Method::POST,
+            &format!("/instances/{id}/reinstall"),
+            Some(json!({ "hostname": req.label })),
+        )
+        .await?;
+        // Reinstalling: not ready until `describe` says running again.
+        let mut instance = self.describe_inner(id).await?;
+        instance.ready = false;
+        Ok(instance)
     }
 
     async fn terminate_inner(&self, id: &str) -> Result<()> {
@@ -216,5 +262,45 @@ impl Provider for VultrProvider {
 
     fn terminate<'a>(&'a self, instance_id: &'a str) -> BoxFuture<'a, Result<()>> {
         self.terminate_inner(instance_id).boxed()
+    }
+
+    fn rekey<'a>(
+        &'a self,
+        instance_id: &'a str,
+        req: &'a RekeyRequest,
+    ) -> BoxFuture<'a, Result<Instance>> {
+        self.rekey_inner(instance_id, req).boxed()
+    }
+}
+
+/// Base64 cloud-init config: `key` is root's only authorized key and SSH
+/// password login is off.
+fn user_data(key: &str) -> String {
+    use base64::Engine;
+    let config = format!(
+        "#cloud-config\nssh_pwauth: false\ndisable_root: false\nssh_deletekeys: true\nruncmd:\n  - [sh, -c, 'mkdir -p /root/.ssh && printf \"%s\\n\" \"$0\" > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys', '{}']\n",
+        key.replace('\'', "")
+    );
+    base64::engine::general_purpose::STANDARD.encode(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_authorizes_only_the_given_key() {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(user_data("ssh-ed25519 AAAAC3 chainfront"))
+            .expect("base64");
+        let text = String::from_utf8(text).expect("utf8");
+        assert!(text.starts_with("#cloud-config\n"));
+        assert!(text.contains("ssh_pwauth: false"));
+        assert!(text.contains("'ssh-ed25519 AAAAC3 chainfront'"));
+        assert!(
+            text.contains("> /root/.ssh/authorized_keys"),
+            "replaced, not appended"
+        );
     }
 }

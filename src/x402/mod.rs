@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::{DynProvider, Provider};
+use alloy::providers::Provider;
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
@@ -39,7 +39,6 @@ use axum::http::HeaderMap;
 use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
 use chainfront_indexer::keys::{ChainKeys, lower};
-use chainfront_indexer::retry::RetryPolicy;
 use chainfront_indexer::rpc::Rpc;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -203,7 +202,6 @@ pub struct X402 {
     treasury: Address,
     marketplace: Address,
     rpc: Rpc,
-    chain: DynProvider,
     sender: Option<Arc<TxSender>>,
     facilitator: Option<Facilitator>,
     claims: Claims,
@@ -228,18 +226,13 @@ impl X402 {
         config: &Config,
         home: &HomeChain,
         redis: RedisConn,
-        chain: DynProvider,
+        rpc: Rpc,
     ) -> crate::Result<Option<Self>> {
         let cfg = config.x402.clone();
         if !cfg.enabled {
             return Ok(None);
         }
         let chain_id = home.chain.chain_id;
-        let rpc = Rpc::new(
-            &home.chain.rpc_urls,
-            RetryPolicy::default(),
-            Duration::from_millis(config.indexer.rpc_timeout_ms),
-        )?;
         let token = home.deployment.usdc;
         let Some(domain) = read_domain(&rpc, token, chain_id).await? else {
             return Ok(None);
@@ -294,7 +287,6 @@ impl X402 {
             treasury: home.deployment.treasury,
             marketplace: home.deployment.vm_marketplace,
             rpc,
-            chain,
             sender,
             facilitator,
             claims: Claims::new(redis, ChainKeys::new(chain_id)),
@@ -637,13 +629,12 @@ impl X402 {
                     ecdsa_failure.clone(),
                 )));
             }
-            let approved = crate::auth::eip1271::is_valid_signature_bounded(
-                &self.chain,
+            let approved = crate::auth::eip1271::is_valid_signature(
+                &self.rpc,
                 from,
                 c.digest,
                 signature,
                 self.cfg.eip1271_gas,
-                Duration::from_secs(5),
             )
             .await
             .map_err(|e| Checks::Unavailable(e.to_string()))?;

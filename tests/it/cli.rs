@@ -224,7 +224,9 @@ async fn dev_runs_the_stack_and_ctrl_c_stops_everything() {
 }
 
 /// The document's users write Python with `eth_account` and `requests`: that
-/// client buys a VM on the dev chain and fetches its credentials.
+/// client buys a VM on the dev chain, signs in with EIP-4361 (a message built
+/// and signed by `eth_account`, checked by the node) and fetches its
+/// credentials with the token.
 #[test]
 fn a_python_eth_account_client_buys_a_vm_and_gets_credentials_from_dev() {
     let python = repo_root().join(".venv/bin/python");

@@ -102,6 +102,11 @@ impl Stack {
                 self.deployment_file().display().to_string(),
             ),
             ("CHAINFRONT_API__LISTEN", "127.0.0.1:0".into()),
+            // Every node needs a sign-in secret of at least 32 bytes.
+            (
+                "CHAINFRONT_JWT_SECRET",
+                "harness-jwt-secret-harness-jwt-secret".into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -50,6 +50,14 @@ fn error(body: &Value) -> &str {
         .unwrap_or_else(|| panic!("no error in {body}"))
 }
 
+/// `error` and, for the documented strings, `: detail` after it.
+fn full(body: &Value) -> String {
+    match body["detail"].as_str() {
+        Some(detail) => format!("{}: {detail}", error(body)),
+        None => error(body).to_owned(),
+    }
+}
+
 fn stakes(stack: &Stack) -> Address {
     stack.deployment.submission_stakes.expect("stakes deployed")
 }
@@ -466,7 +474,7 @@ async fn health_markets_fees_and_statuses_as_documented() {
         ),
         (
             json!({"currency": "ETH"}),
-            "Missing required field: initial_stake_amount",
+            "Missing required field: `initial_stake_amount`",
         ),
         (
             json!({"initial_stake_amount": 0.5, "currency": "ETH"}),
@@ -475,7 +483,7 @@ async fn health_markets_fees_and_statuses_as_documented() {
     ] {
         let (status, e) = post(&fees, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(error(&e).contains(expected), "{body}: {e}");
+        assert!(full(&e).contains(expected), "{body}: {e}");
     }
     let r = reqwest::Client::new()
         .post(&fees)
@@ -533,6 +541,12 @@ async fn every_submission_rule_answers_its_documented_error() {
         assert_eq!(status, want, "{e}");
         assert!(error(e).starts_with(prefix), "want `{prefix}`, got {e}");
     };
+    // The seed's documented strings come back exactly, the detail beside them.
+    let documented = |status: StatusCode, e: &Value, exact: &str| {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(error(e), exact, "{e}");
+        assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()), "{e}");
+    };
 
     // Missing required field (each), Invalid submission type.
     for field in [
@@ -548,11 +562,11 @@ async fn every_submission_rule_answers_its_documented_error() {
         let mut b = sub(&w1, demo, "original", Some("x"), "0.1", &paid);
         b.as_object_mut().expect("object").remove(field);
         let (s, e) = post(&url, &b).await;
-        expect(s, &e, StatusCode::BAD_REQUEST, "Missing required field");
-        assert!(error(&e).contains(field), "{e}");
+        documented(s, &e, "Missing required field");
+        assert!(full(&e).contains(field), "{e}");
     }
     let (s, e) = post(&url, &sub(&w1, demo, "prediction", Some("x"), "0.1", &paid)).await;
-    expect(s, &e, StatusCode::BAD_REQUEST, "Invalid submission type");
+    documented(s, &e, "Invalid submission type");
 
     // Market not found; closed and not-yet-open markets.
     let (s, e) = post(
@@ -597,27 +611,22 @@ async fn every_submission_rule_answers_its_documented_error() {
     let mut b = sub(&w2, demo, "original", Some("x"), "0.1", &paid);
     b["creator_wallet"] = json!(w1.address().to_string());
     let (s, e) = post(&url, &b).await;
-    expect(s, &e, StatusCode::BAD_REQUEST, "Invalid signature");
+    documented(s, &e, "Invalid signature");
     let mut b = sub(&w1, demo, "original", Some("x"), "0.1", &paid);
     b["predicted_text"] = json!("y");
     let (s, e) = post(&url, &b).await;
-    expect(s, &e, StatusCode::BAD_REQUEST, "Invalid signature");
+    documented(s, &e, "Invalid signature");
     let mut b = sub(&w1, demo, "original", Some("x"), "0.1", &paid);
     b["signature"] = json!("0xnothex");
     let (s, e) = post(&url, &b).await;
-    expect(s, &e, StatusCode::BAD_REQUEST, "Invalid signature");
+    documented(s, &e, "Invalid signature");
 
     // Transaction amount insufficient: 0.1 ETH needs 0.107.
     let short = pay_eth(&stack, 1, milli_eth(106)).await.to_string();
     let (s, e) = post(&url, &sub(&w1, demo, "original", Some("x"), "0.1", &short)).await;
-    expect(
-        s,
-        &e,
-        StatusCode::BAD_REQUEST,
-        "Transaction amount insufficient",
-    );
+    documented(s, &e, "Transaction amount insufficient");
     assert!(
-        error(&e).contains("paid 0.106 ETH, required 0.107 ETH"),
+        full(&e).contains("paid 0.106 ETH, required 0.107 ETH"),
         "{e}"
     );
 
@@ -1066,7 +1075,7 @@ async fn btc_stakes_are_cbbtc_transfers_to_the_treasury() {
     let (s, e) = post(&url, &b).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert!(
-        error(&e).starts_with(
+        full(&e).starts_with(
             "Transaction amount insufficient: paid 0.01069999 BTC, required 0.0107 BTC"
         ),
         "{e}"

@@ -44,6 +44,7 @@ pub fn node_config(stack: &Stack, extra: &[(&str, &str)]) -> Config {
             "CHAINFRONT_MASTER_KEY",
             "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318",
         ),
+        ("CHAINFRONT_API__PUBLIC_URL", crate::auth::PUBLIC_URL),
     ]
     .into_iter()
     .chain(extra.iter().copied())
@@ -69,14 +70,28 @@ pub async fn start_node(config: Config) -> Node {
 }
 
 fn worker(node: &Node) -> Worker {
+    worker_with(node, Arc::new(DevProvider::default()))
+}
+
+/// A worker on a provider the test keeps (to read its records).
+pub fn worker_with(node: &Node, provider: Arc<DevProvider>) -> Worker {
     let s = &node.state;
     Worker::new(
         s.redis.clone(),
         ChainKeys::new(s.home.deployment.chain_id),
-        Arc::new(DevProvider),
+        provider,
         s.master.clone().expect("master key"),
         s.config.provisioning.clone(),
     )
+}
+
+/// The OpenSSH public key of an OpenSSH private key.
+fn public_of(private: &str) -> String {
+    ssh_key::PrivateKey::from_openssh(private)
+        .expect("an OpenSSH private key")
+        .public_key()
+        .to_openssh()
+        .expect("public key")
 }
 
 /// The documented legacy bearer: EIP-191 signature of the access message.
@@ -176,15 +191,21 @@ async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 
     // Provisioning (dev provider) → 200 with a key that parses.
-    worker(&node).pass().await.expect("provisioning pass");
+    let provider = Arc::new(DevProvider::default());
+    worker_with(&node, provider.clone())
+        .pass()
+        .await
+        .expect("provisioning pass");
     let (status, body) = get(&creds, Some(&legacy_sig(&buyer, token))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["tokenId"], token.to_string());
     assert_eq!(body["host"], "127.0.0.1");
     assert_eq!(body["username"], "root");
     assert_eq!(body["type"], "gcp");
-    let key = body["privateKey"].as_str().expect("private key");
-    ssh_key::PrivateKey::from_openssh(key).expect("an OpenSSH private key");
+    let key_a = body["privateKey"].as_str().expect("private key").to_owned();
+    let public_a = public_of(&key_a);
+    let instance = format!("chainfront-vm-{token}");
+    assert_eq!(provider.authorized_keys(&instance), vec![public_a.clone()]);
     // Public reads are cached for a second.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let (_, vms) = get(&format!("{}/vms/{}", node.url, buyer.address()), None).await;
@@ -197,18 +218,41 @@ async fn purchase_to_credentials_with_ownership_transfer_and_expiry() {
         .query_async(&mut node.state.redis.clone())
         .await
         .expect("hget");
-    assert!(stored.expect("stored").starts_with("ecc:"));
+    assert!(stored.expect("stored").starts_with("ecc:v2:"));
 
-    // ERC-721 transfer: the new owner only, from the transfer on.
+    // ERC-721 transfer: the VM is re-keyed for the new owner (F1). Until the
+    // re-key is done the new owner hears 202; the old owner is refused.
     stack.transfer_vm(1, other.address(), token).await;
     indexed(&node, &stack).await;
     assert_eq!(
         get(&creds, Some(&legacy_sig(&buyer, token))).await.0,
         StatusCode::FORBIDDEN
     );
+    let (status, body) = get(&creds, Some(&legacy_sig(&other, token))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("re-keyed"),
+        "{body}"
+    );
+    worker_with(&node, provider.clone())
+        .pass()
+        .await
+        .expect("re-key pass");
+    let (status, body) = get(&creds, Some(&legacy_sig(&other, token))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key_b = body["privateKey"].as_str().expect("private key").to_owned();
+    assert_ne!(key_b, key_a, "the new owner gets a new key");
+    let public_b = public_of(&key_b);
+    // The provider's record: B is the only authorized key, A no longer opens the VM.
+    assert_eq!(provider.authorized_keys(&instance), vec![public_b]);
+    assert!(!provider.authorized_keys(&instance).contains(&public_a));
     assert_eq!(
-        get(&creds, Some(&legacy_sig(&other, token))).await.0,
-        StatusCode::OK
+        get(&creds, Some(&legacy_sig(&buyer, token))).await.0,
+        StatusCode::FORBIDDEN,
+        "the old owner is refused"
     );
 
     // Expiry: 8 days later the NFT is no longer valid.
@@ -249,7 +293,7 @@ async fn one_time_delivery_erases_the_key_after_the_first_success() {
 }
 
 #[tokio::test]
-async fn generate_wallet_returns_a_working_key_and_keeps_it_sealed() {
+async fn generate_wallet_returns_a_working_key_and_keeps_no_copy_unless_asked() {
     let stack = Stack::start().await;
     let node = start_node(node_config(&stack, &[])).await;
     // A wallet without VMs is an empty list, not an error.
@@ -260,13 +304,22 @@ async fn generate_wallet_returns_a_working_key_and_keeps_it_sealed() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["count"], 0);
-    let resp = reqwest::Client::new()
-        .post(format!("{}/agents/generate-wallet", node.url))
-        .json(&serde_json::json!({ "agentId": "agent-7" }))
-        .send()
-        .await
-        .expect("post");
+    let generate = |url: String| async move {
+        reqwest::Client::new()
+            .post(format!("{url}/agents/generate-wallet"))
+            .json(&serde_json::json!({ "agentId": "agent-7" }))
+            .send()
+            .await
+            .expect("post")
+    };
+    let resp = generate(node.url.clone()).await;
     assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     let body: Value = resp.json().await.expect("json");
     let key = body["privateKey"].as_str().expect("key");
     let signer: PrivateKeySigner = key.parse().expect("a secp256k1 key");
@@ -276,20 +329,58 @@ async fn generate_wallet_returns_a_working_key_and_keeps_it_sealed() {
         .parse()
         .expect("addr");
     assert_eq!(signer.address(), address);
-    let stored: String = redis::cmd("HGET")
+    // No escrow by default: nothing about the wallet is stored.
+    let mut c = node.state.redis.clone();
+    let kept: Option<String> = redis::cmd("GET")
+        .arg(chainfront_indexer::keys::NodeKeys.agent_wallet_escrow(address))
+        .query_async(&mut c)
+        .await
+        .expect("get");
+    assert!(kept.is_none());
+    let legacy: u64 = redis::cmd("HLEN")
         .arg(chainfront_indexer::keys::NodeKeys.agent_wallets())
-        .arg(format!("{address:#x}"))
-        .query_async(&mut node.state.redis.clone())
+        .query_async(&mut c)
+        .await
+        .expect("hlen");
+    assert_eq!(legacy, 0);
+
+    // Opted in: a sealed copy that expires.
+    let escrow = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_API__WALLET_ESCROW_TTL_SECS", "600")],
+    ))
+    .await;
+    let body: Value = generate(escrow.url.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    let key = body["privateKey"].as_str().expect("key");
+    let address: Address = body["address"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    let escrow_key = chainfront_indexer::keys::NodeKeys.agent_wallet_escrow(address);
+    let stored: String = redis::cmd("GET")
+        .arg(&escrow_key)
+        .query_async(&mut c)
         .await
         .expect("stored copy");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&escrow_key)
+        .query_async(&mut c)
+        .await
+        .expect("ttl");
+    assert!((1..=600).contains(&ttl), "{ttl}");
     assert!(
         !stored.contains(key.trim_start_matches("0x")),
         "stored in plaintext"
     );
     let stored: Value = serde_json::from_str(&stored).expect("json");
-    let master = node.state.master.clone().expect("master");
+    let master = escrow.state.master.clone().expect("master");
     let opened = master
-        .open_string(stored["private_key"].as_str().expect("sealed"))
+        .open_string(stored["private_key"].as_str().expect("sealed"), &escrow_key)
         .expect("opens");
     assert_eq!(opened.as_str(), key);
     let bad = reqwest::Client::new()
@@ -317,7 +408,9 @@ async fn timestamped_signatures_are_single_use_and_legacy_can_be_switched_off() 
     worker(&node).pass().await.expect("pass");
     let creds = format!("{}/credentials/{token}", node.url);
     let timed = |ts: u64| {
-        let msg = format!("ClawCloud Access Request: {token}\nTimestamp: {ts}");
+        let msg = format!(
+            "ClawCloud Access Request: {token}\nDomain: node.test\nChain ID: 31337\nTimestamp: {ts}"
+        );
         let sig = buyer.sign_message_sync(msg.as_bytes()).expect("sign");
         format!("0x{}", alloy::hex::encode(sig.as_bytes()))
     };
@@ -364,14 +457,19 @@ async fn timestamped_signatures_are_single_use_and_legacy_can_be_switched_off() 
     );
 }
 
-/// `keys rotate` moves every sealed value (agent wallets, VM keys) to a new
-/// master key; credentials still come out right; a second run changes nothing.
+/// `keys rotate` re-seals every stored secret (VM keys, escrowed wallets)
+/// with the newest key of the keyring; credentials still come out right; a
+/// second run changes nothing; afterwards plaintext values are refused.
 #[tokio::test]
-async fn key_rotation_reencrypts_everything_and_can_be_rerun() {
+async fn key_rotation_reseals_everything_and_can_be_rerun() {
     use chainfront::cli::keys::{Rotated, rotate};
-    use chainfront::crypto::ecies::MasterKey;
+    use chainfront::crypto::ecies::{Keyring, MasterKey};
     let stack = Stack::start().await;
-    let node = start_node(node_config(&stack, &[])).await;
+    let node = start_node(node_config(
+        &stack,
+        &[("CHAINFRONT_API__WALLET_ESCROW_TTL_SECS", "600")],
+    ))
+    .await;
     let token = stack.buy_vm(1, 0, 2).await;
     indexed(&node, &stack).await;
     worker(&node).pass().await.expect("pass");
@@ -382,37 +480,52 @@ async fn key_rotation_reencrypts_everything_and_can_be_rerun() {
         .expect("post");
     assert_eq!(resp.status(), StatusCode::OK);
 
-    let old = node.state.master.clone().expect("master");
+    let old_hex = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
     let new = MasterKey::generate();
+    let ring =
+        Keyring::from_hex_list(&format!("{},{old_hex}", new.to_hex().as_str())).expect("ring");
     let mut conn = node.state.redis.clone();
-    let first = rotate(&mut conn, &[31337], &old, &new)
-        .await
-        .expect("rotate");
+    let first = rotate(&mut conn, &[31337], &ring).await.expect("rotate");
     assert_eq!(
         first,
         Rotated {
             moved: 2,
-            skipped: 0
+            skipped: 0,
+            raced: 0
         }
     );
-    let again = rotate(&mut conn, &[31337], &old, &new)
-        .await
-        .expect("rerun");
+    let again = rotate(&mut conn, &[31337], &ring).await.expect("rerun");
     assert_eq!(
         again,
         Rotated {
             moved: 0,
-            skipped: 2
+            skipped: 2,
+            raced: 0
         }
     );
-
+    let keys = ChainKeys::new(31337);
     let sealed: String = redis::cmd("HGET")
-        .arg(ChainKeys::new(31337).provision(token))
+        .arg(keys.provision(token))
         .arg("private_key")
         .query_async(&mut conn)
         .await
         .expect("hget");
-    assert!(old.open(&sealed).is_err(), "the old key no longer opens it");
-    let key = new.open_string(&sealed).expect("the new key opens it");
+    let aad = chainfront::provision::worker::key_aad(&keys, token);
+    let old_only = Keyring::from_hex_list(old_hex).expect("ring");
+    assert!(
+        old_only.open(&sealed, &aad).is_err(),
+        "the old key no longer opens it"
+    );
+    let new_only = Keyring::from_hex_list(new.to_hex().as_str()).expect("ring");
+    let key = new_only
+        .open_string(&sealed, &aad)
+        .expect("the new key opens it");
     ssh_key::PrivateKey::from_openssh(key.as_str()).expect("still an SSH key");
+    // Migrated: plaintext values are refused from now on.
+    let migrated: bool = redis::cmd("EXISTS")
+        .arg(chainfront_indexer::keys::NodeKeys.crypto_migrated())
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert!(migrated);
 }

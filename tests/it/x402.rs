@@ -237,7 +237,7 @@ async fn running_vm(stack: &Stack, node: &Node) -> U256 {
     Worker::new(
         s.redis.clone(),
         ChainKeys::new(s.home.deployment.chain_id),
-        Arc::new(DevProvider),
+        Arc::new(DevProvider::default()),
         s.master.clone().expect("master key"),
         s.config.provisioning.clone(),
     )

@@ -1,0 +1,957 @@
+//! The Compute API (Clodds): deposits, balances, usage, pricing, metrics,
+//! jobs, SSE streams, webhook secrets. Handlers only parse, call
+//! `crate::ledger` / `crate::compute`, and map their errors.
+//!
+//! Who may spend: [`spender`] is the one place a request's wallet is
+//! established (a sign-in JWT today; the per-request signature header of the
+//! auth module and x402 payments plug in there). A bare `wallet` field is
+//! refused unless `compute.trust_wallet_field` is on.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use alloy::primitives::{Address, B256};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::limits::{RouteClass, WalletQuota, enforce_wallet};
+use super::openapi::ErrorBody;
+use super::{ApiError, AppState};
+use crate::auth::AuthError;
+use crate::compute::executors::llm::StreamEvent;
+use crate::compute::job::JobView;
+use crate::compute::{Compute, ComputeError};
+use crate::ledger::deposit::{DepositError, Proof, Verdict};
+use crate::ledger::money::parse_usd;
+use crate::ledger::{CreditOutcome, LedgerError, Source, Usd};
+
+/// Largest compute request body (storage objects travel inside it).
+pub const MAX_COMPUTE_BODY: usize = 4 << 20;
+/// Header naming a wallet (job reads; the document's ownership header).
+pub const WALLET_HEADER: &str = "x-wallet-address";
+
+/// Every Compute API route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pricing))
+        .routes(routes!(metrics))
+        .routes(routes!(balance))
+        .routes(routes!(deposit))
+        .routes(routes!(usage))
+        .routes(routes!(ledger))
+        .routes(routes!(submit))
+        .routes(routes!(jobs))
+        .routes(routes!(job))
+        .routes(routes!(cancel))
+        .routes(routes!(stream_llm))
+        .routes(routes!(webhook_secret, rotate_webhook_secret))
+        .routes(routes!(incoming_webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPUTE_BODY))
+}
+
+impl From<ComputeError> for ApiError {
+    fn from(e: ComputeError) -> Self {
+        match e {
+            ComputeError::UnknownService(_) | ComputeError::NoJob => {
+                ApiError::NotFound(e.to_string())
+            }
+            ComputeError::NotOffered(m) => ApiError::NotImplemented(m),
+            ComputeError::Invalid(m) => ApiError::BadRequest(m),
+            ComputeError::Insufficient { message, job } => ApiError::PaymentRequiredWith {
+                message,
+                body: job.to_json(),
+            },
+            ComputeError::NotOwner => ApiError::Forbidden(e.to_string()),
+            ComputeError::NotPending(_) => ApiError::Conflict(e.to_string()),
+            ComputeError::Store(_) => {
+                ApiError::Unavailable("state store unavailable; retry shortly".into())
+            }
+            ComputeError::Ledger(l) => l.into(),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Store(e) => e.into(),
+            LedgerError::TooLarge => ApiError::BadRequest("amount too large for the ledger".into()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<DepositError> for ApiError {
+    fn from(e: DepositError) -> Self {
+        match e {
+            DepositError::Unavailable => ApiError::Unavailable(e.to_string()),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+fn compute(state: &AppState) -> Result<&Compute, ApiError> {
+    state.compute.as_ref().ok_or_else(|| {
+        ApiError::NotImplemented(
+            "the Compute API is switched off on this node (compute.enabled)".into(),
+        )
+    })
+}
+
+/// What a 401 says: the ways to prove control of a wallet.
+pub const PROOF_NEEDED: &str = "spending or reading a wallet's jobs needs proof of control of the wallet; a bare `wallet` field is not accepted on this node. Either sign in (GET /auth/nonce, sign the EIP-4361 message, POST /auth/login) and send `Authorization: Bearer <token>`, or sign the request itself with the wallet (X-Wallet-Address, X-Wallet-Timestamp and X-Wallet-Signature over method, path, body SHA-256 and time), or pay the request with x402";
+
+/// The request as signed: method, path and query, body.
+pub struct Signed<'a> {
+    /// HTTP method.
+    pub method: &'a Method,
+    /// Path and query as sent.
+    pub uri: &'a Uri,
+    /// Raw body.
+    pub body: &'a [u8],
+}
+
+/// The one place a request's paying wallet is established: a proof of
+/// control (see [`proven_wallet`]), or — only with
+/// `compute.trust_wallet_field` — the wallet the request names. `claimed` is
+/// the body's `wallet` (or `X-Wallet-Address`); when both are present they
+/// must agree.
+async fn spender(
+    state: &AppState,
+    headers: &HeaderMap,
+    signed: &Signed<'_>,
+    claimed: Option<Address>,
+) -> Result<Address, ApiError> {
+    match proven_wallet(state, headers, signed).await {
+        Ok(Some(proven)) => {
+            if let Some(c) = claimed
+                && c != proven
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "the credentials prove {proven}, but the request names {c}"
+                )));
+            }
+            Ok(proven)
+        }
+        Ok(None) => match claimed {
+            Some(c) if state.config.compute.trust_wallet_field => Ok(c),
+            _ => Err(ApiError::Unauthorized(PROOF_NEEDED.into())),
+        },
+        Err(AuthError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
+        Err(e) => Err(ApiError::Unauthorized(format!("{e}. {PROOF_NEEDED}"))),
+    }
+}
+
+/// The auth module's answer to "which wallet does this request prove?"
+/// (`Auth::wallet_from_request`: a sign-in JWT in `Authorization: Bearer`,
+/// or a per-request signature in `X-Wallet-Address` / `X-Wallet-Timestamp`
+/// / `X-Wallet-Signature` over method, path, body hash and time). `None`
+/// when the request carries no credentials at all.
+async fn proven_wallet(
+    state: &AppState,
+    headers: &HeaderMap,
+    signed: &Signed<'_>,
+) -> Result<Option<Address>, AuthError> {
+    if !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key(crate::auth::WALLET_SIGNATURE_HEADER)
+    {
+        return Ok(None);
+    }
+    let path_and_query = signed
+        .uri
+        .path_and_query()
+        .map_or(signed.uri.path(), |p| p.as_str());
+    match state
+        .auth
+        .wallet_from_request(signed.method.as_str(), path_and_query, headers, signed.body)
+        .await
+    {
+        Ok(wallet) => Ok(Some(wallet)),
+        Err(AuthError::Missing) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_address(s: &str, what: &str) -> Result<Address, ApiError> {
+    s.trim()
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{what} must be a 0x address")))
+}
+
+fn header_wallet(headers: &HeaderMap) -> Result<Option<Address>, ApiError> {
+    headers
+        .get(WALLET_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("X-Wallet-Address is not ASCII".into()))
+                .and_then(|s| parse_address(s, "X-Wallet-Address"))
+        })
+        .transpose()
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("body must be JSON {shape}: {e}")))
+}
+
+/// A typed JSON answer (typed so money stays exact), with the wallet's
+/// `X-RateLimit-*` when it was counted.
+fn answer<T: Serialize>(status: StatusCode, body: &T, quota: Option<WalletQuota>) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    if let Some(q) = quota {
+        q.apply(&mut r);
+    }
+    r
+}
+
+/// Counts a request of a proven wallet (`rate_limits.compute.wallet_requests`).
+async fn per_wallet(state: &AppState, wallet: Address) -> Result<WalletQuota, Response> {
+    enforce_wallet(state, RouteClass::Compute, wallet).await
+}
+
+// ---- node ----
+
+/// The Compute API's fields of `GET /v1/health` (`service`, `version`,
+/// `uptime`, `activeJobs`), for whichever handler serves that route.
+pub async fn health_fields(state: &AppState) -> serde_json::Map<String, Value> {
+    let (uptime, active) = match &state.compute {
+        Some(c) => (c.uptime_secs(), c.active_jobs().await.unwrap_or(0)),
+        None => (state.metrics.uptime_secs(), 0),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("service".into(), "chainfront-compute".into());
+    m.insert("version".into(), "v1".into());
+    m.insert("uptime".into(), uptime.into());
+    m.insert("activeJobs".into(), active.into());
+    m
+}
+
+/// Prices of every service.
+#[utoipa::path(get, path = "/v1/pricing", tag = "compute",
+    responses((status = 200, description = "Service → `{service, basePrice, unit, pricePerUnit, minCharge, maxCharge}` (USD)", body = Value)))]
+async fn pricing(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(answer(StatusCode::OK, compute(&state)?.pricing(), None))
+}
+
+/// Node-wide Compute figures.
+#[utoipa::path(get, path = "/v1/metrics", tag = "compute",
+    responses((status = 200, description = "`{uptime, totalRequests, totalRevenue, activeJobs, jobsByStatus, requestsByService}`", body = Value)))]
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let m = compute(&state)?.metrics().await?;
+    Ok(answer(StatusCode::OK, &m, None))
+}
+
+// ---- money ----
+
+#[derive(Debug, Deserialize)]
+struct WalletQuery {
+    wallet: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceBody {
+    wallet: String,
+    available: Usd,
+    pending: Usd,
+    total_deposited: Usd,
+    total_spent: Usd,
+    #[serde(skip_serializing_if = "is_zero")]
+    owed: Usd,
+}
+
+fn is_zero(u: &Usd) -> bool {
+    u.0 == 0
+}
+
+/// A wallet's balance (public, like the deposits it comes from).
+#[utoipa::path(get, path = "/v1/balance", tag = "compute",
+    params(("wallet" = Option<String>, Query, description = "The wallet (or X-Wallet-Address, or the signed-in wallet)")),
+    responses(
+        (status = 200, description = "`{wallet, available, pending, totalDeposited, totalSpent}` in USD", body = Value),
+        (status = 400, description = "No or malformed wallet", body = ErrorBody),
+    ))]
+async fn balance(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<WalletQuery>,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &Method::GET,
+        uri: &uri,
+        body: &[],
+    };
+    let c = compute(&state)?;
+    let wallet = match (&q.wallet, header_wallet(&headers)?) {
+        (Some(w), _) => parse_address(w, "wallet")?,
+        (None, Some(w)) => w,
+        (None, None) => spender(&state, &headers, &signed, None)
+            .await
+            .map_err(|_| {
+                ApiError::BadRequest(
+                    "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
+                )
+            })?,
+    };
+    let b = c.ledger().balance_cached(wallet).await?;
+    Ok(answer(
+        StatusCode::OK,
+        &BalanceBody {
+            wallet: chainfront_indexer::keys::lower(wallet),
+            available: b.available,
+            pending: b.pending,
+            total_deposited: b.deposited,
+            total_spent: b.spent,
+            owed: b.owed,
+        },
+        None,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PaymentProofBody {
+    tx_hash: String,
+    network: String,
+    #[schema(value_type = f64)]
+    amount_usd: Box<RawValue>,
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    timestamp: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DepositBody {
+    wallet: String,
+    payment_proof: PaymentProofBody,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Credited {
+    success: bool,
+    credits: Usd,
+    tx_hash: String,
+    network: String,
+    already_credited: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingDeposit {
+    success: bool,
+    status: &'static str,
+    tx_hash: String,
+    confirmations: u64,
+    required: u64,
+    remaining: u64,
+}
+
+/// Credits a USDC deposit to the treasury, verified on chain.
+#[utoipa::path(post, path = "/v1/deposit", tag = "compute", request_body = DepositBody,
+    responses(
+        (status = 200, description = "`{success, credits, txHash}`: credited now or before (`alreadyCredited`)", body = Value),
+        (status = 202, description = "Mined, not yet confirmed: `{status: \"pending\", confirmations, required, remaining}`", body = Value),
+        (status = 400, description = "Unknown network, another token or recipient, reverted, someone else's transfer, too small", body = ErrorBody),
+        (status = 503, description = "The chain could not be read", body = ErrorBody),
+    ))]
+async fn deposit(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let c = compute(&state)?;
+    let req: DepositBody = json_body(
+        &body,
+        "{wallet, paymentProof: {txHash, network, amountUsd, token, timestamp}}",
+    )?;
+    let wallet = parse_address(&req.wallet, "wallet")?;
+    let p = req.payment_proof;
+    let tx: B256 = p.tx_hash.trim().parse().map_err(|_| {
+        ApiError::BadRequest("paymentProof.txHash must be a 0x transaction hash".into())
+    })?;
+    let amount = parse_usd(p.amount_usd.get())
+        .map_err(|e| ApiError::BadRequest(format!("paymentProof.amountUsd {e}")))?;
+    let verdict = c
+        .deposits()
+        .verify(&Proof {
+            wallet,
+            tx,
+            network: p.network,
+            amount,
+            token: p.token,
+        })
+        .await?;
+    match verdict {
+        Verdict::Pending {
+            confirmations,
+            required,
+        } => Ok(answer(
+            StatusCode::ACCEPTED,
+            &PendingDeposit {
+                success: false,
+                status: "pending",
+                tx_hash: tx.to_string(),
+                confirmations,
+                required,
+                remaining: required.saturating_sub(confirmations),
+            },
+            None,
+        )),
+        Verdict::Confirmed { network, deposits } => {
+            let mut total = Usd::ZERO;
+            let mut fresh = false;
+            for (dep, amount) in &deposits {
+                let o = c
+                    .ledger()
+                    .credit_deposit(dep, wallet, *amount, Source::Api)
+                    .await?;
+                fresh |= o == CreditOutcome::Credited;
+                total = Usd(total.0.saturating_add(amount.0));
+            }
+            Ok(answer(
+                StatusCode::OK,
+                &Credited {
+                    success: true,
+                    credits: total,
+                    tx_hash: tx.to_string(),
+                    network,
+                    already_credited: !fresh,
+                },
+                None,
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageQuery {
+    period: Option<String>,
+}
+
+/// The proven wallet's usage per service.
+#[utoipa::path(get, path = "/v1/usage", tag = "compute",
+    params(("period" = Option<String>, Query, description = "day, week, month or all (default)")),
+    responses(
+        (status = 200, description = "`{wallet, period, byService: {svc: {requests, cost, avgDuration}}, totalCost, totalRequests}`", body = Value),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+    ))]
+async fn usage(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
+    let c = compute(&state)?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    let u = c
+        .usage(wallet, q.period.as_deref().unwrap_or("all"))
+        .await?;
+    Ok(answer(StatusCode::OK, &u, left))
+}
+
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+/// The proven wallet's ledger: credits, reversals, reservations, charges, refunds.
+#[utoipa::path(get, path = "/v1/ledger", tag = "compute",
+    params(("limit" = Option<usize>, Query, description = "Entries, newest first (default 50, max 500)")),
+    responses(
+        (status = 200, description = "`{wallet, entries: [{id, kind, amount, ref, available, pending, timestamp, note}]}`", body = Value),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+    ))]
+async fn ledger(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
+    let c = compute(&state)?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    let entries = c
+        .ledger()
+        .entries(wallet, q.limit.unwrap_or(50).clamp(1, 500))
+        .await?;
+    #[derive(Serialize)]
+    struct Body {
+        wallet: String,
+        entries: Vec<crate::ledger::Entry>,
+    }
+    Ok(answer(
+        StatusCode::OK,
+        &Body {
+            wallet: chainfront_indexer::keys::lower(wallet),
+            entries,
+        },
+        left,
+    ))
+}
+
+// ---- jobs ----
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SubmitBody {
+    #[serde(default)]
+    wallet: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    payload: Value,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    payment_proof: Option<Value>,
+    #[serde(default)]
+    callback_url: Option<String>,
+}
+
+/// Submits a paid job: reserves its maximum charge, runs it asynchronously.
+#[utoipa::path(post, path = "/v1/compute/{service}", tag = "compute", request_body = SubmitBody,
+    params(("service" = String, Path, description = "llm, code, web, trade, data, storage, gpu or ml")),
+    responses(
+        (status = 200, description = "`{id, jobId, service, status: \"pending\", cost, timestamp}` (cost = the reserved maximum)", body = JobView),
+        (status = 400, description = "Bad payload", body = ErrorBody),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+        (status = 402, description = "`Insufficient balance. Need $X, have $Y`, as the failed job", body = JobView),
+        (status = 404, description = "Unknown service", body = ErrorBody),
+        (status = 429, description = "Over the per-wallet or per-IP limit", body = ErrorBody),
+        (status = 501, description = "Service not offered by this node", body = ErrorBody),
+    ))]
+async fn submit(
+    State(state): State<AppState>,
+    Path(service): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
+    let c = compute(&state)?;
+    let req: SubmitBody = json_body(&body, "{wallet, payload, callbackUrl?}")?;
+    let claimed = req
+        .wallet
+        .as_deref()
+        .map(|w| parse_address(w, "wallet"))
+        .transpose()?;
+    let wallet = spender(&state, &headers, &signed, claimed).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    if let Some(proof) = &req.payment_proof {
+        credit_inline_proof(c, wallet, proof).await?;
+    }
+    let view = c
+        .submit(wallet, &service, &req.payload, req.callback_url.as_deref())
+        .await?;
+    Ok(answer(StatusCode::OK, &view, left))
+}
+
+/// The document lets a job carry its deposit's `paymentProof`: it is
+/// verified and credited like `POST /v1/deposit` first.
+async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Result<(), ApiError> {
+    let p: PaymentProofBody = serde_json::from_value(proof.clone())
+        .map_err(|e| ApiError::BadRequest(format!("paymentProof: {e}")))?;
+    let tx: B256 = p.tx_hash.trim().parse().map_err(|_| {
+        ApiError::BadRequest("paymentProof.txHash must be a 0x transaction hash".into())
+    })?;
+    let amount = parse_usd(p.amount_usd.get())
+        .map_err(|e| ApiError::BadRequest(format!("paymentProof.amountUsd {e}")))?;
+    let verdict = c
+        .deposits()
+        .verify(&Proof {
+            wallet,
+            tx,
+            network: p.network,
+            amount,
+            token: p.token,
+        })
+        .await?;
+    if let Verdict::Confirmed { deposits, .. } = verdict {
+        for (dep, amount) in &deposits {
+            c.ledger()
+                .credit_deposit(dep, wallet, *amount, Source::Api)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The proven wallet's newest jobs.
+#[utoipa::path(get, path = "/v1/jobs", tag = "compute",
+    params(("limit" = Option<usize>, Query, description = "Default 50, max 100")),
+    responses(
+        (status = 200, description = "`{jobs: [...], count}`", body = Value),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+    ))]
+async fn jobs(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<LimitQuery>,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
+    let c = compute(&state)?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    let jobs = c.jobs(wallet, q.limit.unwrap_or(50).clamp(1, 100)).await?;
+    #[derive(Serialize)]
+    struct Body {
+        count: usize,
+        jobs: Vec<JobView>,
+    }
+    Ok(answer(
+        StatusCode::OK,
+        &Body {
+            count: jobs.len(),
+            jobs,
+        },
+        left,
+    ))
+}
+
+/// One job (its id is unguessable; `X-Wallet-Address` narrows to the owner).
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "compute",
+    params(("id" = String, Path, description = "jobId")),
+    responses(
+        (status = 200, description = "The job: `{id, jobId, service, status, result?, error?, cost, usage?, timestamp}`", body = JobView),
+        (status = 403, description = "X-Wallet-Address names another wallet", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let c = compute(&state)?;
+    let view = c.job(&id).await?.ok_or(ComputeError::NoJob)?;
+    if let Some(w) = header_wallet(&headers)?
+        && chainfront_indexer::keys::lower(w) != view.wallet
+    {
+        return Err(ComputeError::NotOwner.into());
+    }
+    Ok(answer(StatusCode::OK, &view, None))
+}
+
+/// Cancels a pending job and refunds its reservation.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "compute",
+    request_body(content = String, content_type = "application/json", description = "empty or `{}`"),
+    params(("id" = String, Path, description = "jobId")),
+    responses(
+        (status = 200, description = "`{success: true, jobId}`", body = Value),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+        (status = 403, description = "Another wallet's job", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not pending any more", body = ErrorBody),
+    ))]
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
+    let c = compute(&state)?;
+    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    c.cancel(&id, wallet).await?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        success: bool,
+        job_id: String,
+    }
+    Ok(answer(
+        StatusCode::OK,
+        &Body {
+            success: true,
+            job_id: id,
+        },
+        left,
+    ))
+}
+
+/// Streams an LLM answer as Server-Sent Events (`start`, `text`, `usage`,
+/// `done`, `error`); charged for what was generated even if the client leaves.
+#[utoipa::path(post, path = "/v1/stream/llm", tag = "compute", request_body = SubmitBody,
+    responses(
+        (status = 200, description = "text/event-stream of `data: {\"type\": ...}` events", content_type = "text/event-stream"),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+        (status = 402, description = "Insufficient balance", body = JobView),
+        (status = 501, description = "No LLM upstream configured", body = ErrorBody),
+    ))]
+async fn stream_llm(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
+    let c = compute(&state)?.clone();
+    let req: SubmitBody = json_body(&body, "{wallet, payload}")?;
+    let claimed = req
+        .wallet
+        .as_deref()
+        .map(|w| parse_address(w, "wallet"))
+        .transpose()?;
+    let wallet = spender(&state, &headers, &signed, claimed).await?;
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    let llm = c.llm().ok_or_else(|| {
+        ApiError::NotImplemented(
+            "the `llm` service is not offered: no upstream is configured (compute.llm.base_url)"
+                .into(),
+        )
+    })?;
+    let view = c.open_here(wallet, "llm", &req.payload).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamEvent>();
+    let payload = req.payload;
+    let job = view.clone();
+    // The stream runs on its own task: a client that disconnects drops
+    // the receiver, not the generation, which is metered and settled.
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let lease_every = std::time::Duration::from_millis((c.config().lease_ms / 3).max(50));
+        let renew = {
+            let (c, id) = (c.clone(), job.job_id.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease_every).await;
+                    let _ = c.renew_here(&id).await;
+                }
+            })
+        };
+        let outcome = llm.stream(&payload, tx).await;
+        renew.abort();
+        if let Err(e) = c
+            .finish_here(&job, wallet, outcome, started.elapsed())
+            .await
+        {
+            tracing::warn!(target: "chainfront::compute", job = %job.job_id, error = %e, "settling a stream failed; the lease will end and the job be refunded");
+        }
+    });
+    let start = serde_json::json!({"type": "start", "requestId": view.id, "jobId": view.job_id});
+    let first = futures_util::stream::once(async move {
+        Ok::<Event, Infallible>(Event::default().data(start.to_string()))
+    });
+    let rest = tokio_stream_from(rx).map(|ev| {
+        let v = match ev {
+            StreamEvent::Text(t) => serde_json::json!({"type": "text", "text": t}),
+            StreamEvent::Usage { input, output } => {
+                serde_json::json!({"type": "usage", "usage": {"inputTokens": input, "outputTokens": output}})
+            }
+            StreamEvent::Done(r) => serde_json::json!({"type": "done", "response": r}),
+            StreamEvent::Error(e) => serde_json::json!({"type": "error", "error": e}),
+        };
+        Ok::<Event, Infallible>(Event::default().data(v.to_string()))
+    });
+    let mut r = Sse::new(first.chain(rest))
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    if let Some(q) = left {
+        q.apply(&mut r);
+    }
+    Ok(r)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+// ---- webhooks ----
+
+#[derive(Serialize)]
+struct SecretBody {
+    wallet: String,
+    secret: String,
+    header: &'static str,
+    algorithm: &'static str,
+}
+
+async fn secret_answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    signed: &Signed<'_>,
+    rotate: bool,
+) -> Result<Response, ApiError> {
+    let c = compute(state)?;
+    let wallet = spender(state, headers, signed, header_wallet(headers)?).await?;
+    let secret = if rotate {
+        c.secrets().rotate(wallet).await?
+    } else {
+        c.secrets().secret(wallet).await?
+    };
+    let mut r = answer(
+        StatusCode::OK,
+        &SecretBody {
+            wallet: chainfront_indexer::keys::lower(wallet),
+            secret: secret.to_string(),
+            header: "X-Clodds-Signature",
+            algorithm: "hex(HMAC-SHA256(secret, raw body))",
+        },
+        None,
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// The proven wallet's webhook secret (signs its callbacks, verifies its incoming webhooks).
+#[utoipa::path(get, path = "/v1/webhook-secret", tag = "compute",
+    responses(
+        (status = 200, description = "`{wallet, secret, header, algorithm}`", body = Value),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+    ))]
+async fn webhook_secret(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &[],
+    };
+    secret_answer(&state, &headers, &signed, false).await
+}
+
+/// Replaces the proven wallet's webhook secret.
+#[utoipa::path(post, path = "/v1/webhook-secret", tag = "compute",
+    request_body(content = String, content_type = "application/json", description = "empty or `{}`"),
+    responses(
+        (status = 200, description = "The new `{wallet, secret, header, algorithm}`", body = Value),
+        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
+    ))]
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        body: &body,
+    };
+    secret_answer(&state, &headers, &signed, true).await
+}
+
+/// An automation hook: a job for `wallet` whose raw body (`{payload,
+/// callbackUrl?}`) is signed with the wallet's webhook secret
+/// (`x-webhook-signature: <hex>` or `x-hub-signature-256: sha256=<hex>`).
+#[utoipa::path(post, path = "/v1/webhook/{wallet}/{service}", tag = "compute",
+    request_body(content = String, content_type = "application/json", description = "`{payload, callbackUrl?}`, signed as sent"),
+    params(("wallet" = String, Path, description = "The paying wallet"), ("service" = String, Path, description = "The service")),
+    responses(
+        (status = 200, description = "`{ok: true, jobId, id, status, cost}`", body = Value),
+        (status = 401, description = "Missing or invalid signature", body = ErrorBody),
+        (status = 402, description = "Insufficient balance", body = JobView),
+        (status = 404, description = "Unknown service", body = ErrorBody),
+    ))]
+async fn incoming_webhook(
+    State(state): State<AppState>,
+    Path((wallet, service)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = compute(&state)?;
+    let wallet = parse_address(&wallet, "wallet")?;
+    if !crate::compute::SERVICES.contains(&service.as_str()) && c.executor(&service).is_none() {
+        return Err(ComputeError::UnknownService(service).into());
+    }
+    let sig = headers
+        .get("x-webhook-signature")
+        .or_else(|| headers.get("x-hub-signature-256"))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized("missing x-webhook-signature or x-hub-signature-256 (hex HMAC-SHA256 of the raw body with the wallet's webhook secret)".into()))?;
+    let secret = c.secrets().secret(wallet).await?;
+    if !crate::compute::webhook::verify(secret.as_bytes(), &body, sig) {
+        tracing::warn!(target: "chainfront::security", event = "auth_failure", method = "webhook", wallet = %wallet, "invalid webhook signature");
+        return Err(ApiError::Unauthorized("invalid webhook signature".into()));
+    }
+    let left = match per_wallet(&state, wallet).await {
+        Ok(q) => Some(q),
+        Err(r) => return Ok(r),
+    };
+    let req: SubmitBody = json_body(&body, "{payload, callbackUrl?}")?;
+    let view = c
+        .submit(wallet, &service, &req.payload, req.callback_url.as_deref())
+        .await?;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        ok: bool,
+        #[serde(flatten)]
+        job: JobView,
+    }
+    Ok(answer(
+        StatusCode::OK,
+        &Body {
+            ok: true,
+            job: view,
+        },
+        left,
+    ))
+}
