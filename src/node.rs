@@ -148,7 +148,13 @@ pub async fn connect(config: Config) -> Result<AppState> {
     } else {
         None
     };
-    let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), rpc.clone())
+    // x402 credits and consumes through the Compute API's ledger (one
+    // balance cache), or its own handle on the same keys when that is off.
+    let ledger = compute.as_ref().map_or_else(
+        || crate::ledger::Ledger::new(redis.clone(), Duration::ZERO),
+        |c| c.ledger().clone(),
+    );
+    let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), rpc.clone(), ledger)
         .await?
         .map(Arc::new);
     let chain_head: Arc<std::sync::atomic::AtomicU64> = Arc::default();

@@ -415,6 +415,9 @@ async fn deposit(State(state): State<AppState>, body: Bytes) -> Result<Response,
                     .ledger()
                     .credit_deposit(dep, wallet, *amount, Source::Api)
                     .await?;
+                if o == CreditOutcome::NotADeposit {
+                    return Err(DepositError::X402Payment(tx).into());
+                }
                 fresh |= o == CreditOutcome::Credited;
                 total = Usd(total.0.saturating_add(amount.0));
             }
@@ -567,6 +570,25 @@ async fn submit(
         .as_deref()
         .map(|w| parse_address(w, "wallet"))
         .transpose()?;
+    let callback = req.callback_url.as_deref();
+    if let Some(x) = &state.x402 {
+        // Paid per call with x402: the payer's job (see `api::x402::paid_job`).
+        if crate::x402::payment_header(&headers).is_some() {
+            let job = super::x402::PaidJob {
+                wallet: claimed,
+                payload: &req.payload,
+                callback,
+                body: &body,
+            };
+            return super::x402::paid_job(&state, x, c, &service, job, &uri, &headers).await;
+        }
+        // Nothing to spend from and no payment: the job's x402 offer.
+        if claimed.is_none() && !carries_credentials(&headers) {
+            let price = c.check_submission(&service, &req.payload, callback)?;
+            let offer = super::x402::job_offer(&state, x, price, &service, &uri, &headers);
+            return Err(x.required_with(&offer, &format!("payment required: pay this job with x402 (PAYMENT-SIGNATURE, or X-PAYMENT for version 1) at its maximum charge — what it does not cost stays in your balance — or spend from a balance: {PROOF_NEEDED}")).into());
+        }
+    }
     let wallet = spender(&state, &headers, &signed, claimed).await?;
     let left = match per_wallet(&state, wallet).await {
         Ok(q) => Some(q),
@@ -575,10 +597,35 @@ async fn submit(
     if let Some(proof) = &req.payment_proof {
         credit_inline_proof(c, wallet, proof).await?;
     }
-    let view = c
-        .submit(wallet, &service, &req.payload, req.callback_url.as_deref())
-        .await?;
+    let view = match c.submit(wallet, &service, &req.payload, callback).await {
+        Ok(view) => view,
+        Err(ComputeError::Insufficient { message, job }) => {
+            // The document's 402 (the failed job), plus, with x402 on, the
+            // offer to pay this job per call instead.
+            let mut r = answer(StatusCode::PAYMENT_REQUIRED, &*job, left);
+            if let (Some(x), Some(price)) =
+                (&state.x402, job_price(c, &service, &req.payload, callback))
+            {
+                let offer = super::x402::job_offer(&state, x, price, &service, &uri, &headers);
+                r = super::x402::with_offer(r, x, &offer, &message);
+            }
+            return Ok(r);
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(answer(StatusCode::OK, &view, left))
+}
+
+/// The charge a job reserves, if it can be quoted.
+fn job_price(c: &Compute, service: &str, payload: &Value, callback: Option<&str>) -> Option<Usd> {
+    c.check_submission(service, payload, callback).ok()
+}
+
+/// Whether a request carries any proof of a wallet (a bearer token or a
+/// per-request signature), valid or not.
+fn carries_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION)
+        || headers.contains_key(crate::auth::WALLET_SIGNATURE_HEADER)
 }
 
 /// The document lets a job carry its deposit's `paymentProof`: it is
@@ -603,9 +650,13 @@ async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Res
         .await?;
     if let Verdict::Confirmed { deposits, .. } = verdict {
         for (dep, amount) in &deposits {
-            c.ledger()
+            let o = c
+                .ledger()
                 .credit_deposit(dep, wallet, *amount, Source::Api)
                 .await?;
+            if o == CreditOutcome::NotADeposit {
+                return Err(DepositError::X402Payment(tx).into());
+            }
         }
     }
     Ok(())

@@ -3,6 +3,8 @@
 //! price, call `crate::x402` and attach the payment response; the protocol,
 //! verification and settlement live there (see `docs/x402.md`).
 
+use std::sync::Arc;
+
 use alloy::network::TransactionBuilder;
 use alloy::primitives::U256;
 use alloy::providers::Provider;
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use chainfront_indexer::contracts::VMMarketplace;
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +26,8 @@ use utoipa_axum::routes;
 use super::vms::{CredentialsQuery, credentials_answer, parse_token_id};
 use super::{ApiError, AppState};
 use crate::api::openapi::ErrorBody;
+use crate::ledger::money::parse_usd;
+use crate::ledger::{CreditOutcome, Usd};
 use crate::x402::proto::Resource;
 use crate::x402::{Answer, EXPOSED_HEADERS, Outcome, Paid, X402, hash_hex, payment_header};
 
@@ -34,8 +39,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(purchase_compute))
 }
 
-fn service(state: &AppState) -> Result<&X402, ApiError> {
-    state.x402.as_deref().ok_or_else(|| {
+fn service(state: &AppState) -> Result<&Arc<X402>, ApiError> {
+    state.x402.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
             "x402 payments are switched off on this node (x402.enabled, or the USDC contract has no EIP-3009 domain)"
                 .into(),
@@ -43,13 +48,25 @@ fn service(state: &AppState) -> Result<&X402, ApiError> {
     })
 }
 
-/// The `resource` of an offer: `x402.public_url` (or the request's `Host`) + path.
-fn resource(x: &X402, headers: &HeaderMap, uri: &axum::http::Uri, description: &str) -> Resource {
+/// The `resource` of an offer: `x402.public_url`, else `api.public_url`
+/// (or the request's `Host`), + path.
+pub(super) fn resource(
+    state: &AppState,
+    x: &X402,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    description: &str,
+) -> Resource {
     let path = uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or_else(|| uri.path());
-    let base = x.config().public_url.clone().unwrap_or_else(|| {
+    let configured = x
+        .config()
+        .public_url
+        .clone()
+        .or_else(|| state.config.api.public_url.clone());
+    let base = configured.unwrap_or_else(|| {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -69,7 +86,7 @@ fn resource(x: &X402, headers: &HeaderMap, uri: &axum::http::Uri, description: &
 
 /// What a paid request is, for `Idempotency-Key` replays: method, path and
 /// query, body.
-fn request_hash(method: &str, uri: &axum::http::Uri, body: &[u8]) -> String {
+pub(super) fn request_hash(method: &str, uri: &axum::http::Uri, body: &[u8]) -> String {
     let mut data = format!("{method}\n{uri}\n").into_bytes();
     data.extend_from_slice(body);
     hash_hex(&data)
@@ -93,7 +110,7 @@ fn price(d: Decimal, what: &str) -> Result<U256, ApiError> {
 }
 
 /// Adds the payment response and exposure headers to a paid answer.
-fn with_payment(mut response: Response, paid: &Paid) -> Response {
+pub(super) fn with_payment(mut response: Response, paid: &Paid) -> Response {
     let (name, value) = paid.response_header();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&value) {
@@ -106,7 +123,7 @@ fn with_payment(mut response: Response, paid: &Paid) -> Response {
     response
 }
 
-fn replay(answer: Answer) -> Response {
+pub(super) fn replay(answer: Answer) -> Response {
     let mut response = (
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
         answer.body,
@@ -149,8 +166,11 @@ async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
          "description": "a VM NFT minted to the payer, gas-free (purchaseVMWithAuthorization)"},
         {"method": "POST", "path": "/x402/purchase-compute", "body": {"amount": "USDC"},
          "price": p.credits_default.to_string(), "min": p.credits_min.to_string(), "max": p.credits_max.to_string(),
-         "payTo": x.treasury().to_string(), "available": false,
-         "description": "Compute API credits (needs the balance ledger, not on this node yet)"},
+         "payTo": x.treasury().to_string(), "available": state.compute.is_some(),
+         "description": "Compute API credits: the amount paid is credited to the payer's balance (exactly the amount asked)"},
+        {"method": "POST", "path": "/v1/compute/{service}", "price": "the job's maximum charge (GET /v1/pricing)",
+         "payTo": x.treasury().to_string(), "available": state.compute.is_some(),
+         "description": "one Compute job paid per call instead of from the balance; what the job does not cost stays in the payer's balance"},
     ]);
     Ok(Json(body))
 }
@@ -192,7 +212,7 @@ async fn vm_credentials(
     let amount = price(x.config().prices.vm_credentials, "vm_credentials")?;
     let offer = x.transfer_offer(
         amount,
-        resource(x, &headers, &uri, "SSH credentials of a VM you own"),
+        resource(&state, x, &headers, &uri, "SSH credentials of a VM you own"),
         "/x402/vm-credentials",
         false,
     );
@@ -204,7 +224,7 @@ async fn vm_credentials(
     let request = request_hash("GET", &uri, b"");
     let mut paid: Option<Box<Paid>> = None;
     let answer = credentials_answer(&state, &raw, q, &headers, async || {
-        match x.pay(&headers, &request, &offer).await? {
+        match x.pay_detached(&headers, &request, &offer).await? {
             Outcome::Paid(p) => {
                 paid = Some(p);
                 Ok(())
@@ -235,10 +255,10 @@ struct PurchaseCompute {
     /// Buy a VM: `{"tier": 0-7, "days": 1-3650}`.
     #[serde(default)]
     vm: Option<VmOrder>,
-    /// Buy Compute API credits for this many USDC.
+    /// Buy Compute API credits for this many USDC (a JSON number or string).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
-    amount: Option<Value>,
+    amount: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -285,10 +305,7 @@ async fn purchase_compute(
         })?
     };
     let Some(vm) = order.vm else {
-        return Err(ApiError::Unavailable(
-            "buying Compute API credits with x402 needs the balance ledger, which this node does not have yet; buy a VM with {\"vm\": {\"tier\", \"days\"}}"
-                .into(),
-        ));
+        return purchase_credits(&state, x, order.amount.as_deref(), &uri, &headers, &body).await;
     };
     if order.amount.is_some() {
         return Err(ApiError::BadRequest(
@@ -305,6 +322,7 @@ async fn purchase_compute(
         vm.days,
         total,
         resource(
+            &state,
             x,
             &headers,
             &uri,
@@ -315,7 +333,7 @@ async fn purchase_compute(
         ),
     );
     let request = request_hash("POST", &uri, &body);
-    let paid = match x.pay(&headers, &request, &offer).await? {
+    let paid = match x.pay_detached(&headers, &request, &offer).await? {
         Outcome::Replay(answer) => return Ok(replay(answer)),
         Outcome::Paid(p) => p,
     };
@@ -349,6 +367,111 @@ async fn purchase_compute(
     Ok(with_payment(Json(out).into_response(), &paid))
 }
 
+/// `POST /x402/purchase-compute` `{"amount"}` (or no body: the default):
+/// the payment, settled, is credited to the payer's Compute balance under
+/// its transfer's deposit key.
+async fn purchase_credits(
+    state: &AppState,
+    x: &Arc<X402>,
+    amount: Option<&RawValue>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let Some(compute) = state.compute.as_ref() else {
+        return Err(ApiError::NotImplemented(
+            "the Compute API is switched off on this node (compute.enabled): there are no credits to buy; buy a VM with {\"vm\": {\"tier\", \"days\"}}"
+                .into(),
+        ));
+    };
+    let p = &x.config().prices;
+    let bound = |d: Decimal, what: &str| {
+        Usd::from_decimal(d)
+            .ok_or_else(|| ApiError::internal(format!("x402.prices.{what} is not a USDC amount")))
+    };
+    let (min, max) = (
+        bound(p.credits_min, "credits_min")?,
+        bound(p.credits_max, "credits_max")?,
+    );
+    let amount = match amount {
+        None => bound(p.credits_default, "credits_default")?,
+        Some(raw) => {
+            parse_usd(raw.get()).map_err(|e| ApiError::BadRequest(format!("amount {e}")))?
+        }
+    };
+    if amount < min || amount > max || amount == Usd::ZERO {
+        return Err(ApiError::BadRequest(format!(
+            "amount must be between {} and {} USDC",
+            min.text(),
+            max.text()
+        )));
+    }
+    let offer = x.credit_offer(
+        amount,
+        resource(
+            state,
+            x,
+            headers,
+            uri,
+            &format!(
+                "{} USDC of Compute API credits for the payer",
+                amount.text()
+            ),
+        ),
+        "/x402/purchase-compute",
+    );
+    let request = request_hash("POST", uri, body);
+    let paid = match x.pay_detached(headers, &request, &offer).await? {
+        Outcome::Replay(answer) => return Ok(replay(answer)),
+        Outcome::Paid(p) => p,
+    };
+    let Some(credited) = paid.credited else {
+        x.unserved(&paid).await?;
+        return Err(ApiError::internal(
+            "settled credit purchase has no transfer to the treasury",
+        ));
+    };
+    let balance = compute.ledger().balance(paid.payer).await?;
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Bought {
+        success: bool,
+        credits: Usd,
+        transaction: String,
+        network: String,
+        wallet: String,
+        balance: Usd,
+        already_credited: bool,
+    }
+    let out = Bought {
+        success: true,
+        credits: credited.amount,
+        transaction: paid.transaction().to_string(),
+        network: paid.network.clone(),
+        wallet: chainfront_indexer::keys::lower(paid.payer),
+        balance: balance.available,
+        already_credited: credited.outcome != CreditOutcome::Credited,
+    };
+    let text = serde_json::to_string(&out).map_err(ApiError::internal)?;
+    let (name, value) = paid.response_header();
+    let answer = Answer {
+        status: 200,
+        headers: vec![
+            (name.to_owned(), value),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: text.clone(),
+    };
+    x.finish(&paid, Some(&answer)).await?;
+    let response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response();
+    Ok(with_payment(response, &paid))
+}
+
 /// The tier's price per day from the marketplace; 400 for unknown or
 /// inactive tiers.
 async fn tier_price(x: &X402, tier: u8) -> Result<U256, ApiError> {
@@ -376,4 +499,141 @@ async fn tier_price(x: &X402, tier: u8) -> Result<U256, ApiError> {
         return Err(ApiError::BadRequest(format!("tier {tier} is not for sale")));
     }
     Ok(cfg.price)
+}
+
+// ---- Compute jobs paid per call (`POST /v1/compute/:service`) ----
+
+/// The offer for one Compute job: its maximum charge, credited to the
+/// payer's balance once settled and reserved for the job at once.
+pub(super) fn job_offer(
+    state: &AppState,
+    x: &X402,
+    price: Usd,
+    service: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> crate::x402::Offer {
+    x.credit_offer(
+        price,
+        resource(
+            state,
+            x,
+            headers,
+            uri,
+            &format!(
+                "one `{service}` job, paid at its maximum charge; what it does not cost stays in the payer's Compute balance"
+            ),
+        ),
+        "/v1/compute",
+    )
+}
+
+/// Adds the x402 offer (`PAYMENT-REQUIRED`) to an answer, e.g. the 402
+/// "Insufficient balance" of a job: the client may pay this job per call.
+pub(super) fn with_offer(
+    mut response: Response,
+    x: &X402,
+    offer: &crate::x402::Offer,
+    message: &str,
+) -> Response {
+    let c = x.challenge(offer, message, None);
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&c.payment_required) {
+        headers.insert(crate::x402::proto::PAYMENT_REQUIRED, v);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    response
+}
+
+/// A Compute job paid with the x402 payment the request carries, instead
+/// of from the balance: the job's maximum charge is settled, credited to the
+/// payer under the transfer's deposit key (the key every deposit path
+/// shares) and reserved for the job; the job then runs like any other, and
+/// what it does not cost stays in the payer's balance. The payer is the
+/// job's wallet; a `wallet` in the body must be the payer. One payment opens
+/// one job: the job id is kept with the payment, so a resumed payment answers
+/// the same job.
+pub(super) async fn paid_job(
+    state: &AppState,
+    x: &Arc<X402>,
+    compute: &crate::compute::Compute,
+    service: &str,
+    job: PaidJob<'_>,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let price = compute.check_submission(service, job.payload, job.callback)?;
+    if price == Usd::ZERO {
+        return Err(ApiError::BadRequest(
+            "this job's maximum charge is 0; it needs no payment".into(),
+        ));
+    }
+    if let (Some(named), Some(raw)) = (job.wallet, payment_header(headers)) {
+        let payment = crate::x402::proto::decode_payment(raw)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let payer = payment.payload.authorization.from;
+        if payer != named {
+            return Err(ApiError::Forbidden(format!(
+                "the payment is signed by {payer}, but the request names the wallet {named}; a job paid per call belongs to its payer"
+            )));
+        }
+    }
+    let offer = job_offer(state, x, price, service, uri, headers);
+    let request = request_hash("POST", uri, job.body);
+    let paid = match x.pay_detached(headers, &request, &offer).await? {
+        Outcome::Replay(answer) => return Ok(replay(answer)),
+        Outcome::Paid(p) => p,
+    };
+    let job_id = x
+        .remember(&paid, "job", &crate::compute::job::new_id("job_"))
+        .await?;
+    let opened = compute
+        .submit_as(
+            paid.payer,
+            service,
+            job.payload,
+            job.callback,
+            Some(&job_id),
+        )
+        .await;
+    let (status, body) = match opened {
+        Ok(view) => (StatusCode::OK, serde_json::to_string(&view)),
+        // The credit was spent by the payer's other jobs in between: the
+        // payment is in the balance's history; this job failed for want of it.
+        Err(crate::compute::ComputeError::Insufficient { job, .. }) => {
+            (StatusCode::PAYMENT_REQUIRED, serde_json::to_string(&job))
+        }
+        Err(e) => {
+            x.unserved(&paid).await?;
+            return Err(e.into());
+        }
+    };
+    let text = body.map_err(ApiError::internal)?;
+    let (name, value) = paid.response_header();
+    let answer = Answer {
+        status: status.as_u16(),
+        headers: vec![
+            (name.to_owned(), value),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: text.clone(),
+    };
+    x.finish(&paid, Some(&answer)).await?;
+    let response = (status, [(header::CONTENT_TYPE, "application/json")], text).into_response();
+    Ok(with_payment(response, &paid))
+}
+
+/// The parts of a job request [`paid_job`] needs.
+pub(super) struct PaidJob<'a> {
+    /// The `wallet` the body names, if any.
+    pub wallet: Option<alloy::primitives::Address>,
+    /// The job's payload.
+    pub payload: &'a Value,
+    /// `callbackUrl`.
+    pub callback: Option<&'a str>,
+    /// The raw body (for `Idempotency-Key` replays).
+    pub body: &'a [u8],
 }

@@ -194,6 +194,23 @@ impl Claims {
         c.hset_multiple(key, &all).await
     }
 
+    /// Sets `field` unless it is set, and returns its value.
+    pub async fn set_once(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+    ) -> redis::RedisResult<String> {
+        let mut c = self.redis.clone();
+        let (_, stored): (bool, Option<String>) = redis::pipe()
+            .atomic()
+            .hset_nx(key, field, value)
+            .hget(key, field)
+            .query_async(&mut c)
+            .await?;
+        Ok(stored.unwrap_or_else(|| value.to_owned()))
+    }
+
     /// Drops the claim (a definite failure: nothing happened on chain).
     pub async fn release(&self, key: &str) -> redis::RedisResult<()> {
         let mut c = self.redis.clone();

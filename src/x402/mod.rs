@@ -40,6 +40,7 @@ use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
 use chainfront_indexer::keys::{ChainKeys, lower};
 use chainfront_indexer::rpc::Rpc;
+use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -47,6 +48,7 @@ use tracing::{info, warn};
 
 use crate::chain::{SenderConfig, TxSender};
 use crate::config::{Config, HomeChain, X402Config};
+use crate::ledger::{CreditOutcome, DepositRef, Ledger, Source, Usd};
 use claim::{Claims, Fingerprint, State, Taken};
 use facilitator::Facilitator;
 use proto::{
@@ -124,6 +126,32 @@ pub struct Offer {
     /// Whether the answer may be kept for `Idempotency-Key` replays (not
     /// when it carries credentials).
     pub replayable: bool,
+    /// What the payment buys: a service (never a deposit) or credits.
+    pub purpose: Purpose,
+}
+
+/// What a payment to the treasury is for, which decides how the ledger
+/// treats its `Transfer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Pays for what the route serves (a credentials fetch, a VM): the
+    /// transfer is consumed and never credited as a deposit.
+    Service,
+    /// Buys Compute API credits (a credit purchase, or a job paid per call):
+    /// credited to the payer under the transfer's deposit key, the key every
+    /// deposit path uses, so it is credited once whoever sees it first.
+    Credit,
+}
+
+/// What a settled credit-purpose payment did to the payer's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credited {
+    /// The deposit the transfer is.
+    pub deposit: DepositRef,
+    /// Credited (base units).
+    pub amount: Usd,
+    /// Credited now, or by a deposit path before.
+    pub outcome: CreditOutcome,
 }
 
 /// A settled payment, ready to be served.
@@ -139,6 +167,8 @@ pub struct Paid {
     pub version: u8,
     /// The network as the client named it.
     pub network: String,
+    /// For a credit-purpose payment, the credit.
+    pub credited: Option<Credited>,
     claim: String,
     replayable: bool,
 }
@@ -205,6 +235,7 @@ pub struct X402 {
     sender: Option<Arc<TxSender>>,
     facilitator: Option<Facilitator>,
     claims: Claims,
+    ledger: Ledger,
 }
 
 impl std::fmt::Debug for X402 {
@@ -220,13 +251,16 @@ impl std::fmt::Debug for X402 {
 impl X402 {
     /// Sets x402 up for the home chain: reads the token's EIP-712 domain from
     /// the contract (and checks it against `DOMAIN_SEPARATOR()`), builds the
-    /// relayer's sender and the facilitator client. `None` when switched off
-    /// or when the token cannot take EIP-3009 payments (logged).
+    /// relayer's sender and the facilitator client. `rpc` is the API's
+    /// failover client; `ledger` is where payments are credited or consumed.
+    /// `None` when switched off or when the token cannot take EIP-3009
+    /// payments (logged).
     pub async fn connect(
         config: &Config,
         home: &HomeChain,
         redis: RedisConn,
         rpc: Rpc,
+        ledger: Ledger,
     ) -> crate::Result<Option<Self>> {
         let cfg = config.x402.clone();
         if !cfg.enabled {
@@ -290,6 +324,7 @@ impl X402 {
             sender,
             facilitator,
             claims: Claims::new(redis, ChainKeys::new(chain_id)),
+            ledger,
         }))
     }
 
@@ -341,7 +376,8 @@ impl X402 {
         scaled.trunc().to_string().parse().ok()
     }
 
-    /// An offer to pay `amount` to the treasury (a standard x402 payment).
+    /// An offer to pay `amount` to the treasury for a service (a standard
+    /// x402 payment; the transfer is never a deposit).
     pub fn transfer_offer(
         &self,
         amount: U256,
@@ -361,6 +397,28 @@ impl X402 {
             resource,
             route,
             replayable,
+            purpose: Purpose::Service,
+        }
+    }
+
+    /// An offer to pay exactly `amount` to the treasury, credited to the
+    /// payer's Compute balance once settled (credits, or a job paid per
+    /// call). Exactly: an authorization for more than the ledger can hold
+    /// is refused before anything is sent.
+    pub fn credit_offer(&self, amount: Usd, resource: Resource, route: &'static str) -> Offer {
+        Offer {
+            expected: Expected {
+                primary: Primary::Transfer,
+                pay_to: self.treasury,
+                amount: U256::from(amount.0),
+                exact: true,
+                v1_network: self.v1_network.clone(),
+            },
+            action: Action::Transfer,
+            resource,
+            route,
+            replayable: true,
+            purpose: Purpose::Credit,
         }
     }
 
@@ -383,6 +441,7 @@ impl X402 {
             resource,
             route: "/x402/purchase-compute",
             replayable: true,
+            purpose: Purpose::Service,
         }
     }
 
@@ -442,6 +501,11 @@ impl X402 {
             body,
             payment_response: None,
         }
+    }
+
+    /// 402 for a missing payment, saying `message`.
+    pub fn required_with(&self, offer: &Offer, message: &str) -> X402Error {
+        X402Error::Required(Box::new(self.challenge(offer, message, None)))
     }
 
     /// 402 for a missing payment.
@@ -693,6 +757,7 @@ impl X402 {
             self.domain.token,
             ctx.checked.payer,
             ctx.checked.authorization.nonce,
+            ctx.offer.purpose == Purpose::Credit,
         );
         match settle::send(sender, &id, tx).await {
             Sent::Done(receipt) => self.settled(ctx, *receipt).await,
@@ -900,13 +965,13 @@ impl X402 {
         let tx = receipt.transaction_hash;
         let block = receipt.block_number.unwrap_or_default();
         let mut fields = vec![("tx", tx.to_string()), ("block", block.to_string())];
+        let mut credited = None;
         if ctx.offer.action == Action::Transfer
             && let Some(log) =
                 settle::transfer_log(&receipt, self.domain.token, a.from, a.to, a.value)
         {
             fields.push(("log", log.to_string()));
-            // The transfer is a USDC Transfer to the treasury, which the
-            // indexer also sees: recorded as a payment, never a deposit.
+            let credit = ctx.offer.purpose == Purpose::Credit;
             self.claims
                 .record_payment(
                     tx,
@@ -916,9 +981,50 @@ impl X402 {
                         "amount": a.value.to_string(),
                         "to": lower(a.to),
                         "route": ctx.offer.route,
+                        "purpose": if credit { "credit" } else { "service" },
                     }),
                 )
                 .await?;
+            // The transfer is a USDC Transfer to the treasury, which the
+            // indexer also sees, under the deposit key every path shares.
+            let deposit = DepositRef {
+                chain_id: self.domain.chain_id,
+                tx,
+                log_index: log,
+                block,
+            };
+            let amount = u64::try_from(a.value)
+                .ok()
+                .filter(|v| *v <= crate::ledger::MAX_UNITS)
+                .map(Usd)
+                .ok_or_else(|| {
+                    X402Error::Unavailable("the payment is too large for the ledger".into())
+                })?;
+            if credit {
+                // Credited as the deposit it is: whichever path (this one,
+                // the reconciler, `POST /v1/deposit`) comes second is a no-op.
+                let outcome = self
+                    .ledger
+                    .credit_deposit(&deposit, a.from, amount, Source::X402)
+                    .await
+                    .map_err(ledger_unavailable)?;
+                credited = Some(Credited {
+                    deposit,
+                    amount,
+                    outcome,
+                });
+            } else {
+                // Paid for a service: consumed, never credited by any path.
+                self.ledger
+                    .consume_deposit(
+                        &deposit,
+                        a.from,
+                        amount,
+                        &format!("x402:{}", ctx.offer.route),
+                    )
+                    .await
+                    .map_err(ledger_unavailable)?;
+            }
         }
         self.claims.set(&ctx.key, State::Settled, &fields).await?;
         info!(target: "chainfront::x402", route = ctx.offer.route, payer = %a.from, value = %a.value, tx = %tx, block, "payment settled");
@@ -928,6 +1034,7 @@ impl X402 {
             receipt: Box::new(receipt),
             version: ctx.payment.version,
             network: ctx.payment.network.clone(),
+            credited,
             claim: ctx.key.clone(),
             replayable: ctx.offer.replayable,
         })))
@@ -1054,6 +1161,38 @@ impl X402 {
         }
     }
 
+    /// [`X402::pay`], run as its own task: a settlement, once started,
+    /// finishes (and is recorded, credited or consumed) even if the client
+    /// goes away or the request times out.
+    pub async fn pay_detached(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        request: &str,
+        offer: &Offer,
+    ) -> Result<Outcome> {
+        let (x, headers, request, offer) = (
+            self.clone(),
+            headers.clone(),
+            request.to_owned(),
+            offer.clone(),
+        );
+        tokio::spawn(async move { x.pay(&headers, &request, &offer).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(target: "chainfront::x402", error = %e, "settlement task failed");
+                Err(X402Error::Unavailable(
+                    "settlement failed; send the same payment again to resume it".into(),
+                ))
+            })
+    }
+
+    /// Stores `value` under `field` of `paid`'s claim unless something is
+    /// there already, and returns what is there: a value the first request
+    /// with this payment chose (a job id) and every resumed one reuses.
+    pub async fn remember(&self, paid: &Paid, field: &str, value: &str) -> Result<String> {
+        Ok(self.claims.set_once(&paid.claim, field, value).await?)
+    }
+
     /// Marks `paid` as served; `answer` is kept for `Idempotency-Key`
     /// replays when the offer allows it.
     pub async fn finish(&self, paid: &Paid, answer: Option<&Answer>) -> Result<()> {
@@ -1110,11 +1249,12 @@ impl X402 {
 }
 
 /// Whether the USDC transfer at (`tx`, `log_index`) on `keys`' chain is an
-/// x402 payment, so the deposit path must not credit it: either the node's
-/// relayer signed `tx` for an x402 settlement (recorded before the
-/// broadcast, so this holds before the transfer can even be mined), or an
-/// x402 payment was recorded for the log (settlements by an external
-/// facilitator, recorded once confirmed).
+/// x402 payment (of any purpose): either the node's relayer signed `tx` for
+/// an x402 settlement (recorded before the broadcast, so this holds before
+/// the transfer can even be mined), or an x402 payment was recorded for the
+/// log (every settlement, the facilitator's too, once confirmed). Whether
+/// the ledger may credit it is the ledger's decision: payments for a service
+/// never, credit purchases once (see `docs/x402.md`).
 pub async fn is_payment(
     redis: &RedisConn,
     keys: &ChainKeys,
@@ -1128,6 +1268,25 @@ pub async fn is_payment(
         .query_async(&mut c)
         .await?;
     Ok(recorded || sent_as.is_some_and(|id| id.starts_with(settle::SEND_ID_PREFIX)))
+}
+
+/// Whether `tx` on chain `chain_id` is a transaction this node's relayer
+/// signed as an x402 payment for a service (so its transfer is never a
+/// deposit). The sender records it before the broadcast: this holds before
+/// the transfer can be mined.
+pub async fn sent_for_a_service(
+    redis: &RedisConn,
+    chain_id: u64,
+    tx: B256,
+) -> redis::RedisResult<bool> {
+    let mut c = redis.clone();
+    let sent_as: Option<String> = c.get(ChainKeys::new(chain_id).tx_sent(tx)).await?;
+    Ok(sent_as.is_some_and(|id| settle::never_a_deposit(&id)))
+}
+
+fn ledger_unavailable(e: crate::ledger::LedgerError) -> X402Error {
+    tracing::error!(target: "chainfront::x402", error = %e, "ledger write failed after settlement; the same payment resumes it");
+    X402Error::Unavailable("state store unavailable; retry shortly".into())
 }
 
 /// Whether `receipt` carries the marketplace's `VMPurchased` for `buyer`.

@@ -43,14 +43,32 @@ pub enum Action {
 
 /// How every x402 settlement's send id starts.
 pub const SEND_ID_PREFIX: &str = "x402:";
+/// How the send id of a settlement that buys credits (credited to the payer
+/// as a deposit would be) starts; every other x402 settlement pays for a
+/// service and is never a deposit.
+pub const CREDIT_SEND_ID_PREFIX: &str = "x402:credit:";
 
-/// The sender's idempotency id for one authorization's settlement.
-pub fn send_id(token: Address, payer: Address, nonce: B256) -> String {
+/// The sender's idempotency id for one authorization's settlement. It names
+/// what the payment is for, and the sender records it with the signed
+/// transaction before the broadcast, so the deposit path can tell a payment
+/// for a service from the transaction hash alone (see [`never_a_deposit`]).
+pub fn send_id(token: Address, payer: Address, nonce: B256, credit: bool) -> String {
     format!(
-        "{SEND_ID_PREFIX}{}:{}:{nonce:#x}",
+        "{}{}:{}:{nonce:#x}",
+        if credit {
+            CREDIT_SEND_ID_PREFIX
+        } else {
+            SEND_ID_PREFIX
+        },
         lower(token),
         lower(payer)
     )
+}
+
+/// Whether a transaction sent under `send_id` is an x402 payment for a
+/// service (a credentials fetch, a VM), whose transfer is never a deposit.
+pub fn never_a_deposit(send_id: &str) -> bool {
+    send_id.starts_with(SEND_ID_PREFIX) && !send_id.starts_with(CREDIT_SEND_ID_PREFIX)
 }
 
 /// The transaction that executes `checked` as `action`.
@@ -379,12 +397,17 @@ mod tests {
     }
 
     #[test]
-    fn send_ids_fit_the_senders_limit() {
-        let id = send_id(
-            Address::repeat_byte(1),
-            Address::repeat_byte(2),
-            B256::repeat_byte(3),
-        );
-        assert!(id.len() <= 200 && !id.contains(' '), "{id}");
+    fn send_ids_fit_the_senders_limit_and_name_their_purpose() {
+        for credit in [false, true] {
+            let id = send_id(
+                Address::repeat_byte(1),
+                Address::repeat_byte(2),
+                B256::repeat_byte(3),
+                credit,
+            );
+            assert!(id.len() <= 200 && !id.contains(' '), "{id}");
+            assert_eq!(never_a_deposit(&id), !credit, "{id}");
+        }
+        assert!(!never_a_deposit("markets:record:0x01"), "other senders");
     }
 }
