@@ -507,6 +507,7 @@ pub struct X402Config {
     pub confirmations: u64,
     /// How long a request waits for its settlement to be mined before it is
     /// answered `settlement_pending` (the same payment sent again resumes it).
+    /// Must leave room within `api.request_timeout_ms` (checked at start).
     pub settle_timeout_secs: u64,
     /// `maxTimeoutSeconds` offered to clients: how long an authorization may
     /// stay valid.
@@ -527,13 +528,17 @@ pub struct X402Config {
     pub prices: X402Prices,
 }
 
+/// Time a paid request needs besides waiting for its settlement (checks,
+/// simulation, the handler), within `api.request_timeout_ms`.
+const X402_REQUEST_SLACK_MS: u64 = 3_000;
+
 impl Default for X402Config {
     fn default() -> Self {
         Self {
             enabled: true,
             facilitator_url: None,
             confirmations: 0,
-            settle_timeout_secs: 30,
+            settle_timeout_secs: 10,
             max_timeout_seconds: 300,
             public_url: None,
             v1_network: None,
@@ -865,6 +870,20 @@ impl Config {
                 message:
                     "max_timeout_seconds, settle_timeout_secs and poll_interval_ms must be at least 1"
                         .into(),
+            });
+        }
+        if self.x402.enabled
+            && self.x402.settle_timeout_secs.saturating_mul(1_000) + X402_REQUEST_SLACK_MS
+                > self.api.request_timeout_ms
+        {
+            return Err(Error::Config {
+                key: "x402.settle_timeout_secs".into(),
+                message: format!(
+                    "is {} s, which leaves less than {} s of api.request_timeout_ms ({} ms) for the rest of a paid request; a request cut off there answers 503 while its settlement goes on",
+                    self.x402.settle_timeout_secs,
+                    X402_REQUEST_SLACK_MS / 1_000,
+                    self.api.request_timeout_ms
+                ),
             });
         }
         if let Some(url) = &self.api.public_url {

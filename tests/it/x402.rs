@@ -1123,7 +1123,8 @@ async fn supported_lists_what_the_node_accepts() {
     );
     assert_eq!(a.body["settlement"], "relayer");
     assert_eq!(a.body["routes"][0]["amount"], PRICE.to_string());
-    // Credits wait for the Compute API's ledger: refused before any payment.
+    assert_eq!(a.body["routes"][2]["available"], true, "credits");
+    assert_eq!(a.body["routes"][3]["path"], "/v1/compute/{service}");
     let a = send(
         reqwest::Method::POST,
         &format!("{}/x402/purchase-compute", node.url),
@@ -1131,7 +1132,25 @@ async fn supported_lists_what_the_node_accepts() {
         Some(json!({"amount": "5.00"})),
     )
     .await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        a.header("payment-required").expect("offer")["accepts"][0]["amount"],
+        "5000000"
+    );
+    // Without the Compute API there are no credits: refused before any payment.
+    let off = start_node(x402_config(
+        &stack,
+        &[("CHAINFRONT_COMPUTE__ENABLED", "false")],
+    ))
+    .await;
+    let a = send(
+        reqwest::Method::POST,
+        &format!("{}/x402/purchase-compute", off.url),
+        &[],
+        Some(json!({"amount": "5.00"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{:?}", a.body);
     let a = send(
         reqwest::Method::POST,
         &format!("{}/x402/purchase-compute", node.url),
@@ -1496,5 +1515,824 @@ async fn a_pending_settlement_is_reconciled_even_after_its_authorization_expired
     assert_eq!(
         a.reason(),
         "invalid_exact_evm_payload_authorization_valid_before"
+    );
+}
+
+// ---- Credits, jobs paid per call, and payments that are never deposits ----
+
+/// The payer's Compute balance.
+async fn balance_of(node: &Node, who: Address) -> chainfront::ledger::Balance {
+    node.state
+        .compute
+        .as_ref()
+        .expect("compute on")
+        .ledger()
+        .balance(who)
+        .await
+        .expect("balance")
+}
+
+/// The ledger's record of one transfer's deposit key.
+async fn credit_record(
+    node: &Node,
+    tx: B256,
+    log: u64,
+) -> Option<chainfront::ledger::CreditRecord> {
+    let key = chainfront_indexer::keys::LedgerKeys::deposit_credit(31337, tx, log);
+    node.state
+        .compute
+        .as_ref()
+        .expect("compute on")
+        .ledger()
+        .credit_records(&[key])
+        .await
+        .expect("records")
+        .pop()
+        .flatten()
+}
+
+/// Waits until the indexer has the head, then runs one pass of the
+/// deposit reconciler over the home chain (the node runs its own too).
+async fn reconciled(node: &Node, stack: &Stack) {
+    indexed(node, stack).await;
+    let ledger = node
+        .state
+        .compute
+        .as_ref()
+        .expect("compute on")
+        .ledger()
+        .clone();
+    let followed = node
+        .state
+        .config
+        .chain_specs()
+        .expect("specs")
+        .into_iter()
+        .map(|s| chainfront::ledger::reconcile::Followed {
+            chain_id: s.chain_id,
+            window: s.follow.window,
+        })
+        .collect();
+    chainfront::ledger::reconcile::Reconciler::new(ledger, followed)
+        .pass()
+        .await
+        .expect("reconcile pass");
+}
+
+/// The index of the USDC `Transfer` log in `tx`.
+async fn transfer_log(stack: &Stack, tx: B256) -> u64 {
+    let receipt = stack
+        .deployer
+        .get_transaction_receipt(tx)
+        .await
+        .expect("rpc")
+        .expect("mined");
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .find(|l| {
+            l.address() == stack.deployment.usdc
+                && l.topics().first()
+                    == Some(&<MockUSDC::Transfer as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
+        })
+        .and_then(|l| l.log_index)
+        .expect("Transfer log")
+}
+
+fn paid_tx(a: &Answer) -> B256 {
+    a.header("payment-response").expect("PAYMENT-RESPONSE")["transaction"]
+        .as_str()
+        .expect("tx")
+        .parse()
+        .expect("hash")
+}
+
+/// `POST /v1/deposit` of `tx` for `wallet`.
+async fn prove_deposit(node: &Node, wallet: Address, tx: B256, amount: &str) -> Answer {
+    send(
+        reqwest::Method::POST,
+        &format!("{}/v1/deposit", node.url),
+        &[],
+        Some(json!({
+            "wallet": wallet.to_string(),
+            "paymentProof": {"txHash": tx.to_string(), "network": "local", "amountUsd": amount, "token": "USDC", "timestamp": 1706500000000u64}
+        })),
+    )
+    .await
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn credits_bought_with_x402_are_credited_once_whoever_sees_the_transfer_first() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(&stack, &[])).await;
+    let d = stack.deployment.clone();
+    let payer = stack.signer(3);
+    let url = format!("{}/x402/purchase-compute", node.url);
+
+    // Amounts the node does not sell: 400 before any payment is asked for.
+    for (body, why) in [
+        (json!({"amount": "0.01"}), "below credits_min"),
+        (json!({"amount": 5000}), "above credits_max"),
+        (json!({"amount": "1.0000001"}), "finer than a base unit"),
+        (json!({"amount": "ten"}), "not a number"),
+        (json!({"amount": "1", "vm": {"tier": 0, "days": 1}}), "both"),
+    ] {
+        let a = send(reqwest::Method::POST, &url, &[], Some(body)).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{why}: {:?}", a.body);
+    }
+
+    // 402: exactly 2.50 USDC to the treasury.
+    let order = json!({"amount": "2.50"});
+    let a = send(reqwest::Method::POST, &url, &[], Some(order.clone())).await;
+    assert_eq!(a.status, StatusCode::PAYMENT_REQUIRED, "{:?}", a.body);
+    let accepted = a.header("payment-required").expect("402")["accepts"][0].clone();
+    assert_eq!(accepted["amount"], "2500000");
+    assert_eq!(accepted["payTo"], d.treasury.to_string());
+
+    // Credits are what you pay, exactly: paying more is refused, nothing moves.
+    let before = ledger(&stack, &[payer.address()]).await;
+    let over = Auth::new(payer.address(), d.treasury, 3_000_000);
+    let pay = v2_payment(
+        &accepted,
+        &over,
+        &over.sign(&payer, "USD Coin", d.usdc, false),
+    );
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(a.reason(), "invalid_exact_evm_payload_authorization_value");
+    assert_eq!(before, ledger(&stack, &[payer.address()]).await);
+
+    // Paid: settled, credited to the payer's balance.
+    let auth = Auth::new(payer.address(), d.treasury, 2_500_000);
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, false),
+    );
+    let headers = [
+        ("payment-signature", pay.clone()),
+        ("idempotency-key", "buy-credits-1".to_owned()),
+    ];
+    let a = send(reqwest::Method::POST, &url, &headers, Some(order.clone())).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["success"], true);
+    assert_eq!(a.body["credits"].to_string(), "2.5");
+    assert_eq!(a.body["alreadyCredited"], false);
+    let tx: B256 = a.body["transaction"]
+        .as_str()
+        .expect("tx")
+        .parse()
+        .expect("hash");
+    assert_eq!(paid_tx(&a), tx);
+    let b = balance_of(&node, payer.address()).await;
+    assert_eq!((b.available.0, b.deposited.0), (2_500_000, 2_500_000));
+    let log = transfer_log(&stack, tx).await;
+    let record = credit_record(&node, tx, log).await.expect("credited");
+    assert!(record.credited && !record.consumed);
+    assert_eq!(
+        record.source, "x402",
+        "under the transfer's own deposit key"
+    );
+    assert_eq!(
+        usdc_of(&stack, payer.address()).await,
+        before[1] - U256::from(2_500_000u64)
+    );
+
+    // The same request with the same key: the first answer again.
+    let again = send(reqwest::Method::POST, &url, &headers, Some(order.clone())).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        again
+            .headers
+            .get("x-idempotent-replay")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(again.body["transaction"], a.body["transaction"]);
+    // Without it: one payment, one purchase.
+    let a2 = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(a2.status, StatusCode::CONFLICT);
+
+    // The indexer sees the transfer and the reconciler passes; the payer
+    // proves it as a deposit too: still credited once.
+    reconciled(&node, &stack).await;
+    let proved = prove_deposit(&node, payer.address(), tx, "2.50").await;
+    assert_eq!(proved.status, StatusCode::OK, "{:?}", proved.body);
+    assert_eq!(proved.body["alreadyCredited"], true);
+    let b = balance_of(&node, payer.address()).await;
+    assert_eq!((b.available.0, b.deposited.0), (2_500_000, 2_500_000));
+
+    // The other order: the deposit path first (the payment waits for two
+    // confirmations, which only come when this test mines them), x402 second.
+    let slow = start_node(x402_config(
+        &stack,
+        &[("CHAINFRONT_X402__CONFIRMATIONS", "2")],
+    ))
+    .await;
+    let auth = Auth::new(payer.address(), d.treasury, 1_000_000);
+    let order = json!({"amount": "1"});
+    let accepted = send(
+        reqwest::Method::POST,
+        &format!("{}/x402/purchase-compute", slow.url),
+        &[],
+        Some(order.clone()),
+    )
+    .await
+    .header("payment-required")
+    .expect("402")["accepts"][0]
+        .clone();
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, false),
+    );
+    let paying = tokio::spawn({
+        let url = format!("{}/x402/purchase-compute", slow.url);
+        async move {
+            send(
+                reqwest::Method::POST,
+                &url,
+                &[("payment-signature", pay)],
+                Some(order),
+            )
+            .await
+        }
+    });
+    // The relayer's transaction, as the sender recorded it before broadcasting.
+    let send_id = chainfront::x402::settle::send_id(d.usdc, payer.address(), auth.nonce, true);
+    let mut redis = slow.state.redis.clone();
+    wait_until("the settlement to be mined", || {
+        let mut redis = redis.clone();
+        let key = ChainKeys::new(31337).tx(&send_id);
+        let stack = &stack;
+        async move {
+            let hash: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("hash")
+                .query_async(&mut redis)
+                .await
+                .expect("redis");
+            match hash.and_then(|h| h.parse::<B256>().ok()) {
+                Some(h) => stack
+                    .deployer
+                    .get_transaction_receipt(h)
+                    .await
+                    .expect("rpc")
+                    .is_some(),
+                None => false,
+            }
+        }
+    })
+    .await;
+    let hash: String = redis::cmd("HGET")
+        .arg(ChainKeys::new(31337).tx(&send_id))
+        .arg("hash")
+        .query_async(&mut redis)
+        .await
+        .expect("redis");
+    let tx: B256 = hash.parse().expect("hash");
+    let proved = prove_deposit(&slow, payer.address(), tx, "1").await;
+    assert_eq!(proved.status, StatusCode::OK, "{:?}", proved.body);
+    assert_eq!(
+        proved.body["alreadyCredited"], false,
+        "the deposit path was first"
+    );
+    for _ in 0..3 {
+        let _: String = stack
+            .deployer
+            .raw_request("evm_mine".into(), ())
+            .await
+            .expect("mine");
+    }
+    let a = paying.await.expect("request");
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["alreadyCredited"], true, "x402 came second: a no-op");
+    reconciled(&slow, &stack).await;
+    let b = balance_of(&slow, payer.address()).await;
+    assert_eq!(
+        (b.available.0, b.deposited.0),
+        (3_500_000, 3_500_000),
+        "each purchase credited once"
+    );
+}
+
+/// A job's answer once it finished.
+async fn finished_job(node: &Node, id: &str) -> Value {
+    let url = format!("{}/v1/jobs/{id}", node.url);
+    let mut last = Value::Null;
+    for _ in 0..1200 {
+        let a = send(reqwest::Method::GET, &url, &[], None).await;
+        if matches!(a.body["status"].as_str(), Some("completed" | "failed")) {
+            return a.body;
+        }
+        last = a.body;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish: {last}");
+}
+
+fn usd_units(v: &Value) -> u64 {
+    chainfront::ledger::money::parse_usd(&v.to_string())
+        .expect("usd")
+        .0
+}
+
+#[tokio::test]
+async fn a_compute_job_paid_per_call_keeps_what_it_did_not_cost_in_the_balance() {
+    let stack = Stack::start().await;
+    // Storage reads reserve the largest object (1 MiB) at 0.1 USDC per MB
+    // and cost what they read: most of a read's payment is not spent.
+    let node = start_node(x402_config(
+        &stack,
+        &[(
+            "CHAINFRONT_COMPUTE__PRICING__STORAGE__PRICE_PER_UNIT",
+            "0.1",
+        )],
+    ))
+    .await;
+    let d = stack.deployment.clone();
+    let (payer, other) = (stack.signer(4), stack.signer(5));
+    let url = format!("{}/v1/compute/storage", node.url);
+    let put = json!({"payload": {"operation": "put", "key": "note", "content": "hello"}});
+    let get = json!({"payload": {"operation": "get", "key": "note"}});
+
+    // No credentials and no payment: 402 offering this job at its maximum charge.
+    let a = send(reqwest::Method::POST, &url, &[], Some(put.clone())).await;
+    assert_eq!(a.status, StatusCode::PAYMENT_REQUIRED, "{:?}", a.body);
+    assert!(
+        a.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/auth/login")),
+        "the other ways too"
+    );
+    let accepted = a.header("payment-required").expect("402")["accepts"][0].clone();
+    assert_eq!(
+        accepted["amount"], "1000",
+        "a 5-byte put: the minimum charge"
+    );
+    // A bad payload is refused before anything is paid.
+    let bad = send(
+        reqwest::Method::POST,
+        &url,
+        &[],
+        Some(json!({"payload": {"operation": "explode"}})),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
+
+    // A payment for a request naming another wallet: 403, nothing moved.
+    let before = ledger(&stack, &[payer.address()]).await;
+    let auth = Auth::new(payer.address(), d.treasury, 1_000);
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, false),
+    );
+    let mut named = put.clone();
+    named["wallet"] = other.address().to_string().into();
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay.clone())],
+        Some(named),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.body);
+    assert_eq!(before, ledger(&stack, &[payer.address()]).await);
+
+    // Paid per call: the payer's job.
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay.clone())],
+        Some(put.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(
+        a.header("payment-response").expect("response")["payer"],
+        payer.address().to_string()
+    );
+    let put_job = finished_job(&node, a.body["jobId"].as_str().expect("jobId")).await;
+    assert_eq!(put_job["status"], "completed", "{put_job}");
+    let put_tx = paid_tx(&a);
+    // The same payment again: one payment, one job.
+    let again = send(
+        reqwest::Method::POST,
+        &url,
+        &[("payment-signature", pay)],
+        Some(put.clone()),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+
+    // A read, paid per call with an Idempotency-Key.
+    let a = send(reqwest::Method::POST, &url, &[], Some(get.clone())).await;
+    let accepted = a.header("payment-required").expect("402")["accepts"][0].clone();
+    let price: u64 = accepted["amount"]
+        .as_str()
+        .expect("amount")
+        .parse()
+        .expect("units");
+    assert_eq!(price, 104_858, "1 MiB at 0.1 USDC per MB, rounded up");
+    let auth = Auth::new(payer.address(), d.treasury, price);
+    let pay = v2_payment(
+        &accepted,
+        &auth,
+        &auth.sign(&payer, "USD Coin", d.usdc, false),
+    );
+    let headers = [
+        ("payment-signature", pay),
+        ("idempotency-key", "read-1".to_owned()),
+    ];
+    let a = send(reqwest::Method::POST, &url, &headers, Some(get.clone())).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(usd_units(&a.body["cost"]), price, "reserved: the payment");
+    let job_id = a.body["jobId"].as_str().expect("jobId").to_owned();
+    let replayed = send(reqwest::Method::POST, &url, &headers, Some(get.clone())).await;
+    assert_eq!(replayed.status, StatusCode::OK);
+    assert_eq!(
+        replayed.body["jobId"],
+        job_id.as_str(),
+        "the same job, not a second"
+    );
+    let job = finished_job(&node, &job_id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let cost = usd_units(&job["cost"]);
+    assert_eq!(cost, 1_000, "a 5-byte read costs the minimum");
+
+    // What the jobs did not cost is in the payer's balance; nothing else is.
+    let expect = |b: chainfront::ledger::Balance| {
+        assert_eq!(b.deposited.0, 1_000 + price, "both payments credited, once");
+        assert_eq!(b.spent.0, 1_000 + cost);
+        assert_eq!(b.pending.0, 0);
+        assert_eq!(b.available.0, price - cost);
+    };
+    expect(balance_of(&node, payer.address()).await);
+    assert_eq!(
+        usdc_of(&stack, payer.address()).await,
+        before[1] - U256::from(1_000 + price)
+    );
+    // The indexer sees both transfers and the reconciler passes: unchanged.
+    reconciled(&node, &stack).await;
+    expect(balance_of(&node, payer.address()).await);
+    let record = credit_record(&node, put_tx, transfer_log(&stack, put_tx).await)
+        .await
+        .expect("credited");
+    assert_eq!(record.source, "x402");
+    let jobs = node
+        .state
+        .compute
+        .as_ref()
+        .expect("compute")
+        .jobs(payer.address(), 100)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), 2, "one job per payment");
+
+    // A signed-in wallet without balance hears the document's 402 (the
+    // failed job) and, with it, the offer to pay this job per call.
+    let token = crate::compute::login(&node.url, &other).await;
+    let a = send(
+        reqwest::Method::POST,
+        &url,
+        &[("authorization", format!("Bearer {token}"))],
+        Some(put),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYMENT_REQUIRED, "{:?}", a.body);
+    assert_eq!(a.body["status"], "failed");
+    assert!(
+        a.body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Insufficient balance"))
+    );
+    assert_eq!(
+        a.header("payment-required").expect("offer")["accepts"][0]["amount"],
+        "1000"
+    );
+}
+
+#[tokio::test]
+async fn a_paid_credentials_fetch_is_never_credited_as_a_deposit() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(&stack, &[])).await;
+    let d = stack.deployment.clone();
+    let owner = stack.signer(1);
+    let token = running_vm(&stack, &node).await;
+    let bearer = (
+        "authorization",
+        format!("Bearer {}", legacy_sig(&owner, token)),
+    );
+    let url = format!("{}/x402/vm-credentials/{token}", node.url);
+    let accepted = send(reqwest::Method::GET, &url, &[], None)
+        .await
+        .header("payment-required")
+        .expect("402")["accepts"][0]
+        .clone();
+    let fetch = |node_url: String| {
+        let (bearer, accepted, owner, usdc, treasury) = (
+            bearer.clone(),
+            accepted.clone(),
+            owner.clone(),
+            d.usdc,
+            d.treasury,
+        );
+        async move {
+            let auth = Auth::new(owner.address(), treasury, PRICE);
+            let pay = v2_payment(
+                &accepted,
+                &auth,
+                &auth.sign(&owner, "USD Coin", usdc, false),
+            );
+            send(
+                reqwest::Method::GET,
+                &format!("{node_url}/x402/vm-credentials/{token}"),
+                &[bearer, ("payment-signature", pay)],
+                None,
+            )
+            .await
+        }
+    };
+
+    // Settled by the node's relayer: the transfer to the treasury is a
+    // payment. The indexer has it and the reconciler passes: not credited.
+    let a = fetch(node.url.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let tx = paid_tx(&a);
+    let log = transfer_log(&stack, tx).await;
+    reconciled(&node, &stack).await;
+    let b = balance_of(&node, owner.address()).await;
+    assert_eq!((b.available.0, b.deposited.0), (0, 0), "{b:?}");
+    let record = credit_record(&node, tx, log).await.expect("marked");
+    assert!(record.consumed && !record.credited, "{record:?}");
+    assert_eq!(record.source, "x402:/x402/vm-credentials");
+    // Nor can it be proven as a deposit.
+    let proved = prove_deposit(&node, owner.address(), tx, "0.01").await;
+    assert_eq!(proved.status, StatusCode::BAD_REQUEST, "{:?}", proved.body);
+    assert!(
+        proved.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("paid for an x402 request")),
+        "{:?}",
+        proved.body
+    );
+    // A real deposit of the same wallet is credited as ever.
+    let deposit = mined(
+        MockUSDC::new(d.usdc, stack.wallet(1))
+            .transfer(d.treasury, U256::from(500_000u64))
+            .send()
+            .await
+            .expect("deposit"),
+        "deposit",
+    )
+    .await
+    .expect("mined");
+    reconciled(&node, &stack).await;
+    assert_eq!(
+        balance_of(&node, owner.address()).await.available.0,
+        500_000
+    );
+    let _ = deposit;
+
+    // Before the settlement is even confirmed (two confirmations, mined by
+    // this test later), the deposit path already knows the relayer's
+    // transaction for a payment: proofs are refused, the reconciler skips it.
+    let slow = start_node(x402_config(
+        &stack,
+        &[("CHAINFRONT_X402__CONFIRMATIONS", "2")],
+    ))
+    .await;
+    let auth_nonce = std::sync::Arc::new(std::sync::Mutex::new(None::<B256>));
+    let paying = tokio::spawn({
+        let (bearer, accepted, owner, usdc, treasury, url, nonce) = (
+            bearer.clone(),
+            accepted.clone(),
+            owner.clone(),
+            d.usdc,
+            d.treasury,
+            format!("{}/x402/vm-credentials/{token}", slow.url),
+            auth_nonce.clone(),
+        );
+        let auth = Auth::new(owner.address(), treasury, PRICE);
+        *nonce.lock().expect("lock") = Some(auth.nonce);
+        let pay = v2_payment(
+            &accepted,
+            &auth,
+            &auth.sign(&owner, "USD Coin", usdc, false),
+        );
+        async move {
+            send(
+                reqwest::Method::GET,
+                &url,
+                &[bearer, ("payment-signature", pay)],
+                None,
+            )
+            .await
+        }
+    });
+    let nonce = auth_nonce.lock().expect("lock").expect("nonce");
+    let tx_key = ChainKeys::new(31337).tx(&chainfront::x402::settle::send_id(
+        d.usdc,
+        owner.address(),
+        nonce,
+        false,
+    ));
+    let redis = slow.state.redis.clone();
+    let settlement = || {
+        let (mut redis, key) = (redis.clone(), tx_key.clone());
+        async move {
+            let hash: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("hash")
+                .query_async(&mut redis)
+                .await
+                .expect("redis");
+            hash.and_then(|h| h.parse::<B256>().ok())
+        }
+    };
+    wait_until("the settlement to be mined", || async {
+        match settlement().await {
+            Some(h) => stack
+                .deployer
+                .get_transaction_receipt(h)
+                .await
+                .expect("rpc")
+                .is_some(),
+            None => false,
+        }
+    })
+    .await;
+    let pending_tx = settlement().await.expect("sent");
+    let proved = prove_deposit(&slow, owner.address(), pending_tx, "0.01").await;
+    assert_eq!(proved.status, StatusCode::BAD_REQUEST, "{:?}", proved.body);
+    reconciled(&slow, &stack).await;
+    assert_eq!(
+        balance_of(&slow, owner.address()).await.available.0,
+        500_000
+    );
+    assert!(
+        credit_record(&slow, pending_tx, transfer_log(&stack, pending_tx).await)
+            .await
+            .is_none(),
+        "not recorded yet: the refusals came from the transaction's send id"
+    );
+    for _ in 0..3 {
+        let _: String = stack
+            .deployer
+            .raw_request("evm_mine".into(), ())
+            .await
+            .expect("mine");
+    }
+    let a = paying.await.expect("request");
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(paid_tx(&a), pending_tx);
+
+    // An external facilitator's settlement is known only once it is mined:
+    // here the deposit path credits it first (the payment waits for two
+    // confirmations this test mines later); recording the payment then
+    // takes the credit back.
+    let facilitator = facilitator_stub(stack.anvil.endpoint(), stack.signer(7), false).await;
+    let fac = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_X402__FACILITATOR_URL", &facilitator),
+            ("CHAINFRONT_X402__CONFIRMATIONS", "2"),
+            ("CHAINFRONT_COMPUTE__RECONCILE_INTERVAL_MS", "50"),
+        ],
+    ))
+    .await;
+    let paying = tokio::spawn(fetch(fac.url.clone()));
+    wait_until(
+        "the facilitator's transfer credited as a deposit",
+        || async { balance_of(&fac, owner.address()).await.available.0 == 500_000 + PRICE },
+    )
+    .await;
+    for _ in 0..3 {
+        let _: String = stack
+            .deployer
+            .raw_request("evm_mine".into(), ())
+            .await
+            .expect("mine");
+    }
+    let a = paying.await.expect("request");
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let tx = paid_tx(&a);
+    let record = credit_record(&fac, tx, transfer_log(&stack, tx).await)
+        .await
+        .expect("marked");
+    assert!(record.consumed && !record.credited, "{record:?}");
+    reconciled(&fac, &stack).await;
+    let b = balance_of(&fac, owner.address()).await;
+    assert_eq!(
+        (b.available.0, b.deposited.0, b.owed.0),
+        (500_000, 500_000, 0),
+        "the payment's credit reversed, the deposit kept: {b:?}"
+    );
+    let entries = fac
+        .state
+        .compute
+        .as_ref()
+        .expect("compute")
+        .ledger()
+        .entries(owner.address(), 10)
+        .await
+        .expect("entries");
+    assert_eq!(entries[0].kind, "reversal", "{entries:?}");
+}
+
+#[tokio::test]
+async fn the_official_clients_buy_credits_and_pay_compute_jobs_per_call() {
+    let stack = Stack::start().await;
+    let node = start_node(x402_config(&stack, &[])).await;
+    let payer = stack.signer(6);
+    let allow = format!("eip155:31337={}", stack.deployment.usdc);
+    let client = |url: String, body: Value| {
+        vec![
+            "--url".to_owned(),
+            url,
+            "--method".into(),
+            "POST".into(),
+            "--body".into(),
+            body.to_string(),
+            "--payer-key".into(),
+            key_hex(&payer),
+            "--allow-asset".into(),
+            allow.clone(),
+        ]
+    };
+    let before = usdc_of(&stack, payer.address()).await;
+
+    // Credits with the Python client (requests).
+    let mut args = vec!["requests".to_owned()];
+    args.extend(client(
+        format!("{}/x402/purchase-compute", node.url),
+        json!({"amount": "1.50"}),
+    ));
+    let report = run_client("x402_python.py", &args).await;
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(report["body"]["credits"].to_string(), "1.5", "{report}");
+    assert_eq!(report["paymentResponse"]["success"], true, "{report}");
+
+    // A storage job paid per call with the Python client (httpx), and one
+    // with @x402/fetch: no balance spent, no sign-in.
+    let jobs = format!("{}/v1/compute/storage", node.url);
+    let mut args = vec!["httpx".to_owned()];
+    args.extend(client(
+        jobs.clone(),
+        json!({"payload": {"operation": "put", "key": "k", "content": "hi"}}),
+    ));
+    let report = run_client("x402_python.py", &args).await;
+    assert_eq!(report["status"], 200, "{report}");
+    let put = finished_job(&node, report["body"]["jobId"].as_str().expect("jobId")).await;
+    assert_eq!(put["status"], "completed", "{put}");
+    let report = run_client(
+        "x402_fetch.mjs",
+        &client(jobs, json!({"payload": {"operation": "get", "key": "k"}})),
+    )
+    .await;
+    assert_eq!(report["status"], 200, "{report}");
+    let get = finished_job(&node, report["body"]["jobId"].as_str().expect("jobId")).await;
+    assert_eq!(get["status"], "completed", "{get}");
+    assert_eq!(get["result"]["content"], "hi", "{get}");
+
+    // 1.50 of credits untouched; each job paid its own (minimum) charge.
+    let b = balance_of(&node, payer.address()).await;
+    assert_eq!(
+        (b.available.0, b.spent.0, b.deposited.0),
+        (1_500_000, 2_000, 1_502_000),
+        "{b:?}"
+    );
+    assert_eq!(
+        usdc_of(&stack, payer.address()).await,
+        before - U256::from(1_502_000u64)
     );
 }
