@@ -1246,6 +1246,28 @@ rpc_urls = ["http://127.0.0.1:8545"]
     }
 
     #[test]
+    fn an_x402_settlement_must_fit_in_the_request_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", MINIMAL);
+        let load = |pairs: &[(&str, &str)]| Config::load_with_env(Some(&file), &env(pairs));
+        let c = load(&[]).expect("defaults fit");
+        assert_eq!(c.x402.settle_timeout_secs, 10);
+        let e = load(&[("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "13")])
+            .expect_err("13 s + slack > 15 s");
+        assert!(e.to_string().contains("x402.settle_timeout_secs"), "{e}");
+        load(&[
+            ("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "30"),
+            ("CHAINFRONT_API__REQUEST_TIMEOUT_MS", "40000"),
+        ])
+        .expect("a longer request timeout makes room");
+        load(&[
+            ("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "30"),
+            ("CHAINFRONT_X402__ENABLED", "false"),
+        ])
+        .expect("x402 off: not checked");
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = write(dir.path(), "c.toml", MINIMAL);

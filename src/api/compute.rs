@@ -539,13 +539,21 @@ struct SubmitBody {
 }
 
 /// Submits a paid job: reserves its maximum charge, runs it asynchronously.
+/// Paid from the proven wallet's balance, or per call with x402.
 #[utoipa::path(post, path = "/v1/compute/{service}", tag = "compute", request_body = SubmitBody,
-    params(("service" = String, Path, description = "llm, code, web, trade, data, storage, gpu or ml")),
+    params(
+        ("service" = String, Path, description = "llm, code, web, trade, data, storage, gpu or ml"),
+        ("PAYMENT-SIGNATURE" = Option<String>, Header, description = "x402 v2 payment of the job's maximum charge (the 402's `accepts`): the job is the payer's, paid per call; what it does not cost stays in the payer's balance"),
+        ("X-PAYMENT" = Option<String>, Header, description = "x402 v1 payment"),
+        ("Idempotency-Key" = Option<String>, Header, description = "With a payment: the same request sent again answers the same job"),
+    ),
     responses(
-        (status = 200, description = "`{id, jobId, service, status: \"pending\", cost, timestamp}` (cost = the reserved maximum)", body = JobView),
+        (status = 200, description = "`{id, jobId, service, status: \"pending\", cost, timestamp}` (cost = the reserved maximum); paid per call: `PAYMENT-RESPONSE` carries the settlement", body = JobView),
         (status = 400, description = "Bad payload", body = ErrorBody),
-        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
-        (status = 402, description = "`Insufficient balance. Need $X, have $Y`, as the failed job", body = JobView),
+        (status = 401, description = "No proof of control of the wallet named by `wallet` (or x402 is off)", body = ErrorBody),
+        (status = 402, description = "`Insufficient balance. Need $X, have $Y`, as the failed job, with the job's x402 offer in `PAYMENT-REQUIRED`; or, for a request with no wallet, no credentials and no payment, the x402 offer alone (v1 requirements as the body); or a refused payment", body = JobView),
+        (status = 403, description = "The payment's payer is not the `wallet` the request names", body = ErrorBody),
+        (status = 409, description = "This payment was used for another request", body = ErrorBody),
         (status = 404, description = "Unknown service", body = ErrorBody),
         (status = 429, description = "Over the per-wallet or per-IP limit", body = ErrorBody),
         (status = 501, description = "Service not offered by this node", body = ErrorBody),

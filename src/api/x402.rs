@@ -273,19 +273,20 @@ struct VmOrder {
     post,
     path = "/x402/purchase-compute",
     tag = "x402",
-    request_body(content = PurchaseCompute, description = "`{\"vm\": {\"tier\": 0, \"days\": 30}}` buys a VM: sign `ReceiveWithAuthorization` (accepts[].extra.primaryType) of exactly the price to the marketplace. `{\"amount\": \"5.00\"}` buys credits (not available until the Compute API's ledger is on this node)."),
+    request_body(content = PurchaseCompute, description = "`{\"vm\": {\"tier\": 0, \"days\": 30}}` buys a VM: sign `ReceiveWithAuthorization` (accepts[].extra.primaryType) of exactly the price to the marketplace. `{\"amount\": \"5.00\"}` (or no body: `x402.prices.credits_default`) buys Compute API credits: exactly that amount to the treasury, credited to the payer's balance."),
     params(
         ("PAYMENT-SIGNATURE" = Option<String>, Header, description = "x402 v2 payment (base64 JSON PaymentPayload)"),
         ("X-PAYMENT" = Option<String>, Header, description = "x402 v1 payment (base64 JSON)"),
         ("Idempotency-Key" = Option<String>, Header, description = "Sent again with the same payment and body, answers the first answer again instead of 409"),
     ),
     responses(
-        (status = 200, description = "VM: `{success, tokenId, tier, days, owner, totalCost, transaction, network, credentials}`; `PAYMENT-RESPONSE` carries the settlement", body = Value),
-        (status = 400, description = "Malformed body, unknown or inactive tier, bad duration", body = ErrorBody),
+        (status = 200, description = "VM: `{success, tokenId, tier, days, owner, totalCost, transaction, network, credentials}`; credits: `{success, credits, transaction, network, wallet, balance, alreadyCredited}`; `PAYMENT-RESPONSE` carries the settlement", body = Value),
+        (status = 400, description = "Malformed body, unknown or inactive tier, bad duration, an amount outside credits_min..credits_max", body = ErrorBody),
         (status = 402, description = "Payment required or refused (`PAYMENT-REQUIRED` header, v1 body with `error` and `reason`)", body = Value),
         (status = 409, description = "This payment is being settled or was used for another request", body = ErrorBody),
         (status = 429, description = "Over the rate limit", body = ErrorBody),
-        (status = 503, description = "Chain, state store or relayer unavailable; credits not available yet", body = ErrorBody),
+        (status = 501, description = "Credits: the Compute API is switched off on this node", body = ErrorBody),
+        (status = 503, description = "Chain, state store or relayer unavailable", body = ErrorBody),
     )
 )]
 async fn purchase_compute(
