@@ -610,11 +610,6 @@ async fn x402_bench(
         served += w.await?;
     }
     let elapsed = t.elapsed().as_secs_f64();
-    miner_stop.cancel();
-    miner.await?;
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (true,))
-        .await?;
     println!(
         "x402 paid GET /x402/vm-credentials (verify + settle + serve), 16 clients: {:.0} paid requests/s ({served}/{total} served in {elapsed:.1} s; load {})",
         served as f64 / elapsed,
@@ -622,6 +617,58 @@ async fn x402_bench(
     );
     if served != total {
         return Err(format!("only {served} of {total} paid requests were served").into());
+    }
+
+    // A Compute job paid per call: verify + settle + credit + open the job
+    // (the job itself runs on the workers afterwards).
+    let job_price = alloy::primitives::U256::from(1_000u64); // a small storage put: the minimum charge
+    let payments: Vec<String> = (0..total)
+        .map(|_| x402_payment(&x, buyer, job_price))
+        .collect::<Res<_>>()?;
+    let queue = Arc::new(std::sync::Mutex::new(
+        payments.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let url = format!("{api}/v1/compute/storage");
+    let t = Instant::now();
+    let workers = (0..16).map(|_| {
+        let (queue, client, url) = (queue.clone(), client.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut ok = 0usize;
+            loop {
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop();
+                let Some((i, pay)) = next else { return ok };
+                let r = client
+                    .post(&url)
+                    .header("payment-signature", pay)
+                    .json(&serde_json::json!({"payload": {"operation": "put", "key": format!("paid-{i}"), "content": "x"}}))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    ok += 1;
+                }
+            }
+        })
+    });
+    let mut served = 0;
+    for w in workers.collect::<Vec<_>>() {
+        served += w.await?;
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    miner_stop.cancel();
+    miner.await?;
+    let _: () = provider
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await?;
+    println!(
+        "x402 paid POST /v1/compute/storage per call (verify + settle + credit + open), 16 clients: {:.0} paid jobs/s ({served}/{total} in {elapsed:.1} s; load {})",
+        served as f64 / elapsed,
+        load()
+    );
+    if served != total {
+        return Err(format!("only {served} of {total} paid jobs were opened").into());
     }
     Ok(())
 }
