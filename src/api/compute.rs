@@ -2,10 +2,11 @@
 //! jobs, SSE streams, webhook secrets. Handlers only parse, call
 //! `crate::ledger` / `crate::compute`, and map their errors.
 //!
-//! Who may spend: [`spender`] is the one place a request's wallet is
-//! established (a sign-in JWT today; the per-request signature header of the
-//! auth module and x402 payments plug in there). A bare `wallet` field is
-//! refused unless `compute.trust_wallet_field` is on.
+//! Who may spend: [`spender`] is the one place a balance's wallet is
+//! established (a sign-in JWT or the auth module's per-request signature).
+//! A bare `wallet` field is refused unless `compute.trust_wallet_field` is
+//! on. A job may instead carry an x402 payment of itself: `submit` hands it
+//! to `api::x402::paid_job` (the payer's job, paid per call).
 
 use std::convert::Infallible;
 use std::time::Instant;
