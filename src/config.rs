@@ -75,6 +75,9 @@ pub struct Config {
     /// The Compute API: jobs, pricing, executors.
     #[serde(default)]
     pub compute: crate::compute::config::ComputeConfig,
+    /// x402 payments (the relayer key is `CHAINFRONT_RELAYER_KEY`).
+    #[serde(default)]
+    pub x402: X402Config,
     /// Clockchain markets: recording plain-transfer submissions.
     #[serde(default)]
     pub markets: MarketsConfig,
@@ -494,6 +497,125 @@ impl Default for MarketsConfig {
     }
 }
 
+/// x402 payments: how paid routes are priced, verified and settled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct X402Config {
+    /// Serve the paid `/x402/*` routes.
+    pub enabled: bool,
+    /// Settle through this external facilitator (`POST {url}/verify`,
+    /// `POST {url}/settle`) instead of the node's relayer. Its answers are
+    /// checked against the chain.
+    pub facilitator_url: Option<String>,
+    /// Blocks on top of a settlement before the paid request is served.
+    pub confirmations: u64,
+    /// How long a request waits for its settlement to be mined before it is
+    /// answered `settlement_pending` (the same payment sent again resumes it).
+    /// Must leave room within `api.request_timeout_ms` (checked at start).
+    pub settle_timeout_secs: u64,
+    /// `maxTimeoutSeconds` offered to clients: how long an authorization may
+    /// stay valid.
+    pub max_timeout_seconds: u64,
+    /// Public base URL of the API (`https://api.example.com`), used in the
+    /// `resource` of 402 answers; without it the request's `Host` is used.
+    pub public_url: Option<String>,
+    /// The v1 network name for the home chain; by default the name the v1
+    /// clients use for it (`base`, `base-sepolia`, …) or, for chains they do
+    /// not know (anvil), the CAIP-2 id.
+    pub v1_network: Option<String>,
+    /// Gas allowed to a contract wallet's EIP-1271 `isValidSignature`.
+    pub eip1271_gas: u64,
+    /// How often a settlement's receipt is polled, in ms (each pending
+    /// settlement costs one RPC call per poll).
+    pub poll_interval_ms: u64,
+    /// Prices, in USDC.
+    pub prices: X402Prices,
+}
+
+/// Time a paid request needs besides waiting for its settlement (checks,
+/// simulation, the handler), within `api.request_timeout_ms`.
+const X402_REQUEST_SLACK_MS: u64 = 3_000;
+
+impl Default for X402Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            facilitator_url: None,
+            confirmations: 0,
+            settle_timeout_secs: 10,
+            max_timeout_seconds: 300,
+            public_url: None,
+            v1_network: None,
+            eip1271_gas: 100_000,
+            poll_interval_ms: 200,
+            prices: X402Prices::default(),
+        }
+    }
+}
+
+/// Prices of the paid routes, in USDC (decimal strings in TOML).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct X402Prices {
+    /// One `GET /x402/vm-credentials/:tokenId`.
+    #[serde(with = "usdc_amount")]
+    pub vm_credentials: rust_decimal::Decimal,
+    /// Credits bought by `POST /x402/purchase-compute` without an amount.
+    #[serde(with = "usdc_amount")]
+    pub credits_default: rust_decimal::Decimal,
+    /// Smallest credit purchase.
+    #[serde(with = "usdc_amount")]
+    pub credits_min: rust_decimal::Decimal,
+    /// Largest credit purchase.
+    #[serde(with = "usdc_amount")]
+    pub credits_max: rust_decimal::Decimal,
+}
+
+impl Default for X402Prices {
+    fn default() -> Self {
+        use rust_decimal::Decimal;
+        Self {
+            vm_credentials: Decimal::new(1, 2),
+            credits_default: Decimal::new(1, 0),
+            credits_min: Decimal::new(10, 2),
+            credits_max: Decimal::new(1_000, 0),
+        }
+    }
+}
+
+/// USDC amounts: a decimal string in TOML (a number from the environment is
+/// read through its decimal text, never as a float).
+mod usdc_amount {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let text = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a USDC amount like \"0.01\", got {other}"
+                )));
+            }
+        };
+        let v: Decimal = text
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a USDC amount")))?;
+        if v.is_sign_negative() || v.normalize().scale() > 6 {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is not a USDC amount (non-negative, at most 6 decimals)"
+            )));
+        }
+        Ok(v)
+    }
+}
+
 /// Indexer settings shared by every chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -742,6 +864,44 @@ impl Config {
                 node,
                 &["redis", "rediss", "redis+unix", "unix"],
             )?;
+        }
+        if let Some(url) = &self.x402.facilitator_url {
+            check_url("x402.facilitator_url", url, &["http", "https"])?;
+        }
+        let p = &self.x402.prices;
+        if p.credits_min > p.credits_max
+            || p.credits_default < p.credits_min
+            || p.credits_default > p.credits_max
+        {
+            return Err(Error::Config {
+                key: "x402.prices".into(),
+                message: "needs credits_min <= credits_default <= credits_max".into(),
+            });
+        }
+        if self.x402.max_timeout_seconds == 0
+            || self.x402.settle_timeout_secs == 0
+            || self.x402.poll_interval_ms == 0
+        {
+            return Err(Error::Config {
+                key: "x402.max_timeout_seconds".into(),
+                message:
+                    "max_timeout_seconds, settle_timeout_secs and poll_interval_ms must be at least 1"
+                        .into(),
+            });
+        }
+        if self.x402.enabled
+            && self.x402.settle_timeout_secs.saturating_mul(1_000) + X402_REQUEST_SLACK_MS
+                > self.api.request_timeout_ms
+        {
+            return Err(Error::Config {
+                key: "x402.settle_timeout_secs".into(),
+                message: format!(
+                    "is {} s, which leaves less than {} s of api.request_timeout_ms ({} ms) for the rest of a paid request; a request cut off there answers 503 while its settlement goes on",
+                    self.x402.settle_timeout_secs,
+                    X402_REQUEST_SLACK_MS / 1_000,
+                    self.api.request_timeout_ms
+                ),
+            });
         }
         if let Some(url) = &self.api.public_url {
             check_url("api.public_url", url, &["http", "https"])?;
@@ -1046,6 +1206,7 @@ struct Defaults {
     provisioning: ProvisioningConfig,
     compute: crate::compute::config::ComputeConfig,
     markets: MarketsConfig,
+    x402: X402Config,
 }
 
 #[cfg(test)]
@@ -1103,6 +1264,28 @@ rpc_urls = ["http://127.0.0.1:8545"]
         assert_eq!(c.chains["local"].rpc_urls, vec!["http://a:1", "http://b:2"]);
         assert_eq!(c.chains["local"].confirmations, 12);
         assert_eq!(c.redis.url, "redis://10.0.0.1:6380");
+    }
+
+    #[test]
+    fn an_x402_settlement_must_fit_in_the_request_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", MINIMAL);
+        let load = |pairs: &[(&str, &str)]| Config::load_with_env(Some(&file), &env(pairs));
+        let c = load(&[]).expect("defaults fit");
+        assert_eq!(c.x402.settle_timeout_secs, 10);
+        let e = load(&[("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "13")])
+            .expect_err("13 s + slack > 15 s");
+        assert!(e.to_string().contains("x402.settle_timeout_secs"), "{e}");
+        load(&[
+            ("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "30"),
+            ("CHAINFRONT_API__REQUEST_TIMEOUT_MS", "40000"),
+        ])
+        .expect("a longer request timeout makes room");
+        load(&[
+            ("CHAINFRONT_X402__SETTLE_TIMEOUT_SECS", "30"),
+            ("CHAINFRONT_X402__ENABLED", "false"),
+        ])
+        .expect("x402 off: not checked");
     }
 
     #[test]

@@ -24,5 +24,6 @@ pub mod telemetry;
 pub mod time;
 pub mod toolchain;
 pub mod vms;
+pub mod x402;
 
 pub use error::{Error, Result};

@@ -186,6 +186,15 @@ pub async fn connect(config: Config) -> Result<AppState> {
     } else {
         None
     };
+    // x402 credits and consumes through the Compute API's ledger (one
+    // balance cache), or its own handle on the same keys when that is off.
+    let ledger = compute.as_ref().map_or_else(
+        || crate::ledger::Ledger::new(redis.clone(), Duration::ZERO),
+        |c| c.ledger().clone(),
+    );
+    let x402 = crate::x402::X402::connect(&config, &home, redis.clone(), rpc.clone(), ledger)
+        .await?
+        .map(Arc::new);
     let chain_head: Arc<std::sync::atomic::AtomicU64> = Arc::default();
     let chain_time: Arc<std::sync::atomic::AtomicU64> = Arc::default();
     let markets = Arc::new(crate::markets::Markets::new(crate::markets::MarketsParts {
@@ -219,6 +228,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
         chain_head,
         chain_time,
         read_cache: Arc::default(),
+        x402,
         health_cache: Arc::default(),
         inflight,
         markets,

@@ -229,6 +229,14 @@ impl ChainKeys {
         format!("{}t:tx:{send_id}", self.base)
     }
 
+    /// String: the send id a transaction this node signed was sent under
+    /// (`x402:…` for x402 settlements), written with [`ChainKeys::tx`]
+    /// before the broadcast, so a reader of the chain can tell the node's own
+    /// transactions by hash before they can be mined.
+    pub fn tx_sent(&self, hash: B256) -> String {
+        format!("{}t:sent:{hash:#x}", self.base)
+    }
+
     /// String: the next nonce this node hands out for a signer.
     pub fn tx_nonce(&self, signer: Address) -> String {
         format!("{}t:nonce:{}", self.base, lower(signer))
@@ -238,6 +246,28 @@ impl ChainKeys {
     /// broadcasts for a signer.
     pub fn tx_lock(&self, signer: Address) -> String {
         format!("{}t:lock:{}", self.base, lower(signer))
+    }
+
+    // ---- x402 payments (`src/x402`) ----
+
+    /// Hash with a TTL: the claim on one EIP-3009 authorization — (token,
+    /// payer, nonce) on this chain — from its first paid request until after
+    /// it can no longer be used: state, settlement, the answer for replays.
+    pub fn x402_claim(&self, token: Address, payer: Address, nonce: B256) -> String {
+        format!(
+            "{}x:claim:{}:{}:{nonce:#x}",
+            self.base,
+            lower(token),
+            lower(payer)
+        )
+    }
+
+    /// Hash of every settled x402 payment on this chain: field
+    /// `<tx hash>:<log index>` of its USDC `Transfer` (the deposit id of
+    /// [`ChainKeys::deposit_id`]), value JSON `{payer, amount, to, route}`.
+    /// A transfer listed here is a payment, never a deposit.
+    pub fn x402_payments(&self) -> String {
+        format!("{}x:payments", self.base)
     }
 }
 

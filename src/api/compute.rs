@@ -2,10 +2,11 @@
 //! jobs, SSE streams, webhook secrets. Handlers only parse, call
 //! `crate::ledger` / `crate::compute`, and map their errors.
 //!
-//! Who may spend: [`spender`] is the one place a request's wallet is
-//! established (a sign-in JWT today; the per-request signature header of the
-//! auth module and x402 payments plug in there). A bare `wallet` field is
-//! refused unless `compute.trust_wallet_field` is on.
+//! Who may spend: [`spender`] is the one place a balance's wallet is
+//! established (a sign-in JWT or the auth module's per-request signature).
+//! A bare `wallet` field is refused unless `compute.trust_wallet_field` is
+//! on. A job may instead carry an x402 payment of itself: `submit` hands it
+//! to `api::x402::paid_job` (the payer's job, paid per call).
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -415,6 +416,9 @@ async fn deposit(State(state): State<AppState>, body: Bytes) -> Result<Response,
                     .ledger()
                     .credit_deposit(dep, wallet, *amount, Source::Api)
                     .await?;
+                if o == CreditOutcome::NotADeposit {
+                    return Err(DepositError::X402Payment(tx).into());
+                }
                 fresh |= o == CreditOutcome::Credited;
                 total = Usd(total.0.saturating_add(amount.0));
             }
@@ -536,13 +540,21 @@ struct SubmitBody {
 }
 
 /// Submits a paid job: reserves its maximum charge, runs it asynchronously.
+/// Paid from the proven wallet's balance, or per call with x402.
 #[utoipa::path(post, path = "/v1/compute/{service}", tag = "compute", request_body = SubmitBody,
-    params(("service" = String, Path, description = "llm, code, web, trade, data, storage, gpu or ml")),
+    params(
+        ("service" = String, Path, description = "llm, code, web, trade, data, storage, gpu or ml"),
+        ("PAYMENT-SIGNATURE" = Option<String>, Header, description = "x402 v2 payment of the job's maximum charge (the 402's `accepts`): the job is the payer's, paid per call; what it does not cost stays in the payer's balance"),
+        ("X-PAYMENT" = Option<String>, Header, description = "x402 v1 payment"),
+        ("Idempotency-Key" = Option<String>, Header, description = "With a payment: the same request sent again answers the same job"),
+    ),
     responses(
-        (status = 200, description = "`{id, jobId, service, status: \"pending\", cost, timestamp}` (cost = the reserved maximum)", body = JobView),
+        (status = 200, description = "`{id, jobId, service, status: \"pending\", cost, timestamp}` (cost = the reserved maximum); paid per call: `PAYMENT-RESPONSE` carries the settlement", body = JobView),
         (status = 400, description = "Bad payload", body = ErrorBody),
-        (status = 401, description = "No proof of control of the wallet", body = ErrorBody),
-        (status = 402, description = "`Insufficient balance. Need $X, have $Y`, as the failed job", body = JobView),
+        (status = 401, description = "No proof of control of the wallet named by `wallet` (or x402 is off)", body = ErrorBody),
+        (status = 402, description = "`Insufficient balance. Need $X, have $Y`, as the failed job, with the job's x402 offer in `PAYMENT-REQUIRED`; or, for a request with no wallet, no credentials and no payment, the x402 offer alone (v1 requirements as the body); or a refused payment", body = JobView),
+        (status = 403, description = "The payment's payer is not the `wallet` the request names", body = ErrorBody),
+        (status = 409, description = "This payment was used for another request", body = ErrorBody),
         (status = 404, description = "Unknown service", body = ErrorBody),
         (status = 429, description = "Over the per-wallet or per-IP limit", body = ErrorBody),
         (status = 501, description = "Service not offered by this node", body = ErrorBody),
@@ -567,6 +579,25 @@ async fn submit(
         .as_deref()
         .map(|w| parse_address(w, "wallet"))
         .transpose()?;
+    let callback = req.callback_url.as_deref();
+    if let Some(x) = &state.x402 {
+        // Paid per call with x402: the payer's job (see `api::x402::paid_job`).
+        if crate::x402::payment_header(&headers).is_some() {
+            let job = super::x402::PaidJob {
+                wallet: claimed,
+                payload: &req.payload,
+                callback,
+                body: &body,
+            };
+            return super::x402::paid_job(&state, x, c, &service, job, &uri, &headers).await;
+        }
+        // Nothing to spend from and no payment: the job's x402 offer.
+        if claimed.is_none() && !carries_credentials(&headers) {
+            let price = c.check_submission(&service, &req.payload, callback)?;
+            let offer = super::x402::job_offer(&state, x, price, &service, &uri, &headers);
+            return Err(x.required_with(&offer, &format!("payment required: pay this job with x402 (PAYMENT-SIGNATURE, or X-PAYMENT for version 1) at its maximum charge — what it does not cost stays in your balance — or spend from a balance: {PROOF_NEEDED}")).into());
+        }
+    }
     let wallet = spender(&state, &headers, &signed, claimed).await?;
     let left = match per_wallet(&state, wallet).await {
         Ok(q) => Some(q),
@@ -575,10 +606,35 @@ async fn submit(
     if let Some(proof) = &req.payment_proof {
         credit_inline_proof(c, wallet, proof).await?;
     }
-    let view = c
-        .submit(wallet, &service, &req.payload, req.callback_url.as_deref())
-        .await?;
+    let view = match c.submit(wallet, &service, &req.payload, callback).await {
+        Ok(view) => view,
+        Err(ComputeError::Insufficient { message, job }) => {
+            // The document's 402 (the failed job), plus, with x402 on, the
+            // offer to pay this job per call instead.
+            let mut r = answer(StatusCode::PAYMENT_REQUIRED, &*job, left);
+            if let (Some(x), Some(price)) =
+                (&state.x402, job_price(c, &service, &req.payload, callback))
+            {
+                let offer = super::x402::job_offer(&state, x, price, &service, &uri, &headers);
+                r = super::x402::with_offer(r, x, &offer, &message);
+            }
+            return Ok(r);
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(answer(StatusCode::OK, &view, left))
+}
+
+/// The charge a job reserves, if it can be quoted.
+fn job_price(c: &Compute, service: &str, payload: &Value, callback: Option<&str>) -> Option<Usd> {
+    c.check_submission(service, payload, callback).ok()
+}
+
+/// Whether a request carries any proof of a wallet (a bearer token or a
+/// per-request signature), valid or not.
+fn carries_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION)
+        || headers.contains_key(crate::auth::WALLET_SIGNATURE_HEADER)
 }
 
 /// The document lets a job carry its deposit's `paymentProof`: it is
@@ -603,9 +659,13 @@ async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Res
         .await?;
     if let Verdict::Confirmed { deposits, .. } = verdict {
         for (dep, amount) in &deposits {
-            c.ledger()
+            let o = c
+                .ledger()
                 .credit_deposit(dep, wallet, *amount, Source::Api)
                 .await?;
+            if o == CreditOutcome::NotADeposit {
+                return Err(DepositError::X402Payment(tx).into());
+            }
         }
     }
     Ok(())

@@ -70,6 +70,9 @@ pub enum ApiError {
     /// 503: a dependency (Redis, RPC) is down.
     #[error("{0}")]
     Unavailable(String),
+    /// 402 of an x402 route: the requirements travel as headers and body.
+    #[error("{}", .0.message)]
+    X402(Box<crate::x402::Challenge>),
     /// A refusal whose `error` string is documented by a seed (clients
     /// compare it exactly): `{"error": error, "detail": detail}`.
     #[error("{error}: {detail}")]
@@ -105,6 +108,18 @@ impl ApiError {
     }
 }
 
+impl From<crate::x402::X402Error> for ApiError {
+    fn from(e: crate::x402::X402Error) -> Self {
+        use crate::x402::X402Error as E;
+        match e {
+            E::Required(c) => ApiError::X402(c),
+            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
         tracing::error!(target: "chainfront::api", error = %e, "redis error");
@@ -129,6 +144,9 @@ impl From<crate::vms::CredentialsError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::X402(c) = self {
+            return x402_response(*c);
+        }
         let (status, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
@@ -142,6 +160,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, message.clone())
             }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+            ApiError::X402(c) => (StatusCode::PAYMENT_REQUIRED, c.message.clone()),
             ApiError::NotImplemented(m) => (StatusCode::NOT_IMPLEMENTED, m.clone()),
             ApiError::PaymentRequiredWith { body, .. } => {
                 return (
@@ -175,6 +194,27 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// 402 with `PAYMENT-REQUIRED` (x402 v2), the v1 requirements as the JSON
+/// body (its `error` is the usual `{"error"}`), and after a failed settlement
+/// the failure as `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE`.
+fn x402_response(c: crate::x402::Challenge) -> Response {
+    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(c.body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&c.payment_required) {
+        headers.insert(crate::x402::proto::PAYMENT_REQUIRED, v);
+    }
+    if let Some((name, value)) = c.payment_response
+        && let Ok(v) = HeaderValue::from_str(&value)
+    {
+        headers.insert(name, v);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(crate::x402::EXPOSED_HEADERS),
+    );
+    response
 }
 
 /// Middleware: every error answer that is not already JSON (axum's own

@@ -24,7 +24,7 @@
 //!   a banned client 403 on every limited route. Failed admin-key attempts
 //!   count towards the ban like 429s ([`record_violation`]).
 //! - **Redis down**: routes that hand out or guard secrets (`/credentials`,
-//!   `/auth/*`, `/agents/*`, `/admin/*`) fail closed with 503; public reads
+//!   `/auth/*`, `/agents/*`, `/admin/*`, `/x402/*`) fail closed with 503; public reads
 //!   are let through (and it is logged), so a Redis blip does not take the
 //!   read API down.
 //!
@@ -67,6 +67,8 @@ pub enum RouteClass {
     Admin,
     /// `/auth/*` and `/v1/auth/*`.
     Auth,
+    /// `/x402/*`.
+    X402,
     /// Clockchain `GET /v1/markets` (and one market, its resolution).
     Markets,
     /// Clockchain `GET /v1/markets/{id}/submissions`.
@@ -92,6 +94,7 @@ impl RouteClass {
         RouteClass::GenerateWallet,
         RouteClass::Admin,
         RouteClass::Auth,
+        RouteClass::X402,
         RouteClass::Markets,
         RouteClass::MarketSubmissions,
         RouteClass::SubmissionStatus,
@@ -110,6 +113,7 @@ impl RouteClass {
             RouteClass::GenerateWallet => "generate_wallet",
             RouteClass::Admin => "admin",
             RouteClass::Auth => "auth",
+            RouteClass::X402 => "x402",
             RouteClass::Markets => "markets",
             RouteClass::MarketSubmissions => "market_submissions",
             RouteClass::SubmissionStatus => "submission_status",
@@ -134,6 +138,8 @@ impl RouteClass {
             RouteClass::GenerateWallet => Limit::per(3, 60).global(20),
             RouteClass::Admin => Limit::per(20, 60).global(50),
             RouteClass::Auth => Limit::per(30, 60).global(500),
+            // Paid routes: each settlement is chain work for the relayer.
+            RouteClass::X402 => Limit::per(60, 60).global(500),
             // Clockchain's documented limits: 60/min reads and fee quotes,
             // 10/min submissions, per IP and per wallet.
             RouteClass::Markets
@@ -154,7 +160,8 @@ impl RouteClass {
             RouteClass::Credentials
             | RouteClass::GenerateWallet
             | RouteClass::Admin
-            | RouteClass::Auth => true,
+            | RouteClass::Auth
+            | RouteClass::X402 => true,
             RouteClass::Tiers
             | RouteClass::Vms
             | RouteClass::Status

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod markets;
 pub mod openapi;
 pub mod vms;
+pub mod x402;
 
 use std::sync::Arc;
 
@@ -76,6 +77,8 @@ pub struct Shared {
     pub auth: Arc<crate::auth::Auth>,
     /// Public read answers, cached briefly.
     pub read_cache: Arc<vms::ReadCache>,
+    /// x402 payments (`None` when switched off or the token cannot take them).
+    pub x402: Option<Arc<crate::x402::X402>>,
     /// The Compute API (`None` when `compute.enabled` is off).
     pub compute: Option<crate::compute::Compute>,
     /// `/health`'s chain probe, cached for a second.
@@ -117,6 +120,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(limited(auth::router(), RouteClass::Auth))
         .merge(limited(admin::router(), RouteClass::Admin))
         .merge(limited(compute::router(), RouteClass::Compute))
+        .merge(limited(x402::router(), RouteClass::X402))
         .merge(markets::router(state))
 }
 

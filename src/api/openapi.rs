@@ -28,6 +28,7 @@ use utoipa::{OpenApi, ToSchema};
         (name = "auth", description = "Wallet sign-in"),
         (name = "admin", description = "Operator routes (admin key)"),
         (name = "compute", description = "Compute API: USDC deposits, balances, paid jobs"),
+        (name = "x402", description = "Paid routes: x402 payments in USDC, verified and settled by the node (docs/x402.md)"),
         (name = "markets", description = "Clockchain prediction markets at /v1, /ai_agent/v1 and /api/chain/v1: markets, submissions, fees"),
     )
 )]

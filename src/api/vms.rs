@@ -34,7 +34,7 @@ use crate::api::openapi::ErrorBody;
 use crate::crypto::wallet::AgentWallet;
 use crate::provision::queue::{Record, Status};
 use crate::provision::vm_type;
-use crate::vms::Delivery;
+use crate::vms::{Checked, Delivery};
 
 /// How long public reads serve from memory (the document: "cache tier pricing").
 const READ_TTL: Duration = Duration::from_secs(1);
@@ -363,8 +363,8 @@ async fn status(
 }
 
 /// `?encrypt=owner`: return the key ECIES-encrypted to the caller's public key.
-#[derive(Debug, Deserialize)]
-struct CredentialsQuery {
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CredentialsQuery {
     #[serde(default)]
     encrypt: Option<String>,
 }
@@ -414,7 +414,21 @@ async fn credentials(
     Query(q): Query<CredentialsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_token_id(&raw)?;
+    credentials_answer(&state, &raw, q, &headers, async || Ok(())).await
+}
+
+/// The `/credentials` answer. `before_key` runs once the desk has decided
+/// the key may be served (owner proven, VM valid and running, encoding
+/// chosen) and right before the key is read: `/x402/vm-credentials` settles
+/// its payment there, so a 401, 403, 404 or 202 never costs anything.
+pub(crate) async fn credentials_answer(
+    state: &AppState,
+    raw: &str,
+    q: CredentialsQuery,
+    headers: &HeaderMap,
+    before_key: impl AsyncFnOnce() -> Result<(), ApiError>,
+) -> Result<Response, ApiError> {
+    let id = parse_token_id(raw)?;
     let encrypt = match q.encrypt.as_deref() {
         None => false,
         Some("owner") => true,
@@ -422,8 +436,15 @@ async fn credentials(
     };
     // Shape, signature recovery and a token's signature are checked before
     // any Redis or chain access.
-    let credential = state.auth.precheck_vm_access(&headers, id)?;
-    let delivery = desk(&state).deliver(id, credential, encrypt).await?;
+    let credential = state.auth.precheck_vm_access(headers, id)?;
+    let desk = desk(state);
+    let delivery = match desk.check(id, credential, encrypt).await? {
+        Checked::Pending(message) => Delivery::Pending { message },
+        Checked::Servable(servable) => {
+            before_key().await?;
+            desk.serve(servable).await?
+        }
+    };
     let body = match delivery {
         Delivery::Pending { message } => {
             return Ok((

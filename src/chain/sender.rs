@@ -225,6 +225,13 @@ impl TxSender {
         self.from
     }
 
+    /// The send id this node signed transaction `hash` under, if it did
+    /// (recorded before the broadcast).
+    pub async fn sent_as(&self, hash: B256) -> SendResult<Option<String>> {
+        let mut c = self.redis.clone();
+        Ok(c.get(self.keys.tx_sent(hash)).await?)
+    }
+
     /// The record of `id`'s transaction, if one was signed.
     pub async fn record(&self, id: &str) -> SendResult<Option<TxRecord>> {
         let mut c = self.redis.clone();
@@ -342,8 +349,11 @@ impl TxSender {
                 raw: envelope.encoded_2718().into(),
             };
             // Recorded before it leaves: a crash after the broadcast still
-            // knows what was sent under this id.
-            let _: () = c
+            // knows what was sent under this id, and anyone reading the
+            // chain (the deposit path) can tell this node's transaction by
+            // its hash before it can be mined.
+            let _: () = redis::pipe()
+                .atomic()
                 .hset_multiple(
                     self.keys.tx(id),
                     &[
@@ -352,6 +362,10 @@ impl TxSender {
                         ("raw", rec.raw.to_string()),
                     ],
                 )
+                .ignore()
+                .set(self.keys.tx_sent(rec.hash), id)
+                .ignore()
+                .query_async(&mut c)
                 .await?;
             match self.broadcast(&rec.raw).await {
                 Ok(Answer::Ok(())) => {}
@@ -361,7 +375,9 @@ impl TxSender {
                     continue;
                 }
                 Ok(Answer::Refused { message, .. }) => {
-                    let _: () = c.del(self.keys.tx(id)).await?;
+                    let _: () = c
+                        .del(&[self.keys.tx(id), self.keys.tx_sent(rec.hash)])
+                        .await?;
                     return Err(SendError::Rejected(message));
                 }
                 Err(e) => {

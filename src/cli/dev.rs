@@ -139,6 +139,18 @@ pub async fn run(file: Option<&Path>, args: Args) -> Result<()> {
     deploy::fund_demo_wallets(&provider, &deployment, &addresses).await?;
     deployment.write(&deployment_file)?;
 
+    if config.secrets.relayer_key.is_none()
+        && let Some(a) = &anvil
+        && let Some(key) = a.keys().get(8)
+    {
+        // anvil's dev key 8 relays x402 settlements on this local stack only:
+        // production keys come from CHAINFRONT_RELAYER_KEY(_FILE).
+        let key = PrivateKeySigner::from(key.clone());
+        config.secrets.relayer_key = Some(crate::config::Secret::new(format!(
+            "0x{}",
+            alloy::hex::encode(key.to_bytes())
+        )));
+    }
     if config.secrets.master_key.is_none() {
         // A throwaway master key for this local stack only (fresh chain, fresh
         // Redis): production keys come from CHAINFRONT_MASTER_KEY(_FILE).
@@ -264,6 +276,8 @@ fn print_next_steps(
         println!(
             "  curl -s -H \"Authorization: Bearer $SIG\" -H \"X-ClawCloud-Timestamp: $TS\" {api}/credentials/1"
         );
+        println!("\nPay per request with x402 (docs/x402.md walks through the Python client):");
+        println!("  curl -s {api}/x402/supported");
         println!("\nList the wallet's VMs and the tiers:");
         println!("  curl -s {api}/vms/{}", w.address);
         println!("  curl -s {api}/tiers");

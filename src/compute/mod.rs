@@ -157,6 +157,13 @@ pub(crate) struct Inner {
     pub(crate) deposits: crate::ledger::deposit::Deposits,
 }
 
+/// How a job is opened: by a worker (queued) or by its request
+/// (`run_here` = lease end), under a fresh id or one the caller chose.
+struct Opening<'a> {
+    run_here: Option<u64>,
+    job_id: Option<&'a str>,
+}
+
 /// The Compute service. Cheap to clone.
 #[derive(Clone)]
 pub struct Compute {
@@ -278,14 +285,15 @@ impl Compute {
         Ok(bound.map_or_else(|| price.max(), |units| price.cost(units)))
     }
 
-    /// Submits a job: reserves its maximum charge and queues it.
-    pub async fn submit(
+    /// Checks a submission (service, payload, `callbackUrl`) without
+    /// opening it, and returns the charge it reserves: what a job paid per
+    /// call with x402 costs.
+    pub fn check_submission(
         &self,
-        wallet: Address,
         service: &str,
         payload: &Value,
         callback: Option<&str>,
-    ) -> Result<JobView> {
+    ) -> Result<Usd> {
         let reserve = self.quote(service, payload)?;
         if let Some(cb) = callback {
             let url = reqwest::Url::parse(cb)
@@ -296,14 +304,54 @@ impl Compute {
                 ));
             }
         }
+        Ok(reserve)
+    }
+
+    /// Submits a job: reserves its maximum charge and queues it.
+    pub async fn submit(
+        &self,
+        wallet: Address,
+        service: &str,
+        payload: &Value,
+        callback: Option<&str>,
+    ) -> Result<JobView> {
+        self.submit_as(wallet, service, payload, callback, None)
+            .await
+    }
+
+    /// [`Compute::submit`] under a job id the caller chose (`job_…`, from
+    /// [`job::new_id`]), once: submitting the same id again answers the job
+    /// opened the first time and reserves nothing more. A job paid per call
+    /// with x402 keeps its id with the payment, so a resumed payment never
+    /// opens a second job.
+    pub async fn submit_as(
+        &self,
+        wallet: Address,
+        service: &str,
+        payload: &Value,
+        callback: Option<&str>,
+        job_id: Option<&str>,
+    ) -> Result<JobView> {
+        let reserve = self.check_submission(service, payload, callback)?;
         let (view, opened) = self
-            .open(wallet, service, payload, callback, reserve, None)
+            .open(
+                wallet,
+                service,
+                payload,
+                callback,
+                reserve,
+                Opening {
+                    run_here: None,
+                    job_id,
+                },
+            )
             .await?;
         match opened {
             Opened::Queued(_) => {
                 self.inner.notify.notify_one();
                 Ok(view)
             }
+            Opened::Exists => Ok(view),
             Opened::Insufficient(_) => Err(ComputeError::Insufficient {
                 message: view.error.clone().unwrap_or_default(),
                 job: Box::new(view),
@@ -322,10 +370,20 @@ impl Compute {
         let reserve = self.quote(service, payload)?;
         let lease = now_ms() + self.inner.config.lease_ms;
         let (view, opened) = self
-            .open(wallet, service, payload, None, reserve, Some(lease))
+            .open(
+                wallet,
+                service,
+                payload,
+                None,
+                reserve,
+                Opening {
+                    run_here: Some(lease),
+                    job_id: None,
+                },
+            )
             .await?;
         match opened {
-            Opened::Queued(_) => Ok(view),
+            Opened::Queued(_) | Opened::Exists => Ok(view),
             Opened::Insufficient(_) => Err(ComputeError::Insufficient {
                 message: view.error.clone().unwrap_or_default(),
                 job: Box::new(view),
@@ -340,9 +398,10 @@ impl Compute {
         payload: &Value,
         callback: Option<&str>,
         reserve: Usd,
-        run_here: Option<u64>,
+        how: Opening<'_>,
     ) -> Result<(JobView, Opened)> {
-        let job_id = job::new_id("job_");
+        let Opening { run_here, job_id } = how;
+        let job_id = job_id.map_or_else(|| job::new_id("job_"), str::to_owned);
         let request_id = job::new_id("req_");
         let now = now_ms();
         let payload_text = payload.to_string();
@@ -363,6 +422,10 @@ impl Compute {
             })
             .await?;
         let (status, error, cost) = match opened {
+            Opened::Exists => {
+                let view = self.job(&job_id).await?.ok_or(ComputeError::NoJob)?;
+                return Ok((view, opened));
+            }
             Opened::Queued(_) => (
                 if run_here.is_some() {
                     "processing"

@@ -108,6 +108,9 @@ pub enum DepositError {
     /// A transfer to the treasury that is a VM payment or submission fee.
     #[error("the USDC transfer in {0} pays a VM or a submission; it is not a deposit")]
     NotADeposit(B256),
+    /// The transfer paid for an x402 request (a credentials fetch).
+    #[error("the USDC transfer in {0} paid for an x402 request; it is not a deposit")]
+    X402Payment(B256),
     /// Less than claimed.
     #[error("the transaction transferred {0} USDC, less than amountUsd {1}")]
     TooSmall(Usd, Usd),

@@ -103,13 +103,18 @@ pub enum CreditOutcome {
     Credited,
     /// Someone (the indexer, another request, another replica) credited it before.
     AlreadyCredited,
+    /// The transfer is an x402 payment for a service (a credentials fetch),
+    /// not a deposit: never credited.
+    NotADeposit,
 }
 
 /// A credit's record: `(credited, wallet, amount, block, source)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditRecord {
-    /// `false` once reversed.
+    /// `false` once reversed (or when consumed).
     pub credited: bool,
+    /// The key was consumed by an x402 payment for a service: never credited.
+    pub consumed: bool,
     /// Who was credited.
     pub wallet: String,
     /// How much.
@@ -123,13 +128,15 @@ pub struct CreditRecord {
 impl CreditRecord {
     fn parse(v: &str) -> Option<Self> {
         let mut p = v.split('|');
-        let credited = match p.next()? {
-            "c" => true,
-            "r" => false,
+        let (credited, consumed) = match p.next()? {
+            "c" => (true, false),
+            "r" => (false, false),
+            "x" => (false, true),
             _ => return None,
         };
         Some(Self {
             credited,
+            consumed,
             wallet: p.next()?.to_owned(),
             amount: Usd(p.next()?.parse().ok()?),
             block: p.next()?.parse().ok()?,
@@ -210,6 +217,8 @@ pub enum Opened {
     Queued(Usd),
     /// Not enough balance: the job is recorded as failed; what was available.
     Insufficient(Usd),
+    /// A job with this id exists already (opened before): nothing changed.
+    Exists,
 }
 
 /// How a job ends (see [`Ledger::settle_job`]).
@@ -367,6 +376,16 @@ impl Ledger {
         amount: Usd,
         source: Source,
     ) -> Result<CreditOutcome> {
+        // A transfer this node's relayer signed as an x402 payment for a
+        // service is never a deposit. The relayer records the transaction
+        // before broadcasting it, so this holds before the transfer can be
+        // mined, let alone indexed or proven; after settlement the key is
+        // also consumed below (`CONSUME`), for good.
+        if source != Source::X402
+            && crate::x402::sent_for_a_service(&self.conn, dep.chain_id, dep.tx).await?
+        {
+            return Ok(CreditOutcome::NotADeposit);
+        }
         let k = &self.keys;
         let mut conn = self.conn.clone();
         let v: redis::Value = self
@@ -387,10 +406,14 @@ impl Ledger {
             .invoke_async(&mut conn)
             .await?;
         self.cache.forget(&wallet);
-        match status_of(&v)?.0 {
+        let (code, rest) = status_of(&v)?;
+        match code {
             1 => {
                 tracing::info!(target: "chainfront::ledger", wallet = %wallet, amount = %amount, key = %dep.credit_key(), source = source.as_str(), "deposit credited");
                 Ok(CreditOutcome::Credited)
+            }
+            0 if rest.first().is_some_and(|r| r.starts_with("x|")) => {
+                Ok(CreditOutcome::NotADeposit)
             }
             0 => Ok(CreditOutcome::AlreadyCredited),
             -1 => Err(LedgerError::TooLarge),
@@ -431,6 +454,53 @@ impl Ledger {
             (0, _) => Ok(false),
             (-2, _) => Err(LedgerError::WrongWallet),
             (n, _) => Err(LedgerError::Unexpected(n.to_string())),
+        }
+    }
+
+    /// Marks deposit `dep` — `payer`'s transfer of `amount` — as consumed
+    /// by an x402 payment for a service (`note`, e.g. the route): it is never
+    /// credited by any path. A credit made under the key before (possible
+    /// only for an external facilitator's settlement, which the node learns
+    /// of after it is mined) is reversed. Returns whether it was consumed now.
+    pub async fn consume_deposit(
+        &self,
+        dep: &DepositRef,
+        payer: Address,
+        amount: Usd,
+        note: &str,
+    ) -> Result<bool> {
+        let k = &self.keys;
+        let mut conn = self.conn.clone();
+        let v: redis::Value = self
+            .scripts
+            .consume
+            .key(k.credits())
+            .key(k.balance(payer))
+            .key(k.entries(payer))
+            .key(k.watch(dep.chain_id))
+            .arg(dep.credit_key())
+            .arg(chainfront_indexer::keys::lower(payer))
+            .arg(amount.0)
+            .arg(dep.block)
+            .arg(note)
+            .arg(dep.member())
+            .arg(now_ms())
+            .arg("an x402 payment for a service, not a deposit")
+            .invoke_async(&mut conn)
+            .await?;
+        self.cache.forget(&payer);
+        match status_of(&v)? {
+            (1, rest) => {
+                let taken = rest.first().map(String::as_str).unwrap_or("0");
+                let owed = rest.get(1).map(String::as_str).unwrap_or("0");
+                if taken != "0" || owed != "0" {
+                    tracing::warn!(target: "chainfront::ledger", wallet = %payer, key = %dep.credit_key(), taken, owed, "an x402 payment had been credited as a deposit; reversed");
+                }
+                Ok(true)
+            }
+            (0, _) => Ok(false),
+            (-2, _) => Err(LedgerError::WrongWallet),
+            (n, _) => Err(LedgerError::Unexpected(format!("consume {n}"))),
         }
     }
 
@@ -545,6 +615,7 @@ impl Ledger {
         match code {
             1 => Ok(Opened::Queued(amount)),
             0 => Ok(Opened::Insufficient(amount)),
+            -1 => Ok(Opened::Exists),
             n => Err(LedgerError::Unexpected(format!("open_job {n}"))),
         }
     }

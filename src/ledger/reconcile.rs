@@ -165,7 +165,7 @@ impl Reconciler {
             let keys: Vec<String> = found.iter().map(|d| d.dep.credit_key()).collect();
             let records = self.ledger.credit_records(&keys).await?;
             for (d, record) in found.iter().zip(records) {
-                if record.is_some_and(|r| r.credited) {
+                if record.is_some_and(|r| r.credited || r.consumed) {
                     continue;
                 }
                 let amount = match u64::try_from(d.amount) {
@@ -182,6 +182,9 @@ impl Reconciler {
                 {
                     Ok(super::CreditOutcome::Credited) => report.credited += 1,
                     Ok(super::CreditOutcome::AlreadyCredited) => {}
+                    // An x402 payment for a service: skipped now, and once
+                    // its settlement is recorded the key is consumed.
+                    Ok(super::CreditOutcome::NotADeposit) => {}
                     Err(LedgerError::TooLarge) => {
                         tracing::error!(target: "chainfront::ledger", key = %d.dep.credit_key(), "deposit would overflow the balance; not credited");
                     }

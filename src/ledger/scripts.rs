@@ -22,13 +22,14 @@ local function entry(stream, bal, ts, ...)
 end
 ";
 
-/// Credit once per idempotency key.
+/// Credit once per idempotency key; a key an x402 payment consumed (`x|`)
+/// is never credited.
 /// KEYS: credits, balance, entries, watch. ARGV: key, wallet, amount, block,
 /// source, watch member ('' = none), now ms, max units.
-/// Returns {1} credited, {0, record} already credited, {-1} too large.
+/// Returns {1} credited, {0, record} already credited (or consumed), {-1} too large.
 const CREDIT: &str = r"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and string.sub(cur, 1, 2) == 'c|' then return {0, cur} end
+if cur and (string.sub(cur, 1, 2) == 'c|' or string.sub(cur, 1, 2) == 'x|') then return {0, cur} end
 local amount = tonumber(ARGV[3])
 local max = tonumber(ARGV[8])
 local avail = num(redis.call('HGET', KEYS[2], 'avail'))
@@ -66,6 +67,37 @@ redis.call('HSET', KEYS[1], ARGV[1], 'r|' .. string.sub(cur, 3))
 redis.call('ZREM', KEYS[4], ARGV[3])
 entry(3, 2, ARGV[4], 'kind', 'reversal', 'amount', parts[3], 'ref', ARGV[1], 'reason', ARGV[5])
 return {1, s(take), s(amount - take)}
+";
+
+/// Mark a deposit key as consumed by an x402 payment for a service (a
+/// credentials fetch): the transfer paid for something and is never
+/// credited. If a deposit path credited it first (an external facilitator's
+/// settlement, seen by the indexer before the node recorded it), that credit
+/// is reversed the way `REVERSE` does.
+/// KEYS: credits, balance, entries, watch. ARGV: key, wallet, amount, block,
+/// note, watch member, now ms, reason.
+/// Returns {1, taken, owed} consumed now, {0} consumed before, {-2, wallet}
+/// when a credit under the key belongs to another wallet.
+const CONSUME: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and string.sub(cur, 1, 2) == 'x|' then return {0} end
+local take, owed = 0, 0
+if cur and string.sub(cur, 1, 2) == 'c|' then
+  local parts = {}
+  for p in string.gmatch(cur, '[^|]+') do parts[#parts + 1] = p end
+  if parts[2] ~= ARGV[2] then return {-2, parts[2]} end
+  local amount = tonumber(parts[3])
+  local avail = num(redis.call('HGET', KEYS[2], 'avail'))
+  take = math.min(avail, amount)
+  owed = amount - take
+  if take > 0 then redis.call('HINCRBY', KEYS[2], 'avail', s(-take)) end
+  if owed > 0 then redis.call('HINCRBY', KEYS[2], 'debt', s(owed)) end
+  redis.call('HINCRBY', KEYS[2], 'dep', s(-amount))
+  entry(3, 2, ARGV[7], 'kind', 'reversal', 'amount', parts[3], 'ref', ARGV[1], 'reason', ARGV[8])
+end
+redis.call('ZREM', KEYS[4], ARGV[6])
+redis.call('HSET', KEYS[1], ARGV[1], 'x|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5])
+return {1, s(take), s(owed)}
 ";
 
 /// Open a job: reserve its maximum charge and queue it, or record it as
@@ -153,6 +185,7 @@ return {1, s(cost)}
 pub(crate) struct Scripts {
     pub credit: redis::Script,
     pub reverse: redis::Script,
+    pub consume: redis::Script,
     pub open_job: redis::Script,
     pub settle: redis::Script,
 }
@@ -163,6 +196,7 @@ impl Scripts {
         Self {
             credit: with(CREDIT),
             reverse: with(REVERSE),
+            consume: with(CONSUME),
             open_job: with(OPEN_JOB),
             settle: with(SETTLE),
         }

@@ -51,6 +51,26 @@ pub enum Delivery {
     Ready(Credentials),
 }
 
+/// What [`Desk::check`] found.
+#[derive(Debug)]
+pub enum Checked {
+    /// 202 with this message: not ready (provisioning, re-keying, or not
+    /// indexed yet).
+    Pending(&'static str),
+    /// The key may be served: [`Desk::serve`].
+    Servable(Box<Servable>),
+}
+
+/// A credentials request that may be served (the owner proven, the VM
+/// valid and running, the key made for this owner, the encoding chosen).
+#[derive(Debug)]
+pub struct Servable {
+    id: U256,
+    vm: HashMap<String, String>,
+    rec: Record,
+    encrypt_to: Option<k256::PublicKey>,
+}
+
 /// A VM's login, for its owner.
 #[derive(Debug)]
 pub struct Credentials {
@@ -193,6 +213,24 @@ impl Desk {
         credential: VmCredential,
         encrypt: bool,
     ) -> Result<Delivery, CredentialsError> {
+        match self.check(id, credential, encrypt).await? {
+            Checked::Pending(message) => Ok(Delivery::Pending { message }),
+            Checked::Servable(s) => self.serve(s).await,
+        }
+    }
+
+    /// Everything [`Desk::deliver`] decides before it reads the key: the
+    /// caller proven the owner of a valid, running VM whose key was made for
+    /// it, and the encoding chosen. A caller that must do something between
+    /// the decision and the key (`/x402/vm-credentials` settles its payment
+    /// there, so a 401, 403, 404 or 202 never costs anything) calls this,
+    /// then [`Desk::serve`].
+    pub async fn check(
+        &self,
+        id: U256,
+        credential: VmCredential,
+        encrypt: bool,
+    ) -> Result<Checked, CredentialsError> {
         let k = &self.keys;
         let mut c = self.redis.clone();
         // Only the fields delivery needs (the record also holds a public key,
@@ -244,19 +282,19 @@ impl Desk {
             Status::Running => {}
             Status::Expired | Status::Terminated => return Err(CredentialsError::Terminated(id)),
             Status::Rekeying => {
-                return Ok(Delivery::Pending {
-                    message: "the VM changed hands and is being re-keyed for its new owner; try again in a minute",
-                });
+                return Ok(Checked::Pending(
+                    "the VM changed hands and is being re-keyed for its new owner; try again in a minute",
+                ));
             }
             Status::Failed => {
-                return Ok(Delivery::Pending {
-                    message: "provisioning failed and is waiting for an operator; try again later",
-                });
+                return Ok(Checked::Pending(
+                    "provisioning failed and is waiting for an operator; try again later",
+                ));
             }
             Status::Queued | Status::Provisioning => {
-                return Ok(Delivery::Pending {
-                    message: "provisioning in progress; try again in a minute",
-                });
+                return Ok(Checked::Pending(
+                    "provisioning in progress; try again in a minute",
+                ));
             }
         }
         // A record made for another purchase of this token id (before a
@@ -266,14 +304,14 @@ impl Desk {
             .as_ref()
             .is_some_and(|tx| Some(tx) != vm.get("purchase_tx"))
         {
-            return Ok(Delivery::Pending {
-                message: "provisioning in progress; try again in a minute",
-            });
+            return Ok(Checked::Pending(
+                "provisioning in progress; try again in a minute",
+            ));
         }
         if rec.key_owner.as_ref().is_some_and(|o| *o != lower(owner)) {
-            return Ok(Delivery::Pending {
-                message: "the VM changed hands and is being re-keyed for its new owner; try again in a minute",
-            });
+            return Ok(Checked::Pending(
+                "the VM changed hands and is being re-keyed for its new owner; try again in a minute",
+            ));
         }
         // Decide the encoding before anything is erased.
         let encrypt_to = if encrypt {
@@ -283,6 +321,25 @@ impl Desk {
         } else {
             None
         };
+        Ok(Checked::Servable(Box::new(Servable {
+            id,
+            vm,
+            rec,
+            encrypt_to,
+        })))
+    }
+
+    /// Reads (and, with one-time delivery, erases) the key of a request
+    /// [`Desk::check`] found servable.
+    pub async fn serve(&self, s: Box<Servable>) -> Result<Delivery, CredentialsError> {
+        let Servable {
+            id,
+            vm,
+            rec,
+            encrypt_to,
+        } = *s;
+        let k = &self.keys;
+        let mut c = self.redis.clone();
         let mut note = None;
         let sealed = match (&rec.private_key, rec.key_delivered) {
             (Some(sealed), false) => Some(sealed),
@@ -379,7 +436,7 @@ impl Desk {
         &self,
         id: U256,
         credential: VmCredential,
-    ) -> Result<Delivery, CredentialsError> {
+    ) -> Result<Checked, CredentialsError> {
         // `latest`: this only decides 202 or 404 (no secret is served), and a
         // purchase newer than the confirmed height is exactly what it is for.
         let at = BlockId::latest();
@@ -399,8 +456,8 @@ impl Desk {
             .map_err(|e| CredentialsError::Chain(e.to_string()))?
             .ok_or(CredentialsError::NotFound(id))?;
         self.auth.complete_vm_access(credential, owner).await?;
-        Ok(Delivery::Pending {
-            message: "purchase seen on chain; provisioning starts once it is confirmed",
-        })
+        Ok(Checked::Pending(
+            "purchase seen on chain; provisioning starts once it is confirmed",
+        ))
     }
 }

@@ -1397,11 +1397,28 @@ async fn callbacks_are_signed_webhooks_verified_limits_counted_and_trust_is_opt_
         None,
     )
     .await;
+    // No wallet at all is still refused: with x402 on (the default) as the
+    // job's payment offer (402, PAYMENT-REQUIRED; tests/it/x402.rs), else 401.
     assert_eq!(
         s,
-        StatusCode::UNAUTHORIZED,
+        StatusCode::PAYMENT_REQUIRED,
         "no wallet at all is still refused"
     );
+    let no_x402 = start_node(node_config(
+        &stack,
+        &[
+            ("CHAINFRONT_COMPUTE__TRUST_WALLET_FIELD", "true"),
+            ("CHAINFRONT_X402__ENABLED", "false"),
+        ],
+    ))
+    .await;
+    let (s, _) = post(
+        &format!("{}/v1/compute/storage", no_x402.url),
+        &json!({"payload": {"operation": "list"}}),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 async fn raw_text(url: &str) -> String {

@@ -30,7 +30,14 @@ pub struct Stack {
 impl Stack {
     /// Starts everything; tiers seeded, the demo market open, wallets 1..=6 funded.
     pub async fn start() -> Stack {
-        let anvil = devnet::start_anvil(31337, None).expect("anvil starts");
+        Self::start_on(31337).await
+    }
+
+    /// [`Stack::start`] on an anvil with another chain id (e.g. Base
+    /// Sepolia's 84532, for clients that only know named networks); point
+    /// the config at it with `CHAINFRONT_CHAINS__LOCAL__CHAIN_ID`.
+    pub async fn start_on(chain_id: u64) -> Stack {
+        let anvil = devnet::start_anvil(chain_id, None).expect("anvil starts");
         let redis = RedisServer::start().expect("redis-server starts");
         let owner_key = anvil_signer(&anvil, 0);
         let owner = owner_key.address();

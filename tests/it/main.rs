@@ -30,3 +30,4 @@ mod store;
 mod supervision;
 mod truth;
 mod vms;
+mod x402;
