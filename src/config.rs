@@ -647,7 +647,7 @@ impl Default for IndexerConfig {
             rpc_timeout_ms: 10_000,
             redis_timeout_ms: 10_000,
             fetch_ahead: 2,
-            max_logs_per_commit: 5_000,
+            max_logs_per_commit: 10_000,
         }
     }
 }

@@ -95,7 +95,7 @@ impl Default for FollowConfig {
             window: 128,
             max_range: 10_000,
             initial_range: 1_000,
-            max_logs_per_commit: 5_000,
+            max_logs_per_commit: 10_000,
             fetch_ahead: 2,
             head: HeadTag::Latest,
             ws_url: None,
@@ -387,10 +387,14 @@ impl Follower {
                     a - 1
                 )));
             }
-            self.range.succeeded(b - a + 1, answer.logs.len(), took);
+            self.range.succeeded(b - a + 1, answer.events, took);
             // Keep the RPC node busy while this range commits.
             self.top_up(&mut inflight, &mut scheduled, to);
-            self.commit_range(b, answer.to_hash, answer.logs).await?;
+            for Chunk { commit, events } in answer.chunks {
+                let block = commit.to;
+                self.store.commit(commit).await?;
+                self.committed(block, events);
+            }
             prev = Some(answer.to_hash);
         }
     }
@@ -404,56 +408,29 @@ impl Follower {
         }
     }
 
-    /// Fetches `from..=to` on a task, returning the range, how long the fetch
-    /// took and its outcome.
+    /// Fetches `from..=to` on a task and turns the checked answer into its
+    /// commits there (so building the ops of one range overlaps the commit
+    /// of the one before), returning the range, how long the fetch took and
+    /// its outcome.
     fn spawn_fetch(&self, from: u64, to: u64) -> tokio::task::JoinHandle<FetchResult> {
         let rpc = self.rpc.clone();
         let filters = self.filters.clone();
+        let watched = self.watched.clone();
+        let max_logs = self.cfg.max_logs_per_commit;
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = fetch_range(&rpc, &filters, from, to).await;
-            (from, to, started.elapsed(), outcome)
+            let took = started.elapsed();
+            let prepared = outcome.and_then(|o| match o {
+                Outcome::Ok(answer, endpoint) => Ok(Outcome::Ok(
+                    prepare(&watched, max_logs, to, answer)?,
+                    endpoint,
+                )),
+                Outcome::Range(advice, message) => Ok(Outcome::Range(advice, message)),
+                Outcome::Missing(message) => Ok(Outcome::Missing(message)),
+            });
+            (from, to, took, prepared)
         })
-    }
-
-    /// Commits logs of blocks up to `to` (hash `to_hash`), in chunks ending
-    /// at block boundaries so no commit exceeds `max_logs_per_commit` logs.
-    async fn commit_range(&mut self, to: u64, to_hash: B256, logs: Vec<Log>) -> Result<()> {
-        let mut start = 0;
-        while logs.len() - start > self.cfg.max_logs_per_commit {
-            // End the chunk after the last log of the block that crosses the limit.
-            let mut end = start + self.cfg.max_logs_per_commit;
-            let block = logs[end - 1].block_number;
-            while end < logs.len() && logs[end].block_number == block {
-                end += 1;
-            }
-            if end == logs.len() {
-                break;
-            }
-            let last = &logs[end - 1];
-            let (Some(n), Some(h)) = (last.block_number, last.block_hash) else {
-                return Err(Error::Rpc("a log without block number or hash".into()));
-            };
-            self.commit_logs(&logs[start..end], n, h).await?;
-            start = end;
-        }
-        self.commit_logs(&logs[start..], to, to_hash).await
-    }
-
-    /// Commits backfilled logs (below the window: no undo record).
-    async fn commit_logs(&mut self, logs: &[Log], to: u64, to_hash: B256) -> Result<()> {
-        let ops = self.watched.ops_for_logs(logs);
-        let events = logs.len() as u64;
-        self.store
-            .commit(Commit {
-                to,
-                to_hash,
-                ops,
-                undo: false,
-            })
-            .await?;
-        self.committed(to, events);
-        Ok(())
     }
 
     /// Metrics after a commit that ended at `block` with `events` events.
@@ -990,7 +967,77 @@ async fn filtered_block_logs(
 const WINDOW_BATCH: u64 = 32;
 
 /// A range fetch's (from, to, duration, outcome).
-type FetchResult = (u64, u64, Duration, Result<Outcome<RangeAnswer>>);
+type FetchResult = (u64, u64, Duration, Result<Outcome<PreparedRange>>);
+
+/// A checked backfill range cut into its commits (below the window: no undo
+/// records).
+#[derive(Debug)]
+struct PreparedRange {
+    /// Hash of the range's last block.
+    to_hash: B256,
+    /// Hash of the block before the range (none for a range from block 0).
+    prev_hash: Option<B256>,
+    /// Logs in the range.
+    events: usize,
+    /// The commits, in block order.
+    chunks: Vec<Chunk>,
+}
+
+/// One backfill commit and how many events it applies.
+#[derive(Debug)]
+struct Chunk {
+    commit: Commit,
+    events: u64,
+}
+
+/// The commits of the checked range ending at block `to`: its logs in
+/// chunks of about `max_logs` ending at block boundaries (a chunk ends after
+/// the block that crosses the limit), each chunk's ops built from whole
+/// blocks (every log of a transaction together, as the deposit exclusion
+/// needs).
+fn prepare(
+    watched: &Watched,
+    max_logs: usize,
+    to: u64,
+    answer: RangeAnswer,
+) -> Result<PreparedRange> {
+    let logs = answer.logs;
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let chunk = |logs: &[Log], to: u64, to_hash: B256| Chunk {
+        commit: Commit {
+            to,
+            to_hash,
+            ops: watched.ops_for_logs(logs),
+            undo: false,
+        },
+        events: logs.len() as u64,
+    };
+    while logs.len() - start > max_logs {
+        // End the chunk after the last log of the block that crosses the limit.
+        let mut end = start + max_logs;
+        let block = logs[end - 1].block_number;
+        while end < logs.len() && logs[end].block_number == block {
+            end += 1;
+        }
+        if end == logs.len() {
+            break;
+        }
+        let last = &logs[end - 1];
+        let (Some(n), Some(h)) = (last.block_number, last.block_hash) else {
+            return Err(Error::Rpc("a log without block number or hash".into()));
+        };
+        chunks.push(chunk(&logs[start..end], n, h));
+        start = end;
+    }
+    chunks.push(chunk(&logs[start..], to, answer.to_hash));
+    Ok(PreparedRange {
+        to_hash: answer.to_hash,
+        prev_hash: answer.prev_hash,
+        events: logs.len(),
+        chunks,
+    })
+}
 
 /// Log fetches in flight, oldest first; aborted when dropped (an error or a
 /// stop mid-backfill leaves no fetch running).

@@ -166,6 +166,11 @@ pub struct AdaptiveRange {
 pub const SMALL_RESPONSE: usize = 2_000;
 /// Responses quicker than this (and smaller than [`SMALL_RESPONSE`]) grow the range.
 pub const FAST: Duration = Duration::from_millis(1_000);
+/// Responses with more logs than this halve the range: the most logs common
+/// providers return in one response (`query returned more than 10000
+/// results`). A response up to it is one a provider serves whole, so the
+/// range is kept (a smaller one would only mean more requests and commits).
+pub const LARGE_RESPONSE: usize = 10_000;
 
 impl AdaptiveRange {
     /// Starts at `initial` blocks, staying within `1..=max`.
@@ -195,7 +200,7 @@ impl AdaptiveRange {
         self.unsure = 0;
         if logs < SMALL_RESPONSE && took < FAST && span >= self.size {
             self.size = self.size.saturating_mul(2).min(self.ceiling);
-        } else if logs > SMALL_RESPONSE * 4 {
+        } else if logs > LARGE_RESPONSE {
             self.size = (self.size / 2).max(self.min);
         }
     }
@@ -368,6 +373,19 @@ mod tests {
             r.succeeded(r.size(), 0, Duration::ZERO);
         }
         assert_eq!(r.size(), 150, "the provider's stated maximum is a ceiling");
+    }
+
+    #[test]
+    fn keeps_the_range_up_to_a_full_response_and_halves_it_beyond() {
+        let mut r = AdaptiveRange::new(100, 100);
+        r.succeeded(100, LARGE_RESPONSE, Duration::from_millis(50));
+        assert_eq!(
+            r.size(),
+            100,
+            "a response at the common cap keeps the range"
+        );
+        r.succeeded(100, LARGE_RESPONSE + 1, Duration::from_millis(50));
+        assert_eq!(r.size(), 50);
     }
 
     #[test]

@@ -262,6 +262,12 @@ pub struct Store {
     /// nothing is left behind when the follower jumps ahead (a backfill after
     /// falling behind) or the window shrinks.
     remembered: Option<BTreeSet<u64>>,
+    /// The running totals the last commit wrote, at their values in `last`.
+    /// The next commit adds to these without reading them back: only
+    /// commits write totals, and the commit's checkpoint check (number,
+    /// hash and fencing token) proves Redis still holds `last` and so
+    /// these values. Cleared whenever `last` is re-read or may be wrong.
+    totals: Totals,
     script: Script,
 }
 
@@ -276,6 +282,7 @@ impl Store {
             last: None,
             reread: false,
             remembered: None,
+            totals: Totals::new(),
             script: Script::new(COMMIT_LUA),
         }
     }
@@ -319,6 +326,7 @@ impl Store {
         };
         self.last = Some(cp);
         self.reread = false;
+        self.totals.clear();
         Ok(cp)
     }
 
@@ -360,7 +368,8 @@ impl Store {
         let totals = self.resolve_totals(&c.ops).await?;
         let mut cmds = writes(c.ops.iter(), &totals);
         self.remember(&mut cmds, c.to, c.to_hash);
-        self.finish(cmds, prev, &[c.to], c.to, c.to_hash).await
+        self.finish(cmds, prev, &[c.to], (c.to, c.to_hash), totals)
+            .await
     }
 
     /// Commits consecutive blocks inside the reorg window in one atomic step,
@@ -411,7 +420,8 @@ impl Store {
         let mut cmds = writes(blocks.iter().flat_map(|b| &b.ops), &totals);
         cmds.extend(undo_cmds);
         let numbers: Vec<u64> = blocks.iter().map(|b| b.number).collect();
-        self.finish(cmds, base, &numbers, to, to_hash).await
+        self.finish(cmds, base, &numbers, (to, to_hash), totals)
+            .await
     }
 
     /// Remembers block `number`'s hash (for reorg detection).
@@ -445,14 +455,15 @@ impl Store {
     /// `to` (hashes and undo records of blocks `<= to - window`: after this
     /// commit `m:hashes` holds only blocks in `(to - window, to]`), moves the
     /// checkpoint and runs everything in one script call, checked against
-    /// `base`. `new` are the blocks whose hashes `cmds` remember.
+    /// `base`. `new` are the blocks whose hashes `cmds` remember; `totals`
+    /// the values `cmds` leave the totals they write at.
     async fn finish(
         &mut self,
         mut cmds: Vec<Cmd>,
         base: Option<Checkpoint>,
         new: &[u64],
-        to: u64,
-        to_hash: B256,
+        (to, to_hash): (u64, B256),
+        totals: Totals,
     ) -> Result<()> {
         let mut remembered = self.remembered().await?;
         remembered.extend(new.iter().copied());
@@ -481,6 +492,7 @@ impl Store {
         ]));
         self.run(cmds, Expect::Exactly(base), Mode::Commit).await?;
         self.remembered = Some(remembered);
+        self.totals = totals;
         self.last = Some(Some(Checkpoint {
             number: to,
             hash: to_hash,
@@ -559,6 +571,7 @@ impl Store {
         .await?;
         self.last = None;
         self.remembered = None;
+        self.totals.clear();
         let mut keys = scan(&mut self.conn, &self.keys.state_pattern()).await?;
         keys.extend(scan(&mut self.conn, &self.keys.undo_pattern()).await?);
         for chunk in keys.chunks(500) {
@@ -627,6 +640,7 @@ impl Store {
                 // re-read before the next commit.
                 self.reread = true;
                 self.remembered = None;
+                self.totals.clear();
                 let text = e.to_string();
                 if text.contains("FENCED") {
                     tracing::warn!(target: "chainfront::indexer", chain_id = self.keys.chain_id(), "commit refused: this process no longer holds the leader's fencing token");
@@ -643,15 +657,40 @@ impl Store {
         }
     }
 
-    /// The final value of every total the ops add to: current values read
-    /// in one round trip (none when there are no totals), additions replayed.
+    /// The final value of every total the ops add to: the values the last
+    /// commit left (see [`Store::totals`]) and the others read in one round
+    /// trip (none when all are known), additions replayed.
     async fn resolve_totals(&mut self, ops: &[Op]) -> Result<Totals> {
-        let adds = || ops.iter().filter(|op| matches!(op, Op::AddU256 { .. }));
-        let mut state = self.capture(adds()).await?;
-        for op in adds() {
-            replay(&mut state, op)?;
+        // What the ops add to each total (one parse and one addition per
+        // total, not per op).
+        let mut added: HashMap<(&str, &Option<String>), U256> = HashMap::new();
+        for op in ops {
+            if let Op::AddU256 { key, field, amount } = op {
+                let sum = added.entry((key, field)).or_default();
+                *sum = sum
+                    .checked_add(*amount)
+                    .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
+            }
         }
-        final_totals(&state, adds())
+        let unknown: BTreeSet<Slot> = added
+            .keys()
+            .filter(|(key, field)| !self.totals.contains_key(&total_id(key, field)))
+            .map(|(key, field)| Slot::total(key, field))
+            .collect();
+        let read = self.capture_slots(unknown.into_iter().collect()).await?;
+        let mut totals = Totals::with_capacity(added.len());
+        for ((key, field), sum) in added {
+            let id = total_id(key, field);
+            let start = match self.totals.get(&id) {
+                Some(known) => *known,
+                None => parse_total(key, read.get(&Slot::total(key, field)).cloned().flatten())?,
+            };
+            let end = start
+                .checked_add(sum)
+                .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
+            totals.insert(id, end);
+        }
+        Ok(totals)
     }
 
     /// Current values of every slot `ops` write (a set member: `Some("1")`
@@ -664,33 +703,67 @@ impl Store {
         for op in ops {
             all.extend(op_slots(op));
         }
-        let all: Vec<Slot> = all.into_iter().collect();
+        self.capture_slots(all.into_iter().collect()).await
+    }
+
+    /// Current values of `all` (a set member: `Some("1")` when present), in
+    /// one pipelined round trip of one command per run of slots of the same
+    /// key and kind (`HMGET`, `SMISMEMBER`, `ZMSCORE`; `GET` per string
+    /// key): thousands of slots are a few commands, not one each.
+    async fn capture_slots(&mut self, all: Vec<Slot>) -> Result<HashMap<Slot, Option<String>>> {
         if all.is_empty() {
             return Ok(HashMap::new());
         }
+        let runs: Vec<&[Slot]> = all
+            .chunk_by(Slot::read_together)
+            .flat_map(|run| run.chunks(MAX_ARGS))
+            .collect();
         let mut pipe = redis::pipe();
-        for slot in &all {
-            match slot {
-                Slot::Field(k, f) => pipe.cmd("HGET").arg(k).arg(f),
-                Slot::Member(k, m) => pipe.cmd("SISMEMBER").arg(k).arg(m),
-                Slot::Scored(k, m) => pipe.cmd("ZSCORE").arg(k).arg(m),
-                Slot::Str(k) => pipe.cmd("GET").arg(k),
-            };
+        for run in &runs {
+            let (name, key) = run[0].read_command();
+            pipe.cmd(name).arg(key);
+            for slot in *run {
+                if let Slot::Field(_, m) | Slot::Member(_, m) | Slot::Scored(_, m) = slot {
+                    pipe.arg(m);
+                }
+            }
         }
-        let values: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+        let replies: Vec<redis::Value> = pipe.query_async(&mut self.conn).await?;
+        let corrupt = |e: String| Error::Corrupt(format!("undo capture: {e}"));
+        if replies.len() != runs.len() {
+            return Err(corrupt(format!(
+                "{} replies to {} reads",
+                replies.len(),
+                runs.len()
+            )));
+        }
         let mut out = HashMap::with_capacity(all.len());
-        for (slot, v) in all.into_iter().zip(&values) {
-            let value = match (&slot, v) {
-                (_, redis::Value::Nil) => None,
-                (Slot::Member(..), v) => redis::from_redis_value_ref::<bool>(v)
-                    .map_err(|e| Error::Corrupt(format!("undo capture: {e}")))?
-                    .then(|| "1".to_owned()),
-                (_, v) => Some(
-                    redis::from_redis_value_ref::<String>(v)
-                        .map_err(|e| Error::Corrupt(format!("undo capture: {e}")))?,
-                ),
+        for (run, reply) in runs.into_iter().zip(&replies) {
+            let values: Vec<&redis::Value> = match (&run[0], reply) {
+                (Slot::Str(_), v) => vec![v],
+                (_, redis::Value::Array(items)) => items.iter().collect(),
+                (_, v) => return Err(corrupt(format!("unexpected reply {v:?}"))),
             };
-            out.insert(slot, value);
+            if values.len() != run.len() {
+                return Err(corrupt(format!(
+                    "{} values for {} slots",
+                    values.len(),
+                    run.len()
+                )));
+            }
+            for (slot, v) in run.iter().zip(values) {
+                let value = match (slot, v) {
+                    (_, redis::Value::Nil) => None,
+                    (Slot::Member(..), v) => redis::from_redis_value_ref::<bool>(v)
+                        .map_err(|e| corrupt(e.to_string()))?
+                        .then(|| "1".to_owned()),
+                    (_, v) => Some(
+                        redis::from_redis_value_ref::<String>(v)
+                            .map_err(|e| corrupt(e.to_string()))?,
+                    ),
+                };
+                out.insert(slot.clone(), value);
+            }
         }
         Ok(out)
     }
@@ -717,6 +790,27 @@ enum Slot {
 }
 
 impl Slot {
+    /// Whether `self` and `other` are read by one command (fields, members
+    /// or scores of the same key).
+    fn read_together(&self, other: &Slot) -> bool {
+        match (self, other) {
+            (Slot::Field(a, _), Slot::Field(b, _))
+            | (Slot::Member(a, _), Slot::Member(b, _))
+            | (Slot::Scored(a, _), Slot::Scored(b, _)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The command that reads slots like this one, and its key.
+    fn read_command(&self) -> (&'static str, &str) {
+        match self {
+            Slot::Field(k, _) => ("HMGET", k),
+            Slot::Member(k, _) => ("SMISMEMBER", k),
+            Slot::Scored(k, _) => ("ZMSCORE", k),
+            Slot::Str(k) => ("GET", k),
+        }
+    }
+
     fn total(key: &str, field: &Option<String>) -> Slot {
         match field {
             Some(f) => Slot::Field(key.to_owned(), f.clone()),
@@ -806,6 +900,10 @@ fn replay(state: &mut HashMap<Slot, Option<String>>, op: &Op) -> Result<()> {
 
 /// Each total's final value, keyed by (key, hash field).
 type Totals = HashMap<(String, Option<String>), U256>;
+
+fn total_id(key: &str, field: &Option<String>) -> (String, Option<String>) {
+    (key.to_owned(), field.clone())
+}
 
 /// The values the `AddU256` ops among `ops` end at in the replayed `state`.
 fn final_totals<'a>(

@@ -424,3 +424,63 @@ async fn a_wipe_tombstone_blocks_commits_until_the_wipe_is_finished() {
     fresh.sync().await.expect("fresh");
     assert_eq!(digest(&mut c, &spec).await, digest(&mut fc, &spec).await);
 }
+
+/// A backfill commit adds to the running totals the last commit left
+/// without reading them back; that is right only while Redis still holds
+/// that commit. Another writer moves the checkpoint (and a total) between
+/// two commits of `a`: `a`'s next commit, built on the totals it remembers,
+/// is refused and writes nothing; after re-reading the checkpoint it adds
+/// to the total Redis really holds.
+#[tokio::test]
+async fn remembered_totals_never_outlive_the_checkpoint_they_belong_to() {
+    let stack = Stack::start().await;
+    let keys = ChainKeys::new(31337);
+    let c = conn(&stack, 5).await;
+    let total = keys.wallet_deposit_total(alloy::primitives::Address::repeat_byte(9));
+    let add = |amount: u64| Op::AddU256 {
+        key: total.clone(),
+        field: None,
+        amount: U256::from(amount),
+    };
+    let commit = |to: u64, amount: u64| Commit {
+        to,
+        to_hash: B256::with_last_byte(to as u8),
+        ops: vec![add(amount), add(1)],
+        undo: false,
+    };
+    let read = |mut c: RedisConn| {
+        let total = total.clone();
+        async move { c.get::<_, Option<String>>(total).await.expect("read") }
+    };
+    let mut a = Store::new(c.clone(), keys.clone(), 128);
+    let mut b = Store::new(c.clone(), keys.clone(), 128);
+    a.commit(commit(1, 10)).await.expect("a: first");
+    a.commit(commit(2, 20))
+        .await
+        .expect("a: second (remembered total)");
+    assert_eq!(read(c.clone()).await.as_deref(), Some("32"));
+    b.checkpoint().await.expect("b reads");
+    b.commit(commit(3, 100)).await.expect("b commits");
+    assert_eq!(read(c.clone()).await.as_deref(), Some("133"));
+    // `a` still remembers 32 at block 2.
+    let e = a
+        .commit(commit(3, 5))
+        .await
+        .expect_err("a commit on a checkpoint that moved must be refused");
+    assert!(matches!(e, Error::StaleCheckpoint), "{e}");
+    assert_eq!(
+        read(c.clone()).await.as_deref(),
+        Some("133"),
+        "nothing written"
+    );
+    let cp = a.checkpoint().await.expect("re-read").expect("checkpoint");
+    assert_eq!(cp.number, 3);
+    a.commit(commit(4, 5))
+        .await
+        .expect("a: on the real checkpoint");
+    assert_eq!(
+        read(c.clone()).await.as_deref(),
+        Some("139"),
+        "added to what Redis held, not to what `a` remembered"
+    );
+}
