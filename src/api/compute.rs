@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use alloy::primitives::{Address, B256};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -218,6 +218,61 @@ fn answer<T: Serialize>(status: StatusCode, body: &T, quota: Option<WalletQuota>
 /// Counts a request of a proven wallet (`rate_limits.compute.wallet_requests`).
 async fn per_wallet(state: &AppState, wallet: Address) -> Result<WalletQuota, Response> {
     enforce_wallet(state, RouteClass::Compute, wallet).await
+}
+
+/// A request for a proven wallet: the wallet [`spender`] establishes from the
+/// request as sent (the one `X-Wallet-Address` names, if it names one).
+/// Extracting it refuses the request the way every wallet route does: 501
+/// with the Compute API off, 400 for a malformed `X-Wallet-Address`, 401 or
+/// 403 without a matching proof.
+struct ProvenCall {
+    wallet: Address,
+}
+
+impl FromRequest<AppState> for ProvenCall {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        compute(state).map_err(IntoResponse::into_response)?;
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let signed = Signed {
+            method: &method,
+            uri: &uri,
+            body: &body,
+        };
+        let claimed = header_wallet(&headers).map_err(IntoResponse::into_response)?;
+        let wallet = spender(state, &headers, &signed, claimed)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self { wallet })
+    }
+}
+
+/// A [`ProvenCall`] counted against the wallet's limit (429 over it), with
+/// the wallet's `X-RateLimit-*` for the answer.
+struct WalletCall {
+    wallet: Address,
+    quota: Option<WalletQuota>,
+}
+
+impl FromRequest<AppState> for WalletCall {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let ProvenCall { wallet } = ProvenCall::from_request(req, state).await?;
+        let quota = per_wallet(state, wallet).await?;
+        Ok(Self {
+            wallet,
+            quota: Some(quota),
+        })
+    }
 }
 
 // ---- node ----
@@ -451,26 +506,13 @@ struct UsageQuery {
     ))]
 async fn usage(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<UsageQuery>,
+    call: WalletCall,
 ) -> Result<Response, ApiError> {
-    let signed = Signed {
-        method: &method,
-        uri: &uri,
-        body: &[],
-    };
-    let c = compute(&state)?;
-    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = match per_wallet(&state, wallet).await {
-        Ok(q) => Some(q),
-        Err(r) => return Ok(r),
-    };
-    let u = c
-        .usage(wallet, q.period.as_deref().unwrap_or("all"))
+    let u = compute(&state)?
+        .usage(call.wallet, q.period.as_deref().unwrap_or("all"))
         .await?;
-    Ok(answer(StatusCode::OK, &u, left))
+    Ok(answer(StatusCode::OK, &u, call.quota))
 }
 
 #[derive(Debug, Deserialize)]
@@ -487,23 +529,11 @@ struct LimitQuery {
     ))]
 async fn ledger(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<LimitQuery>,
+    call: WalletCall,
 ) -> Result<Response, ApiError> {
-    let signed = Signed {
-        method: &method,
-        uri: &uri,
-        body: &[],
-    };
-    let c = compute(&state)?;
-    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = match per_wallet(&state, wallet).await {
-        Ok(q) => Some(q),
-        Err(r) => return Ok(r),
-    };
-    let entries = c
+    let WalletCall { wallet, quota } = call;
+    let entries = compute(&state)?
         .ledger()
         .entries(wallet, q.limit.unwrap_or(50).clamp(1, 500))
         .await?;
@@ -518,7 +548,7 @@ async fn ledger(
             wallet: chainfront_indexer::keys::lower(wallet),
             entries,
         },
-        left,
+        quota,
     ))
 }
 
@@ -680,23 +710,12 @@ async fn credit_inline_proof(c: &Compute, wallet: Address, proof: &Value) -> Res
     ))]
 async fn jobs(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<LimitQuery>,
+    call: WalletCall,
 ) -> Result<Response, ApiError> {
-    let signed = Signed {
-        method: &method,
-        uri: &uri,
-        body: &[],
-    };
-    let c = compute(&state)?;
-    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = match per_wallet(&state, wallet).await {
-        Ok(q) => Some(q),
-        Err(r) => return Ok(r),
-    };
-    let jobs = c.jobs(wallet, q.limit.unwrap_or(50).clamp(1, 100)).await?;
+    let jobs = compute(&state)?
+        .jobs(call.wallet, q.limit.unwrap_or(50).clamp(1, 100))
+        .await?;
     #[derive(Serialize)]
     struct Body {
         count: usize,
@@ -708,7 +727,7 @@ async fn jobs(
             count: jobs.len(),
             jobs,
         },
-        left,
+        call.quota,
     ))
 }
 
@@ -749,23 +768,9 @@ async fn job(
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    call: WalletCall,
 ) -> Result<Response, ApiError> {
-    let signed = Signed {
-        method: &method,
-        uri: &uri,
-        body: &body,
-    };
-    let c = compute(&state)?;
-    let wallet = spender(&state, &headers, &signed, header_wallet(&headers)?).await?;
-    let left = match per_wallet(&state, wallet).await {
-        Ok(q) => Some(q),
-        Err(r) => return Ok(r),
-    };
-    c.cancel(&id, wallet).await?;
+    compute(&state)?.cancel(&id, call.wallet).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Body {
@@ -778,7 +783,7 @@ async fn cancel(
             success: true,
             job_id: id,
         },
-        left,
+        call.quota,
     ))
 }
 
@@ -890,12 +895,10 @@ struct SecretBody {
 
 async fn secret_answer(
     state: &AppState,
-    headers: &HeaderMap,
-    signed: &Signed<'_>,
+    wallet: Address,
     rotate: bool,
 ) -> Result<Response, ApiError> {
     let c = compute(state)?;
-    let wallet = spender(state, headers, signed, header_wallet(headers)?).await?;
     let secret = if rotate {
         c.secrets().rotate(wallet).await?
     } else {
@@ -924,16 +927,9 @@ async fn secret_answer(
     ))]
 async fn webhook_secret(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    call: ProvenCall,
 ) -> Result<Response, ApiError> {
-    let signed = Signed {
-        method: &method,
-        uri: &uri,
-        body: &[],
-    };
-    secret_answer(&state, &headers, &signed, false).await
+    secret_answer(&state, call.wallet, false).await
 }
 
 /// Replaces the proven wallet's webhook secret.
@@ -945,17 +941,9 @@ async fn webhook_secret(
     ))]
 async fn rotate_webhook_secret(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    call: ProvenCall,
 ) -> Result<Response, ApiError> {
-    let signed = Signed {
-        method: &method,
-        uri: &uri,
-        body: &body,
-    };
-    secret_answer(&state, &headers, &signed, true).await
+    secret_answer(&state, call.wallet, true).await
 }
 
 /// An automation hook: a job for `wallet` whose raw body (`{payload,

@@ -20,6 +20,22 @@ local function entry(stream, bal, ts, ...)
   local v = redis.call('HMGET', KEYS[bal], 'avail', 'pend', 'debt')
   redis.call('XADD', KEYS[stream], '*', 'ts', ts, 'available', s(num(v[1])), 'pending', s(num(v[2])), 'owed', s(num(v[3])), ...)
 end
+-- Takes back the credit record `cur` (`c|wallet|amount|..`) from the balance
+-- at KEYS[bal]: what is available, the rest as a debt; logs the reversal.
+-- Returns taken, owed; or nil and the record's wallet (nothing written) when
+-- the record is not `wallet`'s.
+local function take_back(cur, wallet, bal, stream, ts, ref, reason)
+  local parts = {}
+  for p in string.gmatch(cur, '[^|]+') do parts[#parts + 1] = p end
+  if parts[2] ~= wallet then return nil, parts[2] end
+  local amount = tonumber(parts[3])
+  local take = math.min(num(redis.call('HGET', KEYS[bal], 'avail')), amount)
+  if take > 0 then redis.call('HINCRBY', KEYS[bal], 'avail', s(-take)) end
+  if amount - take > 0 then redis.call('HINCRBY', KEYS[bal], 'debt', s(amount - take)) end
+  redis.call('HINCRBY', KEYS[bal], 'dep', s(-amount))
+  entry(stream, bal, ts, 'kind', 'reversal', 'amount', parts[3], 'ref', ref, 'reason', reason)
+  return take, amount - take
+end
 ";
 
 /// Credit once per idempotency key; a key an x402 payment consumed (`x|`)
@@ -54,26 +70,18 @@ if not cur or string.sub(cur, 1, 2) ~= 'c|' then
   redis.call('ZREM', KEYS[4], ARGV[3])
   return {0}
 end
-local parts = {}
-for p in string.gmatch(cur, '[^|]+') do parts[#parts + 1] = p end
-if parts[2] ~= ARGV[2] then return {-2, parts[2]} end
-local amount = tonumber(parts[3])
-local avail = num(redis.call('HGET', KEYS[2], 'avail'))
-local take = math.min(avail, amount)
-if take > 0 then redis.call('HINCRBY', KEYS[2], 'avail', s(-take)) end
-if amount - take > 0 then redis.call('HINCRBY', KEYS[2], 'debt', s(amount - take)) end
-redis.call('HINCRBY', KEYS[2], 'dep', s(-amount))
+local take, owed = take_back(cur, ARGV[2], 2, 3, ARGV[4], ARGV[1], ARGV[5])
+if not take then return {-2, owed} end
 redis.call('HSET', KEYS[1], ARGV[1], 'r|' .. string.sub(cur, 3))
 redis.call('ZREM', KEYS[4], ARGV[3])
-entry(3, 2, ARGV[4], 'kind', 'reversal', 'amount', parts[3], 'ref', ARGV[1], 'reason', ARGV[5])
-return {1, s(take), s(amount - take)}
+return {1, s(take), s(owed)}
 ";
 
 /// Mark a deposit key as consumed by an x402 payment for a service (a
 /// credentials fetch): the transfer paid for something and is never
 /// credited. If a deposit path credited it first (an external facilitator's
 /// settlement, seen by the indexer before the node recorded it), that credit
-/// is reversed the way `REVERSE` does.
+/// is taken back as `REVERSE` takes it (the shared `take_back`).
 /// KEYS: credits, balance, entries, watch. ARGV: key, wallet, amount, block,
 /// note, watch member, now ms, reason.
 /// Returns {1, taken, owed} consumed now, {0} consumed before, {-2, wallet}
@@ -83,17 +91,8 @@ local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and string.sub(cur, 1, 2) == 'x|' then return {0} end
 local take, owed = 0, 0
 if cur and string.sub(cur, 1, 2) == 'c|' then
-  local parts = {}
-  for p in string.gmatch(cur, '[^|]+') do parts[#parts + 1] = p end
-  if parts[2] ~= ARGV[2] then return {-2, parts[2]} end
-  local amount = tonumber(parts[3])
-  local avail = num(redis.call('HGET', KEYS[2], 'avail'))
-  take = math.min(avail, amount)
-  owed = amount - take
-  if take > 0 then redis.call('HINCRBY', KEYS[2], 'avail', s(-take)) end
-  if owed > 0 then redis.call('HINCRBY', KEYS[2], 'debt', s(owed)) end
-  redis.call('HINCRBY', KEYS[2], 'dep', s(-amount))
-  entry(3, 2, ARGV[7], 'kind', 'reversal', 'amount', parts[3], 'ref', ARGV[1], 'reason', ARGV[8])
+  take, owed = take_back(cur, ARGV[2], 2, 3, ARGV[7], ARGV[1], ARGV[8])
+  if not take then return {-2, owed} end
 end
 redis.call('ZREM', KEYS[4], ARGV[6])
 redis.call('HSET', KEYS[1], ARGV[1], 'x|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5])
