@@ -3,18 +3,24 @@
 //! middlewares live here too: [`json_error_bodies`] gives axum's own
 //! rejections (malformed JSON 400, wrong content type 415, unknown or
 //! mistyped fields 422, body too large 413, bad path or query 400) the same
-//! `{"error"}` shape, and [`bounded`] applies the request timeout and the
-//! concurrency limit.
+//! `{"error"}` shape, and [`Guard`] applies the request timeout and the
+//! concurrency limit (and the same `{"error"}` rewrite) in one layer.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::AppState;
 
@@ -217,18 +223,21 @@ fn x402_response(c: crate::x402::Challenge) -> Response {
     response
 }
 
-/// Middleware: every error answer that is not already JSON (axum's own
-/// extractor rejections, the body limit) becomes `{"error": "<its text>"}`
-/// with the same status.
-pub async fn json_error_bodies(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// Every error answer that is not already JSON (axum's own extractor
+/// rejections, the body limit) becomes `{"error": "<its text>"}` with the
+/// same status. Answers that are not errors, or already JSON, pass as they
+/// are (no work beyond reading the status and content type).
+pub async fn json_error_body(response: Response) -> Response {
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if is_json {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -250,24 +259,104 @@ pub async fn json_error_bodies(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-/// Middleware: at most `api.max_concurrent_requests` requests at once (more
-/// wait for a slot), each answered within `api.request_timeout_ms` or with a
-/// 503.
-pub async fn bounded(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_millis(state.config.api.request_timeout_ms.max(1));
-    let work = async {
-        let Ok(_slot) = state.inflight.clone().acquire_owned().await else {
-            return ApiError::Unavailable("server is shutting down".into()).into_response();
-        };
-        next.run(req).await
-    };
-    match tokio::time::timeout(limit, work).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(target: "chainfront::api", timeout_ms = limit.as_millis() as u64, "request timed out");
-            ApiError::Unavailable("request timed out; retry shortly".into()).into_response()
+/// Middleware: every error answer becomes `{"error"}` JSON
+/// ([`json_error_body`]); for `/metrics` on its own address.
+pub async fn json_error_bodies(req: Request, next: Next) -> Response {
+    json_error_body(next.run(req).await).await
+}
+
+/// The outermost layer of the API router, in one tower service (no
+/// per-request boxing of the inner router as `from_fn` does):
+/// at most `api.max_concurrent_requests` requests at once (more wait for a
+/// slot), each answered within `api.request_timeout_ms` or with a 503, and
+/// every error answer as `{"error"}` JSON ([`json_error_body`]).
+#[derive(Clone)]
+pub struct Guard {
+    inflight: Arc<Semaphore>,
+    limit: Duration,
+}
+
+impl Guard {
+    /// The limits of `state`'s configuration.
+    pub fn new(state: &AppState) -> Self {
+        Self::with(
+            state.inflight.clone(),
+            Duration::from_millis(state.config.api.request_timeout_ms.max(1)),
+        )
+    }
+
+    /// At most `inflight`'s permits at once, each within `limit`.
+    pub fn with(inflight: Arc<Semaphore>, limit: Duration) -> Self {
+        Self { inflight, limit }
+    }
+}
+
+impl<S> tower::Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            guard: self.clone(),
         }
     }
+}
+
+/// The service of [`Guard`].
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    guard: Guard,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> <Self as tower::Service<Request>>::Future {
+        // The clone is not yet ready; the one `poll_ready` readied is used.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Guard { inflight, limit } = self.guard.clone();
+        Box::pin(async move {
+            let work = async {
+                // Uncontended, a slot is taken without building a wait.
+                let _slot = match inflight.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(TryAcquireError::Closed) => return shutting_down(),
+                    Err(TryAcquireError::NoPermits) => match inflight.acquire_owned().await {
+                        Ok(slot) => slot,
+                        Err(_) => return shutting_down(),
+                    },
+                };
+                match inner.call(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            };
+            let response = match tokio::time::timeout(limit, work).await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::warn!(target: "chainfront::api", timeout_ms = limit.as_millis() as u64, "request timed out");
+                    ApiError::Unavailable("request timed out; retry shortly".into()).into_response()
+                }
+            };
+            Ok(json_error_body(response).await)
+        })
+    }
+}
+
+fn shutting_down() -> Response {
+    ApiError::Unavailable("server is shutting down".into()).into_response()
 }
 
 // ---- Clockchain markets (owned by the markets surface) ----
@@ -302,5 +391,146 @@ impl From<crate::markets::MarketsError> for ApiError {
             | E::OriginalRequired
             | E::Transaction(_) => ApiError::BadRequest(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{Layer, Service, ServiceExt};
+
+    fn get() -> Request {
+        Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    async fn json_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("a JSON body")
+    }
+
+    /// A route slower than the request timeout is answered 503 with the
+    /// `{"error"}` body, without waiting for the route.
+    #[tokio::test]
+    async fn a_slow_route_is_cut_off_with_a_json_503() {
+        let slow = tower::service_fn(|_req: Request| async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok::<_, Infallible>(StatusCode::OK.into_response())
+        });
+        let guard = Guard::with(Arc::new(Semaphore::new(4)), Duration::from_millis(50));
+        let response =
+            tokio::time::timeout(Duration::from_secs(60), guard.layer(slow).oneshot(get()))
+                .await
+                .expect("the guard answers long before the route would")
+                .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json_of(response).await["error"],
+            "request timed out; retry shortly"
+        );
+    }
+
+    /// With one slot, a second request reaches the route only after the
+    /// first has been answered.
+    #[tokio::test]
+    async fn requests_beyond_the_limit_wait_for_a_slot() {
+        let entered = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let route = {
+            let (entered, release) = (entered.clone(), release.clone());
+            tower::service_fn(move |_req: Request| {
+                let (entered, release) = (entered.clone(), release.clone());
+                async move {
+                    if entered.fetch_add(1, Ordering::SeqCst) == 0 {
+                        release.notified().await;
+                    }
+                    Ok::<_, Infallible>(StatusCode::OK.into_response())
+                }
+            })
+        };
+        let svc = Guard::with(Arc::new(Semaphore::new(1)), Duration::from_secs(600)).layer(route);
+        let first = tokio::spawn(svc.clone().oneshot(get()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while entered.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "first never ran");
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn(svc.clone().oneshot(get()));
+        // The second is parked on the semaphore: it cannot enter however
+        // long it is given.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            entered.load(Ordering::SeqCst),
+            1,
+            "the limit let a second request in"
+        );
+        assert!(!second.is_finished());
+        release.notify_one();
+        let a = first.await.expect("task").expect("infallible");
+        let b = tokio::time::timeout(Duration::from_secs(60), second)
+            .await
+            .expect("the second gets the slot")
+            .expect("task")
+            .expect("infallible");
+        assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(entered.load(Ordering::SeqCst), 2);
+    }
+
+    /// Plain-text refusals (axum's own) become `{"error"}`; successes and
+    /// JSON errors pass untouched.
+    #[tokio::test]
+    async fn plain_errors_become_json_and_the_rest_pass() {
+        let route = tower::service_fn(|req: Request| async move {
+            let r = match req.uri().path() {
+                "/plain" => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "wrong content type").into_response()
+                }
+                "/json" => ApiError::Conflict("taken".into()).into_response(),
+                _ => (StatusCode::OK, "fine").into_response(),
+            };
+            Ok::<_, Infallible>(r)
+        });
+        let mut svc =
+            Guard::with(Arc::new(Semaphore::new(4)), Duration::from_secs(600)).layer(route);
+        let call = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .expect("request")
+        };
+        let r = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(call("/plain"))
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(json_of(r).await, json!({"error": "wrong content type"}));
+        let r = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(call("/json"))
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(json_of(r).await, json!({"error": "taken"}));
+        let r = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(call("/ok"))
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 64).await.expect("body");
+        assert_eq!(&body[..], b"fine");
     }
 }

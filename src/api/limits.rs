@@ -33,13 +33,16 @@
 //! Operators override any class with `rate_limits.<name>.requests`,
 //! `.window_secs`, `.wallet_requests`, `.global_per_sec`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::str::FromStr;
+use std::task::{Context, Poll};
 
 use alloy::primitives::Address;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chainfront_indexer::keys::NodeKeys;
 use redis::Script;
@@ -252,7 +255,7 @@ impl<'de> Deserialize<'de> for IpCidr {
 }
 
 /// The client IP a request is counted under, put into the request's
-/// extensions by [`enforce`] (handlers such as `/admin` read it).
+/// extensions by [`RateLimit`] (handlers such as `/admin` read it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
@@ -424,23 +427,106 @@ fn limiter_down(class: RouteClass, e: &redis::RedisError) -> Option<Response> {
     }
 }
 
-/// Middleware: `axum::middleware::from_fn_with_state((state, class), enforce)`.
-pub async fn enforce(
-    State((state, class)): State<(AppState, RouteClass)>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let cfg = &state.config.rate_limits;
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let ip = client_ip(peer, req.headers(), &state.config.api.trusted_proxies);
-    req.extensions_mut().insert(ClientIp(ip));
-    if !cfg.enabled {
-        return next.run(req).await;
+/// The per-route-group layer: puts the [`ClientIp`] into the request's
+/// extensions and, with `rate_limits.enabled`, enforces `class`'s limits
+/// ([`enforce`]). A tower layer rather than `from_fn`: with limits off the
+/// request goes straight to the route (no boxed future, no state clone).
+#[derive(Clone)]
+pub struct RateLimit {
+    state: AppState,
+    class: RouteClass,
+}
+
+impl RateLimit {
+    /// `class`'s limits from `state`'s configuration.
+    pub fn new(state: &AppState, class: RouteClass) -> Self {
+        Self {
+            state: state.clone(),
+            class,
+        }
     }
+}
+
+impl<S> tower::Layer<S> for RateLimit {
+    type Service = Limited<S>;
+
+    fn layer(&self, inner: S) -> Limited<S> {
+        Limited {
+            inner,
+            limit: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RateLimit`].
+#[derive(Clone)]
+pub struct Limited<S> {
+    inner: S,
+    limit: RateLimit,
+}
+
+impl<S> tower::Service<Request> for Limited<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> <Self as tower::Service<Request>>::Future {
+        let state = &self.limit.state;
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let ip = client_ip(peer, req.headers(), &state.config.api.trusted_proxies);
+        req.extensions_mut().insert(ClientIp(ip));
+        // The clone is not yet ready; the one `poll_ready` readied is used.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        if !state.config.rate_limits.enabled {
+            let mut inner = inner;
+            return futures_util::future::Either::Left(inner.call(req));
+        }
+        let (state, class) = (state.clone(), self.limit.class);
+        futures_util::future::Either::Right(Box::pin(async move {
+            Ok(enforce(state, class, ip, req, inner).await)
+        }))
+    }
+}
+
+/// Runs `inner` on `req`.
+async fn run<S>(mut inner: S, req: Request) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    match inner.call(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Enforces `class`'s limits for `ip` (limits on), then runs `inner`.
+async fn enforce<S>(
+    state: AppState,
+    class: RouteClass,
+    ip: IpAddr,
+    req: Request,
+    inner: S,
+) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    let cfg = &state.config.rate_limits;
     let limit = class.limit(cfg);
     let who = bucket(ip);
     let keys = NodeKeys;
@@ -486,7 +572,7 @@ pub async fn enforce(
         Err(e) => {
             return match limiter_down(class, &e) {
                 Some(refusal) => refusal,
-                None => next.run(req).await,
+                None => run(inner, req).await,
             };
         }
     };
@@ -520,7 +606,7 @@ pub async fn enforce(
         }
         .into_response()
     } else {
-        next.run(req).await
+        run(inner, req).await
     };
     // A handler that counted the request per wallet too (`enforce_wallet`)
     // set the headers already; the tighter of the two counts is shown.

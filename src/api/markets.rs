@@ -54,10 +54,7 @@ pub(super) fn router(state: &AppState) -> OpenApiRouter<AppState> {
 
 fn one_prefix(state: &AppState) -> OpenApiRouter<AppState> {
     let limited = |r: OpenApiRouter<AppState>, class: RouteClass| {
-        r.route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), class),
-            limits::enforce,
-        ))
+        r.route_layer(limits::RateLimit::new(state, class))
     };
     OpenApiRouter::new()
         .routes(routes!(health))

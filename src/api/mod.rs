@@ -98,10 +98,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     use limits::RouteClass;
     let limited = |r: OpenApiRouter<AppState>, class: RouteClass| {
-        r.route_layer(axum::middleware::from_fn_with_state(
-            (state.clone(), class),
-            limits::enforce,
-        ))
+        r.route_layer(limits::RateLimit::new(state, class))
     };
     let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(openapi::openapi_json))
@@ -142,11 +139,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::Extension(doc))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(error::json_error_bodies))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            error::bounded,
-        ))
+        .layer(error::Guard::new(&state))
         .with_state(state)
 }
 
