@@ -16,7 +16,7 @@ use chainfront_indexer::contracts::MockUSDC;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::Stack;
+use crate::harness::{Stack, wait_until};
 use crate::vms::{Node, indexed, node_config, start_node};
 
 /// Signs in as `signer` (GET /auth/nonce, EIP-4361, POST /auth/login) and
@@ -143,18 +143,6 @@ async fn settled(node: &Node, wallet: Address) -> (u64, u64) {
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn proof(wallet: Address, tx: B256, network: &str, amount: &str) -> Value {
     json!({
         "wallet": wallet.to_string(),
@@ -268,7 +256,7 @@ async fn a_deposit_proven_50_times_while_indexed_is_credited_once_on_two_chains(
     );
     let _unproven = transfer(&p2, other.usdc, treasury, 1_000_000).await;
 
-    wait_for(
+    wait_until(
         "the indexed deposits to be credited",
         Duration::from_secs(60),
         || async { available(&node, wallet).await == 8_500_000 },
@@ -436,7 +424,7 @@ async fn a_deposit_removed_by_a_reorg_is_reversed() {
     for _ in 0..3 {
         crate::seed::mine(provider).await;
     }
-    wait_for("the reversal", Duration::from_secs(60), || async {
+    wait_until("the reversal", Duration::from_secs(60), || async {
         available(&node, wallet).await == 0
     })
     .await;
@@ -545,7 +533,7 @@ async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
         1_000_000,
     )
     .await;
-    wait_for("the deposit", Duration::from_secs(60), || async {
+    wait_until("the deposit", Duration::from_secs(60), || async {
         available(&node, wallet).await == 1_000_000
     })
     .await;
@@ -639,7 +627,7 @@ async fn job_life_cycle_is_exact_to_the_base_unit_and_cancel_refunds() {
     )
     .await;
     let slow_id = slow["jobId"].as_str().expect("id").to_owned();
-    wait_for("the slow job to start", Duration::from_secs(30), || async {
+    wait_until("the slow job to start", Duration::from_secs(30), || async {
         get(&format!("{}/v1/jobs/{slow_id}", node.url), None)
             .await
             .1["status"]
@@ -763,7 +751,7 @@ async fn fund(stack: &Stack, node: &Node, i: usize, amount: u64) -> String {
         amount,
     )
     .await;
-    wait_for("the deposit", Duration::from_secs(60), || async {
+    wait_until("the deposit", Duration::from_secs(60), || async {
         available(node, signer.address()).await == before + amount
     })
     .await;
@@ -985,7 +973,7 @@ async fn llm_jobs_and_streams_are_metered_in_tokens() {
         json!({"inputTokens": 25, "outputTokens": 150})
     );
     assert_eq!(events[7]["response"]["content"], "In the realm of code...");
-    wait_for(
+    wait_until(
         "the stream's settlement",
         Duration::from_secs(30),
         || async { settled(&node, wallet).await == (1_000_000 - 2_000, 2_000) },
@@ -1004,7 +992,7 @@ async fn llm_jobs_and_streams_are_metered_in_tokens() {
     let first = resp.chunk().await.expect("chunk").expect("some bytes");
     assert!(String::from_utf8_lossy(&first).contains("start"));
     drop(resp);
-    wait_for(
+    wait_until(
         "the abandoned stream's settlement",
         Duration::from_secs(30),
         || async { settled(&node, wallet).await == (1_000_000 - 3_000, 3_000) },
@@ -1062,7 +1050,7 @@ async fn a_node_killed_mid_job_loses_no_job_and_charges_none_twice() {
     let mut child = spawn_node(&stack, port, &allow);
     let signer = stack.signer(6);
     let wallet = signer.address();
-    wait_for("the node", Duration::from_secs(60), || async {
+    wait_until("the node", Duration::from_secs(60), || async {
         reqwest::get(format!("{url}/v1/health")).await.is_ok()
     })
     .await;
@@ -1074,7 +1062,7 @@ async fn a_node_killed_mid_job_loses_no_job_and_charges_none_twice() {
         1_000_000,
     )
     .await;
-    wait_for("the deposit", Duration::from_secs(60), || async {
+    wait_until("the deposit", Duration::from_secs(60), || async {
         ledger.balance(wallet).await.expect("balance").available.0 == 1_000_000
     })
     .await;
@@ -1092,7 +1080,7 @@ async fn a_node_killed_mid_job_loses_no_job_and_charges_none_twice() {
         assert_eq!(s, StatusCode::OK, "{b}");
         ids.push(b["jobId"].as_str().expect("id").to_owned());
     }
-    wait_for("the slow jobs to run", Duration::from_secs(30), || async {
+    wait_until("the slow jobs to run", Duration::from_secs(30), || async {
         get(&format!("{url}/v1/jobs/{}", ids[0]), None).await.1["status"] == "processing"
     })
     .await;
@@ -1105,7 +1093,7 @@ async fn a_node_killed_mid_job_loses_no_job_and_charges_none_twice() {
     );
 
     let _restarted = spawn_node(&stack, port, &allow);
-    wait_for("the node again", Duration::from_secs(60), || async {
+    wait_until("the node again", Duration::from_secs(60), || async {
         reqwest::get(format!("{url}/v1/health")).await.is_ok()
     })
     .await;
@@ -1268,7 +1256,7 @@ async fn callbacks_are_signed_webhooks_verified_limits_counted_and_trust_is_opt_
         .expect("submit");
     assert_eq!(r.headers()["x-ratelimit-remaining"], "2");
     let job: Value = r.json().await.expect("json");
-    wait_for("the callback", Duration::from_secs(30), || async {
+    wait_until("the callback", Duration::from_secs(30), || async {
         seen.lock().expect("lock").len() >= 2
     })
     .await;

@@ -215,3 +215,20 @@ impl Stack {
         .expect("transfer mined");
     }
 }
+
+/// Polls `f` every 50 ms until it holds; fails the test naming `what` when
+/// `within` passes first.
+pub async fn wait_until<F, Fut>(what: &str, within: std::time::Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

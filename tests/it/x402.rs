@@ -25,7 +25,10 @@ use chainfront_indexer::keys::ChainKeys;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::Stack;
+use crate::harness::{Stack, wait_until};
+
+/// How long a wait on the chain or the node may take.
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::vms::{Node, indexed, legacy_sig, node_config, start_node};
 
 /// anvil key of the node's relayer in these tests.
@@ -1622,21 +1625,6 @@ async fn prove_deposit(node: &Node, wallet: Address, tx: B256, amount: &str) -> 
     .await
 }
 
-async fn wait_until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn credits_bought_with_x402_are_credited_once_whoever_sees_the_transfer_first() {
     let stack = Stack::start().await;
@@ -1789,7 +1777,7 @@ async fn credits_bought_with_x402_are_credited_once_whoever_sees_the_transfer_fi
     // The relayer's transaction, as the sender recorded it before broadcasting.
     let send_id = chainfront::x402::settle::send_id(d.usdc, payer.address(), auth.nonce, true);
     let mut redis = slow.state.redis.clone();
-    wait_until("the settlement to be mined", || {
+    wait_until("the settlement to be mined", MINUTE, || {
         let mut redis = redis.clone();
         let key = ChainKeys::new(31337).tx(&send_id);
         let stack = &stack;
@@ -2179,7 +2167,7 @@ async fn a_paid_credentials_fetch_is_never_credited_as_a_deposit() {
             hash.and_then(|h| h.parse::<B256>().ok())
         }
     };
-    wait_until("the settlement to be mined", || async {
+    wait_until("the settlement to be mined", MINUTE, || async {
         match settlement().await {
             Some(h) => stack
                 .deployer
@@ -2233,6 +2221,7 @@ async fn a_paid_credentials_fetch_is_never_credited_as_a_deposit() {
     let paying = tokio::spawn(fetch(fac.url.clone()));
     wait_until(
         "the facilitator's transfer credited as a deposit",
+        MINUTE,
         || async { balance_of(&fac, owner.address()).await.available.0 == 500_000 + PRICE },
     )
     .await;
