@@ -192,20 +192,19 @@ impl Follower {
             if !self.behind {
                 self.not_ready = 0;
             }
+            if pass.is_ok() {
+                delays = retry.delays();
+            }
             let wait = match pass {
                 // Something was not ready yet (a block the log index has not
                 // caught up with): look again soon, backing off while it
                 // stays so.
                 Ok(_) if self.behind => {
-                    delays = retry.delays();
                     self.not_ready = self.not_ready.saturating_add(1);
                     let factor = 1u32 << self.not_ready.min(8).saturating_sub(1);
                     (self.pace.step() * factor).min(self.cfg.poll_interval)
                 }
-                Ok(_) => {
-                    delays = retry.delays();
-                    self.pace.next_poll(SystemTime::now())
-                }
+                Ok(_) => self.pace.next_poll(SystemTime::now()),
                 Err(e) if e.is_fatal() || matches!(e, Error::Fenced | Error::WipePending) => {
                     return Err(e);
                 }
