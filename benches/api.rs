@@ -6,7 +6,9 @@
 //! documented signature form), and Clockchain's `GET /v1/markets` and
 //! `POST /v1/calculate_fees` (goal ≥ 0.8 of the baseline), on a local anvil +
 //! redis-server. Prints req/s, p99 and each route's ratio to the baseline
-//! (target: cached reads ≥ 0.5),
+//! (target: cached reads ≥ 0.5), and a second baseline for information: a
+//! hello-world answering `GET /v1/balance`'s very bytes (the ratios still
+//! divide by the plain hello-world),
 //! Redis commands per credentials request, and signature recoveries per second
 //! with k256 and with libsecp256k1 (the auth module uses the faster).
 //!
@@ -16,6 +18,9 @@
 //! on anvil through the relayer, serve — per second with 16 clients, each
 //! payment a fresh signed authorization (anvil mines every 25 ms; receipts
 //! polled every 20 ms).
+//!
+//! `BENCH_API_ROUTES_ONLY=1` runs only the wrk phases (baselines, routes,
+//! balance) for quick A/B comparisons.
 
 use chainfront_indexer::conn::RedisConn;
 use std::process::Command;
@@ -183,14 +188,50 @@ async fn compute_bench(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let url = format!("{api}/v1/balance?wallet={}", buyer.address());
+    // A second baseline, for information only: a hello-world answering the
+    // very bytes (body and Content-Type) `/v1/balance` answers, so the gap
+    // can be split into the node's own cost and wrk's cost of a larger
+    // body. The ratio column still divides by the plain hello-world.
+    let same = reqwest::get(&url).await?;
+    let content_type = same
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let body = same.bytes().await?;
+    let same_bytes = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let (content_type, body) = (content_type.clone(), body.clone());
+            async move { ([(axum::http::header::CONTENT_TYPE, content_type)], body) }
+        }),
+    );
+    let sl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let same_url = format!("http://{}/", sl.local_addr()?);
+    let same_server = tokio::spawn(async move { axum::serve(sl, same_bytes).await });
+    let (same_rps, same_p99) =
+        tokio::task::spawn_blocking(move || wrk(&same_url, None, None)).await??;
+    same_server.abort();
+    println!(
+        "{:<28} {:>10.0} {:>9.2} {:>7.2}  (information only)",
+        "hello-world, balance bytes",
+        same_rps,
+        same_p99,
+        same_rps / base_rps
+    );
     let (rps, p99) = tokio::task::spawn_blocking(move || wrk(&url, None, None)).await??;
     println!(
-        "{:<28} {:>10.0} {:>9.2} {:>7.2}",
+        "{:<28} {:>10.0} {:>9.2} {:>7.2}  ({:.2} of the same-bytes hello-world)",
         "GET /v1/balance",
         rps,
         p99,
-        rps / base_rps
+        rps / base_rps,
+        rps / same_rps
     );
+    if routes_only() {
+        return Ok(());
+    }
 
     // Sign in for a token.
     let c = reqwest::Client::new();
@@ -385,6 +426,7 @@ async fn main() -> Res<()> {
         alloy::hex::encode(sig.as_bytes())
     );
 
+    println!("machine load at start (1/5/15 min): {}", load3());
     let (base_rps, base_p99) = tokio::task::spawn_blocking({
         let u = hello_url.clone();
         move || wrk(&u, None, None)
@@ -449,6 +491,11 @@ async fn main() -> Res<()> {
     }
 
     compute_bench(&state, &api, &buyer, &d, &wallet, base_rps, &mut redis_conn).await?;
+    if routes_only() {
+        println!("machine load (1/5/15 min): {}", load3());
+        stop.cancel();
+        return Ok(());
+    }
 
     let parsed = WalletSignature::from_bytes(&sig.as_bytes())?;
     let hash = eip191_hash(msg.as_bytes());
@@ -466,6 +513,23 @@ async fn main() -> Res<()> {
     x402_bench(&state, &api, &buyer, &url).await?;
     stop.cancel();
     Ok(())
+}
+
+/// `BENCH_API_ROUTES_ONLY=1`: only the wrk phases (the baselines, the
+/// routes and `GET /v1/balance`), for quick A/B runs of the HTTP path; the
+/// storage jobs, crypto and x402 figures are skipped.
+fn routes_only() -> bool {
+    std::env::var("BENCH_API_ROUTES_ONLY").is_ok_and(|v| v == "1")
+}
+
+/// The machine's load (1/5/15-minute averages).
+fn load3() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The machine's load (1-minute average), printed with the figures: the
