@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use alloy::primitives::Address;
 use alloy::primitives::U256;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::{Extension, Json};
 use chainfront_indexer::keys::{ChainKeys, NodeKeys};
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -35,8 +35,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke))
 }
 
-/// The client IP the rate limiter counted this request under.
-type Client = Option<Extension<ClientIp>>;
+/// The client IP the rate limiter counts this request under.
+type Client = ClientIp;
 
 /// Checks the admin key; a wrong key counts towards the client's ban like a
 /// 429 does, so keys cannot be guessed at the route's rate forever.
@@ -48,10 +48,8 @@ async fn authorize(
 ) -> Result<(), ApiError> {
     if let Err(e) = state.admin_keys.check(headers) {
         tracing::warn!(target: "chainfront::security", event = "admin_auth_failure", action, reason = %e, "admin request refused");
-        if matches!(e, AdminAuthError::Invalid)
-            && let Some(Extension(ClientIp(ip))) = client
-        {
-            limits::record_violation(state, *ip, "admin_key").await;
+        if matches!(e, AdminAuthError::Invalid) {
+            limits::record_violation(state, client.0, "admin_key").await;
         }
         return Err(ApiError::Unauthorized(e.to_string()));
     }

@@ -208,7 +208,15 @@ fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<T
 /// `X-RateLimit-*` when it was counted.
 fn answer<T: Serialize>(status: StatusCode, body: &T, quota: Option<WalletQuota>) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    let mut r = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response();
     if let Some(q) = quota {
         q.apply(&mut r);
     }
@@ -339,26 +347,25 @@ fn is_zero(u: &Usd) -> bool {
     ))]
 async fn balance(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
     Query(q): Query<WalletQuery>,
+    // The request itself (read by reference): no copy of its headers and URI.
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (uri, headers) = (req.uri(), req.headers());
     let signed = Signed {
         method: &Method::GET,
-        uri: &uri,
+        uri,
         body: &[],
     };
     let c = compute(&state)?;
-    let wallet = match (&q.wallet, header_wallet(&headers)?) {
+    let wallet = match (&q.wallet, header_wallet(headers)?) {
         (Some(w), _) => parse_address(w, "wallet")?,
         (None, Some(w)) => w,
-        (None, None) => spender(&state, &headers, &signed, None)
-            .await
-            .map_err(|_| {
-                ApiError::BadRequest(
-                    "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
-                )
-            })?,
+        (None, None) => spender(&state, headers, &signed, None).await.map_err(|_| {
+            ApiError::BadRequest(
+                "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
+            )
+        })?,
     };
     let b = c.ledger().balance_cached(wallet).await?;
     Ok(answer(

@@ -223,23 +223,29 @@ fn x402_response(c: crate::x402::Challenge) -> Response {
     response
 }
 
+/// Whether [`json_error_body`] would rewrite `response`: an error status
+/// without a JSON content type. Reads only the status on a success.
+fn needs_json_body(response: &Response) -> bool {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return false;
+    }
+    !response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
 /// Every error answer that is not already JSON (axum's own extractor
 /// rejections, the body limit) becomes `{"error": "<its text>"}` with the
 /// same status. Answers that are not errors, or already JSON, pass as they
 /// are (no work beyond reading the status and content type).
 pub async fn json_error_body(response: Response) -> Response {
+    if !needs_json_body(&response) {
+        return response;
+    }
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, MAX_REWRAPPED_BODY)
         .await
@@ -316,43 +322,148 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Guarding<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> <Self as tower::Service<Request>>::Future {
+    fn call(&mut self, req: Request) -> Guarding<S::Future> {
         // The clone is not yet ready; the one `poll_ready` readied is used.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Guard { inflight, limit } = self.guard.clone();
-        Box::pin(async move {
-            let work = async {
-                // Uncontended, a slot is taken without building a wait.
-                let _slot = match inflight.clone().try_acquire_owned() {
-                    Ok(slot) => slot,
-                    Err(TryAcquireError::Closed) => return shutting_down(),
-                    Err(TryAcquireError::NoPermits) => match inflight.acquire_owned().await {
-                        Ok(slot) => slot,
-                        Err(_) => return shutting_down(),
-                    },
+        let limit = self.guard.limit;
+        let started = tokio::time::Instant::now();
+        // Uncontended, a slot is taken without building a wait, and the
+        // route runs in this future itself (no box).
+        match self.guard.inflight.clone().try_acquire_owned() {
+            Ok(slot) => Guarding::Running {
+                route: inner.call(req),
+                slot: Some(slot),
+                deadline: started + limit,
+                limit,
+                timer: None,
+            },
+            Err(TryAcquireError::Closed) => Guarding::Ready {
+                response: Some(shutting_down()),
+            },
+            Err(TryAcquireError::NoPermits) => {
+                let inflight = self.guard.inflight.clone();
+                let wait = async move {
+                    let work = async move {
+                        let _slot = match inflight.acquire_owned().await {
+                            Ok(slot) => slot,
+                            Err(_) => return shutting_down(),
+                        };
+                        match inner.call(req).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    };
+                    let response = match tokio::time::timeout_at(started + limit, work).await {
+                        Ok(response) => response,
+                        Err(_) => timed_out(limit),
+                    };
+                    json_error_body(response).await
                 };
-                match inner.call(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
+                Guarding::Boxed {
+                    rest: Box::pin(wait),
                 }
-            };
-            let response = match tokio::time::timeout(limit, work).await {
-                Ok(response) => response,
-                Err(_) => {
-                    tracing::warn!(target: "chainfront::api", timeout_ms = limit.as_millis() as u64, "request timed out");
-                    ApiError::Unavailable("request timed out; retry shortly".into()).into_response()
-                }
-            };
-            Ok(json_error_body(response).await)
-        })
+            }
+        }
     }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Guarded`]. The usual request takes its slot at once
+    /// and runs the route inside this future; the timeout's timer is only
+    /// armed if the route does not answer on its first poll (a cached read
+    /// never needs one), with the deadline counted from the request's
+    /// arrival. A request that has to wait for a slot, and an error answer
+    /// whose body is rewritten, continue in a boxed future. `Running` holds
+    /// the route's future, its slot (freed as soon as the route answers),
+    /// the deadline, the timeout (for the log line) and the timer.
+    #[project = GuardingProj]
+    #[allow(missing_docs)]
+    pub enum Guarding<F> {
+        /// The route is running, holding its slot.
+        Running {
+            #[pin]
+            route: F,
+            slot: Option<tokio::sync::OwnedSemaphorePermit>,
+            deadline: tokio::time::Instant,
+            limit: Duration,
+            #[pin]
+            timer: Option<tokio::time::Sleep>,
+        },
+        /// Waiting for a slot, or rewriting an error body.
+        Boxed {
+            rest: Pin<Box<dyn Future<Output = Response> + Send>>,
+        },
+        /// Answered.
+        Ready {
+            response: Option<Response>,
+        },
+    }
+}
+
+impl<F> Future for Guarding<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = match self.as_mut().project() {
+            GuardingProj::Running {
+                route,
+                slot,
+                deadline,
+                limit,
+                mut timer,
+            } => match route.poll(cx) {
+                Poll::Ready(Ok(response)) => {
+                    // The slot is free once the route has answered.
+                    slot.take();
+                    response
+                }
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => {
+                    if timer.is_none() {
+                        timer.set(Some(tokio::time::sleep_until(*deadline)));
+                    }
+                    let Some(sleep) = timer.as_pin_mut() else {
+                        return Poll::Pending;
+                    };
+                    if sleep.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let limit = *limit;
+                    // Dropping the route's future here cancels it and frees
+                    // its slot.
+                    self.set(Guarding::Ready { response: None });
+                    return Poll::Ready(Ok(timed_out(limit)));
+                }
+            },
+            GuardingProj::Boxed { rest } => return rest.as_mut().poll(cx).map(Ok),
+            GuardingProj::Ready { response } => {
+                return Poll::Ready(Ok(response.take().unwrap_or_else(shutting_down)));
+            }
+        };
+        if !needs_json_body(&response) {
+            self.set(Guarding::Ready { response: None });
+            return Poll::Ready(Ok(response));
+        }
+        self.set(Guarding::Boxed {
+            rest: Box::pin(json_error_body(response)),
+        });
+        self.poll(cx)
+    }
+}
+
+fn timed_out(limit: Duration) -> Response {
+    tracing::warn!(target: "chainfront::api", timeout_ms = limit.as_millis() as u64, "request timed out");
+    ApiError::Unavailable("request timed out; retry shortly".into()).into_response()
 }
 
 fn shutting_down() -> Response {

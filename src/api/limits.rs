@@ -254,10 +254,50 @@ impl<'de> Deserialize<'de> for IpCidr {
     }
 }
 
-/// The client IP a request is counted under, put into the request's
-/// extensions by [`RateLimit`] (handlers such as `/admin` read it).
+/// The client IP a request is counted under ([`client_ip`] of the socket
+/// peer and `X-Forwarded-For`). An extractor: handlers that need it (such as
+/// `/admin`) work it out from the request, so the requests that do not need
+/// it pay nothing for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// The client IP of a request with these parts.
+    pub fn of(extensions: &axum::http::Extensions, headers: &HeaderMap, state: &AppState) -> Self {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Self(client_ip(peer, headers, &state.config.api.trusted_proxies))
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Infallible> {
+        Ok(Self::of(&parts.extensions, &parts.headers, state))
+    }
+}
+
+/// `routes` behind [`RateLimit`] for `class` — or as they are when
+/// `rate_limits.enabled` is off: then no layer is added at all (the
+/// configuration does not change while the node runs), so an unlimited
+/// route pays no per-request cost for the limiter.
+pub fn limit(
+    routes: utoipa_axum::router::OpenApiRouter<AppState>,
+    state: &AppState,
+    class: RouteClass,
+) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    if state.config.rate_limits.enabled {
+        routes.route_layer(RateLimit::new(state, class))
+    } else {
+        routes
+    }
+}
 
 /// One `X-Forwarded-For` entry: an IP, `ip:port` or `[v6]:port`.
 fn parse_forwarded(entry: &str) -> Option<IpAddr> {
@@ -427,10 +467,10 @@ fn limiter_down(class: RouteClass, e: &redis::RedisError) -> Option<Response> {
     }
 }
 
-/// The per-route-group layer: puts the [`ClientIp`] into the request's
-/// extensions and, with `rate_limits.enabled`, enforces `class`'s limits
-/// ([`enforce`]). A tower layer rather than `from_fn`: with limits off the
-/// request goes straight to the route (no boxed future, no state clone).
+/// The per-route-group layer: with `rate_limits.enabled`, enforces
+/// `class`'s limits for the request's [`ClientIp`] ([`enforce`]). Routers
+/// add it through [`limit`], which leaves it out when limits are off; the
+/// layer itself also lets every request straight through then.
 #[derive(Clone)]
 pub struct RateLimit {
     state: AppState,
@@ -481,15 +521,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> <Self as tower::Service<Request>>::Future {
+    fn call(&mut self, req: Request) -> <Self as tower::Service<Request>>::Future {
         let state = &self.limit.state;
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let ip = client_ip(peer, req.headers(), &state.config.api.trusted_proxies);
-        req.extensions_mut().insert(ClientIp(ip));
         // The clone is not yet ready; the one `poll_ready` readied is used.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -497,6 +530,7 @@ where
             let mut inner = inner;
             return futures_util::future::Either::Left(inner.call(req));
         }
+        let ClientIp(ip) = ClientIp::of(req.extensions(), req.headers(), state);
         let (state, class) = (state.clone(), self.limit.class);
         futures_util::future::Either::Right(Box::pin(async move {
             Ok(enforce(state, class, ip, req, inner).await)

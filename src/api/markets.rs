@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use alloy::providers::Provider;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::limits::{self, RouteClass};
@@ -32,10 +32,17 @@ pub const PREFIXES: [&str; 3] = ["/v1", "/ai_agent/v1", "/api/chain/v1"];
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every Clockchain route under every prefix, each group under its rate-limit class.
+///
+/// Each prefix's routes are registered at their full paths (`/v1/markets`)
+/// rather than nested: axum serves a nested route through a `StripPrefix`
+/// (a new `Uri` per request) and a `SetNestedPath` layer, which every
+/// request paid for nothing (no handler here reads the stripped path;
+/// `MatchedPath` is the full path either way). The OpenAPI document is the
+/// same as nesting would make it.
 pub(super) fn router(state: &AppState) -> OpenApiRouter<AppState> {
     let mut all = OpenApiRouter::new();
     for (i, prefix) in PREFIXES.iter().enumerate() {
-        let mut r = one_prefix(state);
+        let mut r = one_prefix(state, prefix);
         if i > 0 {
             // OpenAPI wants unique operation ids: the aliases get a suffix.
             let suffix = prefix.trim_matches('/').replace('/', "_");
@@ -47,38 +54,46 @@ pub(super) fn router(state: &AppState) -> OpenApiRouter<AppState> {
                 }
             }
         }
-        all = all.nest(prefix, r);
+        all = all.merge(r);
     }
     all
 }
 
-fn one_prefix(state: &AppState) -> OpenApiRouter<AppState> {
-    let limited = |r: OpenApiRouter<AppState>, class: RouteClass| {
-        r.route_layer(limits::RateLimit::new(state, class))
-    };
+/// `routes` (one `routes!`) served under `prefix`: its paths prefixed.
+fn at(prefix: &str, routes: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, method_router) = routes;
+    paths.paths = std::mem::take(&mut paths.paths)
+        .into_iter()
+        .map(|(path, item)| (format!("{prefix}{path}"), item))
+        .collect();
+    (schemas, paths, method_router)
+}
+
+fn one_prefix(state: &AppState, prefix: &str) -> OpenApiRouter<AppState> {
+    let limited = |r: OpenApiRouter<AppState>, class: RouteClass| limits::limit(r, state, class);
     OpenApiRouter::new()
-        .routes(routes!(health))
+        .routes(at(prefix, routes!(health)))
         .merge(limited(
             OpenApiRouter::new()
-                .routes(routes!(list_markets))
-                .routes(routes!(get_market))
-                .routes(routes!(market_resolution)),
+                .routes(at(prefix, routes!(list_markets)))
+                .routes(at(prefix, routes!(get_market)))
+                .routes(at(prefix, routes!(market_resolution))),
             RouteClass::Markets,
         ))
         .merge(limited(
-            OpenApiRouter::new().routes(routes!(market_submissions)),
+            OpenApiRouter::new().routes(at(prefix, routes!(market_submissions))),
             RouteClass::MarketSubmissions,
         ))
         .merge(limited(
-            OpenApiRouter::new().routes(routes!(get_submission)),
+            OpenApiRouter::new().routes(at(prefix, routes!(get_submission))),
             RouteClass::SubmissionStatus,
         ))
         .merge(limited(
-            OpenApiRouter::new().routes(routes!(calculate_fees)),
+            OpenApiRouter::new().routes(at(prefix, routes!(calculate_fees))),
             RouteClass::CalculateFees,
         ))
         .merge(limited(
-            OpenApiRouter::new().routes(routes!(create_submission)),
+            OpenApiRouter::new().routes(at(prefix, routes!(create_submission))),
             RouteClass::Submissions,
         ))
 }

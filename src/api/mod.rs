@@ -87,6 +87,9 @@ pub struct Shared {
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
     pub markets: Arc<crate::markets::Markets>,
+    /// The serialized `/openapi.json`, set once by [`router`] (only that
+    /// route reads it; an extension layer would add it to every request).
+    pub openapi: std::sync::OnceLock<axum::body::Bytes>,
 }
 
 /// Largest request body accepted by any route.
@@ -97,9 +100,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Each group sits behind the rate limiter with its [`limits::RouteClass`].
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     use limits::RouteClass;
-    let limited = |r: OpenApiRouter<AppState>, class: RouteClass| {
-        r.route_layer(limits::RateLimit::new(state, class))
-    };
+    let limited = |r: OpenApiRouter<AppState>, class: RouteClass| limits::limit(r, state, class);
     let router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(openapi::openapi_json))
         .merge(health::router());
@@ -131,13 +132,12 @@ pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
 /// the concurrency limit.
 pub fn router(state: AppState) -> Router {
     let (router, doc) = routes(&state).split_for_parts();
-    // Serialising a document built from our own types cannot fail; an empty
-    // body would still be answered rather than panicking.
-    let doc = openapi::OpenApiJson(doc.to_json().unwrap_or_default().into());
+    // The same state always builds the same document: a second router of
+    // this state finds it set.
+    let _ = state.openapi.set(openapi::serialize(&doc));
     router
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(axum::Extension(doc))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(error::Guard::new(&state))
         .with_state(state)

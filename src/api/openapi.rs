@@ -6,12 +6,14 @@
 //! checks both directions (no bare `.route(` in `src/`, and every documented
 //! path and method is served).
 
-use axum::Extension;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
+
+use super::AppState;
 
 /// The document's fixed parts; paths come from the routers.
 #[derive(OpenApi)]
@@ -46,9 +48,12 @@ pub struct ErrorBody {
     pub detail: Option<String>,
 }
 
-/// The serialized document, handed to [`openapi_json`] as an extension.
-#[derive(Clone)]
-pub struct OpenApiJson(pub Bytes);
+/// The document as `/openapi.json` serves it. Serialising a document built
+/// from our own types cannot fail; an empty body would still be answered
+/// rather than panicking.
+pub fn serialize(doc: &utoipa::openapi::OpenApi) -> Bytes {
+    doc.to_json().unwrap_or_default().into()
+}
 
 /// This document.
 #[utoipa::path(
@@ -57,8 +62,13 @@ pub struct OpenApiJson(pub Bytes);
     tag = "node",
     responses((status = 200, description = "The OpenAPI 3.1 document of every route", content_type = "application/json"))
 )]
-pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
-    let mut response = doc.0.into_response();
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    // Set by `api::router`; built here only for a router assembled otherwise.
+    let doc = state
+        .openapi
+        .get_or_init(|| serialize(&super::openapi_document(&state)))
+        .clone();
+    let mut response = doc.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
