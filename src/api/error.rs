@@ -644,4 +644,61 @@ mod tests {
         let body = axum::body::to_bytes(r.into_body(), 64).await.expect("body");
         assert_eq!(&body[..], b"fine");
     }
+
+    /// A route that is not ready at once (its timer armed on the first
+    /// `Pending`) still has its plain-text refusal rewritten, and one that
+    /// answers in time is not cut off.
+    #[tokio::test]
+    async fn a_route_that_waits_first_is_served_and_rewritten() {
+        let route = tower::service_fn(|req: Request| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let r = if req.uri().path() == "/plain" {
+                (StatusCode::BAD_REQUEST, "bad query").into_response()
+            } else {
+                (StatusCode::OK, "late but fine").into_response()
+            };
+            Ok::<_, Infallible>(r)
+        });
+        let guard = Guard::with(Arc::new(Semaphore::new(4)), Duration::from_secs(600));
+        let svc = guard.layer(route);
+        let r = svc
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/plain")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(json_of(r).await, json!({"error": "bad query"}));
+        let r = svc.oneshot(get()).await.expect("infallible");
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 64).await.expect("body");
+        assert_eq!(&body[..], b"late but fine");
+    }
+
+    /// The timeout counts from the request's arrival: time spent waiting
+    /// for a slot is part of it, and a request that never gets one is
+    /// answered 503 `{"error"}` in time.
+    #[tokio::test]
+    async fn waiting_for_a_slot_counts_towards_the_timeout() {
+        let inflight = Arc::new(Semaphore::new(1));
+        let held = inflight.clone().try_acquire_owned().expect("the only slot");
+        let route = tower::service_fn(|_req: Request| async {
+            Ok::<_, Infallible>(StatusCode::OK.into_response())
+        });
+        let svc = Guard::with(inflight, Duration::from_millis(50)).layer(route);
+        let response = tokio::time::timeout(Duration::from_secs(60), svc.oneshot(get()))
+            .await
+            .expect("the guard answers long before the slot is freed")
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json_of(response).await["error"],
+            "request timed out; retry shortly"
+        );
+        drop(held);
+    }
 }
