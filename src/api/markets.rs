@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use alloy::providers::Provider;
@@ -183,14 +184,16 @@ async fn list_markets(
     // submission recorded sees it counted here too).
     let (version, now) =
         tokio::try_join!(state.markets.index_version(), state.markets.chain_now())?;
-    let cache_key = format!(
-        "markets:{}:{version}:{now}",
-        statuses
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    // One allocation: `markets:<status,...>:<version>:<now>`.
+    let mut cache_key = String::with_capacity(96);
+    cache_key.push_str("markets:");
+    for (i, s) in statuses.iter().enumerate() {
+        if i > 0 {
+            cache_key.push(',');
+        }
+        cache_key.push_str(s.as_str());
+    }
+    let _ = write!(cache_key, ":{version}:{now}");
     if let Some(hit) = state.read_cache.get(&cache_key) {
         return Ok(hit);
     }

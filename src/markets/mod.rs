@@ -151,7 +151,7 @@ pub struct Markets {
     chain_head: Arc<AtomicU64>,
     block_times: BlockTimes,
     settings: RwLock<Option<(Instant, index::StakeSettings)>>,
-    version: RwLock<Option<(Instant, String)>>,
+    version: RwLock<Option<(Instant, Arc<str>)>>,
     auth: Arc<Auth>,
     /// Wakes the recorder when a plain transfer is claimed.
     pub(crate) recorder_wake: tokio::sync::Notify,
@@ -272,7 +272,8 @@ impl Markets {
     /// from Redis when older (no watcher running). Routes that just served
     /// newer indexed data call [`Markets::refresh_version`], so a client that
     /// saw its submission recorded never gets an older list from this node.
-    pub async fn index_version(&self) -> Result<String> {
+    /// Shared, so a cached read costs a reference count, not a copy.
+    pub async fn index_version(&self) -> Result<Arc<str>> {
         if let Some((at, v)) = self
             .version
             .read()
@@ -286,8 +287,8 @@ impl Markets {
     }
 
     /// Re-reads the index version from Redis.
-    pub async fn refresh_version(&self) -> Result<String> {
-        let v = self.index.version().await?;
+    pub async fn refresh_version(&self) -> Result<Arc<str>> {
+        let v: Arc<str> = self.index.version().await?.into();
         *self
             .version
             .write()

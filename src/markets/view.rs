@@ -344,17 +344,19 @@ impl Markets {
     /// `POST /v1/calculate_fees` with the documented body
     /// `{initial_stake_amount, currency}`.
     pub async fn calculate_fees_body(&self, body: &FeesRequest) -> Result<FeeView> {
-        let field = |v: &Option<Value>, name: &'static str| match v {
-            None | Some(Value::Null) => Err(MarketsError::MissingField(name)),
-            Some(Value::String(s)) if s.is_empty() => Err(MarketsError::MissingField(name)),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(MarketsError::InvalidField(format!(
-                "{name} must be a string"
-            ))),
-        };
+        fn field<'a>(v: &'a Option<Value>, name: &'static str) -> Result<&'a str> {
+            match v {
+                None | Some(Value::Null) => Err(MarketsError::MissingField(name)),
+                Some(Value::String(s)) if s.is_empty() => Err(MarketsError::MissingField(name)),
+                Some(Value::String(s)) => Ok(s),
+                Some(_) => Err(MarketsError::InvalidField(format!(
+                    "{name} must be a string"
+                ))),
+            }
+        }
         let amount = field(&body.initial_stake_amount, "initial_stake_amount")?;
         let currency = field(&body.currency, "currency")?;
-        self.calculate_fees(&amount, &currency).await
+        self.calculate_fees(amount, currency).await
     }
 
     /// The quote for `amount` in `currency`, at the contract's indexed fee
