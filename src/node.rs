@@ -232,6 +232,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
         health_cache: Arc::default(),
         inflight,
         markets,
+        balance_bodies: Default::default(),
         openapi: std::sync::OnceLock::new(),
     }))
 }

@@ -33,7 +33,7 @@ use crate::compute::job::JobView;
 use crate::compute::{Compute, ComputeError};
 use crate::ledger::deposit::{DepositError, Proof, Verdict};
 use crate::ledger::money::parse_usd;
-use crate::ledger::{CreditOutcome, LedgerError, Source, Usd};
+use crate::ledger::{Balance, CreditOutcome, LedgerError, Source, Usd};
 
 /// Largest compute request body (storage objects travel inside it).
 pub const MAX_COMPUTE_BODY: usize = 4 << 20;
@@ -368,18 +368,60 @@ async fn balance(
         })?,
     };
     let b = c.ledger().balance_cached(wallet).await?;
-    Ok(answer(
-        StatusCode::OK,
-        &BalanceBody {
-            wallet: chainfront_indexer::keys::lower(wallet),
-            available: b.available,
-            pending: b.pending,
-            total_deposited: b.deposited,
-            total_spent: b.spent,
-            owed: b.owed,
-        },
-        None,
-    ))
+    let body = state.balance_bodies.body(wallet, b);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The serialized `GET /v1/balance` answer of each wallet recently asked
+/// for, with the balance it shows: the body is a function of the two, so it
+/// is reused while the balance is unchanged (a polled balance is one map
+/// lookup, not five amounts formatted and a JSON document written).
+#[derive(Default)]
+pub struct BalanceBodies(std::sync::RwLock<std::collections::HashMap<Address, (Balance, Bytes)>>);
+
+/// Wallets remembered before the map is cleared (bounds memory under scans).
+const BALANCE_BODIES_MAX: usize = 10_000;
+
+impl BalanceBodies {
+    /// `wallet`'s answer for balance `b`.
+    fn body(&self, wallet: Address, b: Balance) -> Bytes {
+        if let Some((shown, body)) = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&wallet)
+            && *shown == b
+        {
+            return body.clone();
+        }
+        let body = Bytes::from(
+            serde_json::to_vec(&BalanceBody {
+                wallet: chainfront_indexer::keys::lower(wallet),
+                available: b.available,
+                pending: b.pending,
+                total_deposited: b.deposited,
+                total_spent: b.spent,
+                owed: b.owed,
+            })
+            .unwrap_or_default(),
+        );
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= BALANCE_BODIES_MAX {
+            map.clear();
+        }
+        map.insert(wallet, (b, body.clone()));
+        body
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -1009,4 +1051,49 @@ async fn incoming_webhook(
         },
         left,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reused balance body is the one the balance serializes to, and a
+    /// changed balance is never answered with the old body.
+    #[test]
+    fn balance_bodies_follow_the_balance() {
+        let bodies = BalanceBodies::default();
+        let wallet = Address::repeat_byte(0xab);
+        let mut b = Balance {
+            available: Usd(10_500_000),
+            deposited: Usd(12_000_000),
+            spent: Usd(1_500_000),
+            ..Balance::default()
+        };
+        let json = |bytes: Bytes| serde_json::from_slice::<Value>(&bytes).expect("JSON");
+        let first = bodies.body(wallet, b);
+        assert_eq!(
+            json(first.clone()),
+            serde_json::json!({"wallet": format!("0x{}", "ab".repeat(20)), "available": 10.5,
+                "pending": 0.0, "totalDeposited": 12.0, "totalSpent": 1.5})
+        );
+        assert_eq!(&first[..], &bodies.body(wallet, b)[..]);
+        assert!(
+            std::str::from_utf8(&first)
+                .expect("utf8")
+                .contains("\"available\":10.50")
+        );
+        b.available = Usd(9_000_000);
+        b.pending = Usd(1_500_000);
+        let second = bodies.body(wallet, b);
+        assert!(
+            std::str::from_utf8(&second)
+                .expect("utf8")
+                .contains("\"available\":9.00")
+        );
+        assert!(
+            std::str::from_utf8(&second)
+                .expect("utf8")
+                .contains("\"pending\":1.50")
+        );
+    }
 }

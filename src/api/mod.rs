@@ -87,6 +87,8 @@ pub struct Shared {
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// Clockchain prediction markets (`/v1/markets`, `/v1/submissions`, ...).
     pub markets: Arc<crate::markets::Markets>,
+    /// `GET /v1/balance` answers, reused while a wallet's balance is unchanged.
+    pub balance_bodies: compute::BalanceBodies,
     /// The serialized `/openapi.json`, set once by [`router`] (only that
     /// route reads it; an extension layer would add it to every request).
     pub openapi: std::sync::OnceLock<axum::body::Bytes>,
