@@ -40,7 +40,7 @@ use crate::logs::{AdaptiveRange, RangeAdvice, WireLog};
 use crate::metrics::IndexerMetrics;
 use crate::pace::HeadPace;
 use crate::rpc::{CallOpts, Fault, Link, Outcome, Rpc};
-use crate::store::{Checkpoint, Commit, Store, WindowBlock};
+use crate::store::{Checkpoint, Commit, Sent, Store, WindowBlock};
 use crate::verify::{self, Header, Rejection};
 use crate::{Error, Result};
 
@@ -342,7 +342,30 @@ impl Follower {
     /// records. The next ranges are fetched while the current one commits;
     /// commits stay strictly in block order. `prev` is the hash of block
     /// `from - 1` (the checkpoint), which the first range must chain from.
-    async fn backfill(&mut self, from: u64, to: u64, mut prev: Option<B256>) -> Result<()> {
+    async fn backfill(&mut self, from: u64, to: u64, prev: Option<B256>) -> Result<()> {
+        // The last commit sent, not yet answered: while Redis runs it the
+        // next one is prepared (and the next ranges fetched).
+        let mut pending = None;
+        let res = self.backfill_ranges(from, to, prev, &mut pending).await;
+        if let Some((sent, block, events)) = pending {
+            let settled = self.store.settle(sent).await;
+            if settled.is_ok() {
+                self.committed(block, events);
+            }
+            // The first error is the one to report; a commit refused after
+            // it leaves the store re-reading Redis anyway.
+            return res.and(settled);
+        }
+        res
+    }
+
+    async fn backfill_ranges(
+        &mut self,
+        from: u64,
+        to: u64,
+        mut prev: Option<B256>,
+        pending: &mut Option<(Sent, u64, u64)>,
+    ) -> Result<()> {
         // Next block to schedule a fetch for; fetches complete in any order
         // but are committed in the order they were scheduled.
         let mut scheduled = from;
@@ -391,8 +414,11 @@ impl Follower {
             self.top_up(&mut inflight, &mut scheduled, to);
             for Chunk { commit, events } in answer.chunks {
                 let block = commit.to;
-                self.store.commit(commit).await?;
-                self.committed(block, events);
+                let sent = self.store.start_commit(commit).await?;
+                if let Some((before, block, events)) = pending.replace((sent, block, events)) {
+                    self.store.settle(before).await?;
+                    self.committed(block, events);
+                }
             }
             prev = Some(answer.to_hash);
         }
