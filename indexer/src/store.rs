@@ -284,18 +284,19 @@ pub struct Store {
 }
 
 impl Clone for Store {
-    /// Another handle on the same chain's state, with its own view of it
-    /// (read again on first use) and no call in flight.
+    /// Another handle on the same chain's state that believes what this one
+    /// believes, with no call in flight (its calls are not ordered after
+    /// this one's: each is checked by the script on its own).
     fn clone(&self) -> Self {
         Self {
             conn: self.conn.clone(),
             keys: self.keys.clone(),
             window: self.window,
             token: self.token.clone(),
-            last: None,
-            reread: false,
-            remembered: None,
-            totals: Totals::new(),
+            last: self.last,
+            reread: self.reread,
+            remembered: self.remembered.clone(),
+            totals: self.totals.clone(),
             script: self.script.clone(),
             previous: None,
         }
