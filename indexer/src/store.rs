@@ -713,36 +713,54 @@ impl Store {
         let (answered, next) = tokio::sync::oneshot::channel();
         self.previous = Some(next);
         Ok(tokio::spawn(async move {
-            let mut inv = script.prepare_invoke();
-            for k in &fixed {
-                inv.key(k.as_str());
-            }
             // Every key the commands write is declared; commands refer to it
             // by its index in KEYS.
-            let mut index: HashMap<&[u8], usize> = HashMap::new();
-            let mut declared = fixed.len();
-            inv.arg(token.as_bytes())
+            let mut keys: Vec<&[u8]> = fixed.iter().map(|k| k.as_bytes()).collect();
+            let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(cmds.len());
+            let mut positions = Vec::with_capacity(cmds.len());
+            let (mut argc, mut bytes) = (0, 0);
+            for c in &cmds {
+                let key = c[1].as_slice();
+                let i = *index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len()
+                });
+                positions.push(i);
+                argc += c.len() + 1;
+                bytes += c.iter().map(Vec::len).sum::<usize>() + 12;
+            }
+            // One buffer for the whole call (no allocation per argument).
+            let mut call = redis::Cmd::with_capacity(argc + keys.len() + 7, bytes + 256);
+            call.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+            for k in &keys {
+                call.arg(*k);
+            }
+            call.arg(token.as_bytes())
                 .arg(expect.arg())
                 .arg(mode.arg())
                 .arg(cmds.len());
-            for c in &cmds {
-                let (name, key, args) = (&c[0], &c[1], &c[2..]);
-                let i = *index.entry(key.as_slice()).or_insert_with(|| {
-                    declared += 1;
-                    inv.key(key.as_slice());
-                    declared
-                });
-                inv.arg(args.len()).arg(i).arg(name.as_slice());
-                for a in args {
-                    inv.arg(a.as_slice());
+            for (c, i) in cmds.iter().zip(positions) {
+                call.arg(c.len() - 2).arg(i).arg(c[0].as_slice());
+                for a in &c[2..] {
+                    call.arg(a.as_slice());
                 }
             }
+            drop(index);
+            drop(keys);
             drop(cmds);
             // Sent only once the call before it is answered (built before).
             if let Some(previous) = previous {
                 let _ = previous.await;
             }
-            let res = inv.invoke_async(&mut conn).await;
+            let res = match call.query_async::<i64>(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    match script.prepare_invoke().load_async(&mut conn).await {
+                        Ok(_) => call.query_async::<i64>(&mut conn).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
             let _ = answered.send(());
             res
         }))
