@@ -359,7 +359,8 @@ impl Follower {
                         continue;
                     }
                 }
-                self.backfill(next, deep_end, cp.map(|c| c.hash)).await?;
+                self.backfill(next, deep_end, cp.map(|c| c.hash), target.number)
+                    .await?;
                 continue;
             }
             match self.window_batch(next, target, cp).await? {
@@ -406,11 +407,20 @@ impl Follower {
     /// records. The next ranges are fetched while the current one commits;
     /// commits stay strictly in block order. `prev` is the hash of block
     /// `from - 1` (the checkpoint), which the first range must chain from.
-    async fn backfill(&mut self, from: u64, to: u64, prev: Option<B256>) -> Result<()> {
+    /// `head`: the pass's target, whose window blocks follow `to`.
+    async fn backfill(
+        &mut self,
+        from: u64,
+        to: u64,
+        prev: Option<B256>,
+        head: u64,
+    ) -> Result<()> {
         // The last commit sent, not yet answered: while Redis runs it the
         // next one is prepared (and the next ranges fetched).
         let mut pending = None;
-        let res = self.backfill_ranges(from, to, prev, &mut pending).await;
+        let res = self
+            .backfill_ranges(from, to, prev, head, &mut pending)
+            .await;
         if let Some((sent, block, events)) = pending {
             let settled = self.store.settle(sent).await;
             if settled.is_ok() {
@@ -428,6 +438,7 @@ impl Follower {
         from: u64,
         to: u64,
         mut prev: Option<B256>,
+        head: u64,
         pending: &mut Option<(Sent, u64, u64)>,
     ) -> Result<()> {
         // Next block to schedule a fetch for; fetches complete in any order
@@ -476,6 +487,12 @@ impl Follower {
             self.range.succeeded(b - a + 1, answer.events, took);
             // Keep the RPC node busy while this range commits.
             self.top_up(&mut inflight, &mut scheduled, to);
+            if scheduled > to && inflight.0.is_empty() {
+                // The last range: the window's first batch is fetched while
+                // it commits (no earlier: a prefetch never spans more than
+                // a commit or two, as a batch's own fetch-then-commit).
+                self.prefetch_window(to + 1, head);
+            }
             for Chunk { commit, events } in answer.chunks {
                 let block = commit.to;
                 let sent = self.store.start_commit(commit).await?;
