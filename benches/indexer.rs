@@ -133,6 +133,46 @@ async fn fresh_redis(conn: &mut RedisConn) -> Res<()> {
     }
 }
 
+/// CPU seconds (user + system) a process has used so far, from
+/// `/proc/<pid>/stat` (`self` for this process: the follower runs here).
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of anvil, redis-server and this process.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    anvil: f64,
+    redis: f64,
+    this: f64,
+}
+
+impl CpuUse {
+    fn now(anvil: u32, redis: u32) -> Self {
+        Self {
+            anvil: cpu_secs(&anvil.to_string()),
+            redis: cpu_secs(&redis.to_string()),
+            this: cpu_secs("self"),
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            anvil: self.anvil - before.anvil,
+            redis: self.redis - before.redis,
+            this: self.this - before.this,
+        }
+    }
+}
+
 /// Runs `pass` until the passes add up to `min`; returns the events they
 /// handled and the time they took.
 async fn timed<F, Fut>(min: Duration, mut pass: F) -> Res<(usize, Duration)>
@@ -282,16 +322,21 @@ async fn main() -> Res<()> {
     // One untimed pass: how many logs there are (and warm caches).
     let (fetched, _) = fetch_bare::<serde::de::IgnoredAny>(&reader, &filters, &ranges).await?;
     let (redis_ref, url_ref, d_ref) = (&redis, &url, &d);
+    let anvil_pid = anvil.child().id();
+    let redis_pid = redis.pid().ok_or("redis-server is not running")?;
     for round in 1..=ROUNDS {
+        let cpu0 = CpuUse::now(anvil_pid, redis_pid);
         let ceiling = timed(phase, || {
             fetch_bare::<alloy::rpc::types::Log>(&reader, &filters, &ranges)
         })
         .await?;
+        let ceiling_cpu = CpuUse::now(anvil_pid, redis_pid).since(cpu0);
         let raw = timed(phase, || {
             fetch_bare::<serde::de::IgnoredAny>(&reader, &filters, &ranges)
         })
         .await?;
         let batched = timed(phase, || fetch_batched(&url, &filters, &ranges)).await?;
+        let cpu0 = CpuUse::now(anvil_pid, redis_pid);
         let backfill = timed(phase, || {
             let cfg = cfg.clone();
             async move {
@@ -320,6 +365,23 @@ async fn main() -> Res<()> {
             }
         })
         .await?;
+        let backfill_cpu = CpuUse::now(anvil_pid, redis_pid).since(cpu0);
+        // CPU per 100,000 events, per process (the machine's cores are
+        // shared by all three): what each phase costs, not just how long.
+        let per = |c: CpuUse, n: usize| {
+            let k = 100_000.0 / n.max(1) as f64;
+            format!(
+                "anvil {:.2}s, redis {:.2}s, bench/indexer {:.2}s",
+                c.anvil * k,
+                c.redis * k,
+                c.this * k
+            )
+        };
+        eprintln!(
+            "round {round}: CPU per 100k events: ceiling A: {}; backfill: {}",
+            per(ceiling_cpu, ceiling.0),
+            per(backfill_cpu, backfill.0)
+        );
         eprintln!(
             "round {round}: ceiling A {:.0}/s ({:.1}s), ceiling B {:.0}/s ({:.1}s), checked batches {:.0}/s ({:.1}s), backfill {:.0}/s ({:.1}s), ratio {:.2}",
             rate(ceiling),

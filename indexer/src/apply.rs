@@ -115,13 +115,53 @@ impl Watched {
     /// every log of each of their transactions. Every USDC transfer to the
     /// treasury is a deposit except the ones an indexed event of our
     /// contracts accounts for ([`Watched::payments`]).
+    ///
+    /// Each block with deposits also gets one member of
+    /// [`ChainKeys::deposits_by_block`]: its deposit ids, space-separated,
+    /// scored by the block (one write per block instead of one per deposit;
+    /// a block split over two calls would get two members, which readers
+    /// treat as one list).
     pub fn ops_for_logs(&self, logs: &[Log]) -> Vec<Op> {
         let payments = self.payments(logs);
-        logs.iter()
-            .enumerate()
-            .filter(|(i, _)| !payments.contains(i))
-            .flat_map(|(_, l)| self.ops(l))
-            .collect()
+        let mut out = Vec::with_capacity(logs.len() * 3);
+        // The deposit ids of the block being walked.
+        let mut block_ids: Option<(u64, String)> = None;
+        let deposits = self.keys.deposits();
+        for (i, l) in logs.iter().enumerate() {
+            if payments.contains(&i) {
+                continue;
+            }
+            let ops = self.ops(l);
+            for op in &ops {
+                if let Op::HSet { key, fields } = op
+                    && *key == deposits
+                {
+                    let block = l.block_number.unwrap_or_default();
+                    if block_ids.as_ref().is_some_and(|(b, _)| *b != block) {
+                        out.extend(self.block_deposits(block_ids.take()));
+                    }
+                    let ids = &mut block_ids.get_or_insert_with(|| (block, String::new())).1;
+                    for (id, _) in fields {
+                        if !ids.is_empty() {
+                            ids.push(' ');
+                        }
+                        ids.push_str(id);
+                    }
+                }
+            }
+            out.extend(ops);
+        }
+        out.extend(self.block_deposits(block_ids));
+        out
+    }
+
+    /// The by-block entry of one block's deposit ids.
+    fn block_deposits(&self, ids: Option<(u64, String)>) -> Option<Op> {
+        ids.map(|(block, member)| Op::ZAdd {
+            key: self.keys.deposits_by_block(),
+            score: block,
+            member,
+        })
     }
 
     /// The positions in `logs` of the USDC transfers to the treasury that
@@ -512,14 +552,10 @@ impl Watched {
                 key: k.deposits(),
                 fields: vec![(id.clone(), format!("{}:{amount}:{block}", lower(from)))],
             },
+            // (The ledger's reconciler follows deposits by block: one
+            // entry per block, see `ops_for_logs`.)
             Op::ZAdd {
                 key: k.wallet_deposits(from),
-                score: block,
-                member: id.clone(),
-            },
-            // The ledger's reconciler follows deposits by block.
-            Op::ZAdd {
-                key: k.deposits_by_block(),
                 score: block,
                 member: id,
             },

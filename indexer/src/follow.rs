@@ -40,7 +40,7 @@ use crate::logs::{AdaptiveRange, RangeAdvice, WireLog};
 use crate::metrics::IndexerMetrics;
 use crate::pace::HeadPace;
 use crate::rpc::{CallOpts, Fault, Link, Outcome, Rpc};
-use crate::store::{Checkpoint, Commit, Store, WindowBlock};
+use crate::store::{Checkpoint, Commit, Sent, Store, WindowBlock};
 use crate::verify::{self, Header, Rejection};
 use crate::{Error, Result};
 
@@ -117,6 +117,51 @@ pub struct Follower {
     behind: bool,
     /// Passes in a row that stopped so: the retry backs off.
     not_ready: u32,
+    /// The next window batch, fetched while the one before commits.
+    prefetch: Option<Prefetch>,
+}
+
+/// Headers and logs of window blocks `from..`, fetched ahead on a task.
+struct Prefetch {
+    from: u64,
+    task: tokio::task::JoinHandle<Result<WindowFetch>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Window blocks as fetched: headers `n..` as far as they chain from each
+/// other, and the whole-block logs of those whose bloom may match (a block
+/// missing from the map is not ready on any endpoint).
+type WindowFetch = (Vec<Header>, std::collections::HashMap<B256, Vec<Log>>);
+
+/// Headers `n..=m` and the logs of those that chain from each other and may
+/// hold events: what one window batch reads from the chain.
+async fn fetch_window(
+    rpc: Rpc,
+    filters: Arc<Vec<Filter>>,
+    n: u64,
+    m: u64,
+) -> Result<WindowFetch> {
+    let mut headers = fetch_headers(&rpc, n, m).await?;
+    // Only a consistent run is worth the logs (the caller checks the first
+    // header against the checkpoint).
+    if let Some(end) = headers
+        .windows(2)
+        .position(|w| w[1].parent_hash != w[0].hash)
+    {
+        headers.truncate(end + 1);
+    }
+    let wanted: Vec<Header> = headers
+        .iter()
+        .filter(|h| h.may_match(&filters))
+        .copied()
+        .collect();
+    let logs = fetch_block_logs(&rpc, &filters, &wanted).await?;
+    Ok((headers, logs))
 }
 
 /// The head a pass works towards.
@@ -150,7 +195,24 @@ impl Follower {
             pace,
             behind: false,
             not_ready: 0,
+            prefetch: None,
         }
+    }
+
+    /// Starts fetching window blocks `n..=min(target, n + WINDOW_BATCH - 1)`
+    /// on a task, for the next [`Follower::window_batch`] to use.
+    fn prefetch_window(&mut self, n: u64, target: u64) {
+        if n > target {
+            return;
+        }
+        let m = target.min(n + WINDOW_BATCH - 1);
+        let task = tokio::spawn(fetch_window(
+            self.rpc.clone(),
+            self.filters.clone(),
+            n,
+            m,
+        ));
+        self.prefetch = Some(Prefetch { from: n, task });
     }
 
     /// Follows until `shutdown`; each pass catches up to the head, then waits
@@ -232,6 +294,8 @@ impl Follower {
     /// checkpoint reached.
     pub async fn sync(&mut self) -> Result<Option<u64>> {
         self.behind = false;
+        // Blocks prefetched by an earlier pass that ended early are old news.
+        self.prefetch = None;
         let Some(target) = self.target().await? else {
             // No head yet (a `null` safe or finalized block of a node that is
             // syncing): nothing to do, and certainly not "target 0".
@@ -295,7 +359,8 @@ impl Follower {
                         continue;
                     }
                 }
-                self.backfill(next, deep_end, cp.map(|c| c.hash)).await?;
+                self.backfill(next, deep_end, cp.map(|c| c.hash), target.number)
+                    .await?;
                 continue;
             }
             match self.window_batch(next, target, cp).await? {
@@ -342,7 +407,40 @@ impl Follower {
     /// records. The next ranges are fetched while the current one commits;
     /// commits stay strictly in block order. `prev` is the hash of block
     /// `from - 1` (the checkpoint), which the first range must chain from.
-    async fn backfill(&mut self, from: u64, to: u64, mut prev: Option<B256>) -> Result<()> {
+    /// `head`: the pass's target, whose window blocks follow `to`.
+    async fn backfill(
+        &mut self,
+        from: u64,
+        to: u64,
+        prev: Option<B256>,
+        head: u64,
+    ) -> Result<()> {
+        // The last commit sent, not yet answered: while Redis runs it the
+        // next one is prepared (and the next ranges fetched).
+        let mut pending = None;
+        let res = self
+            .backfill_ranges(from, to, prev, head, &mut pending)
+            .await;
+        if let Some((sent, block, events)) = pending {
+            let settled = self.store.settle(sent).await;
+            if settled.is_ok() {
+                self.committed(block, events);
+            }
+            // The first error is the one to report; a commit refused after
+            // it leaves the store re-reading Redis anyway.
+            return res.and(settled);
+        }
+        res
+    }
+
+    async fn backfill_ranges(
+        &mut self,
+        from: u64,
+        to: u64,
+        mut prev: Option<B256>,
+        head: u64,
+        pending: &mut Option<(Sent, u64, u64)>,
+    ) -> Result<()> {
         // Next block to schedule a fetch for; fetches complete in any order
         // but are committed in the order they were scheduled.
         let mut scheduled = from;
@@ -389,10 +487,19 @@ impl Follower {
             self.range.succeeded(b - a + 1, answer.events, took);
             // Keep the RPC node busy while this range commits.
             self.top_up(&mut inflight, &mut scheduled, to);
+            if scheduled > to && inflight.0.is_empty() {
+                // The last range: the window's first batch is fetched while
+                // it commits (no earlier: a prefetch never spans more than
+                // a commit or two, as a batch's own fetch-then-commit).
+                self.prefetch_window(to + 1, head);
+            }
             for Chunk { commit, events } in answer.chunks {
                 let block = commit.to;
-                self.store.commit(commit).await?;
-                self.committed(block, events);
+                let sent = self.store.start_commit(commit).await?;
+                if let Some((before, block, events)) = pending.replace((sent, block, events)) {
+                    self.store.settle(before).await?;
+                    self.committed(block, events);
+                }
             }
             prev = Some(answer.to_hash);
         }
@@ -454,12 +561,31 @@ impl Follower {
         cp: Option<Checkpoint>,
     ) -> Result<Step> {
         let m = target.number.min(n + WINDOW_BATCH - 1);
-        // The head poll's header saves a request, unless the last pass could
-        // not use it (its logs unknown by that hash): then ask by number.
-        let headers = match target.header {
-            Some(h) if n == m && h.number == n && self.not_ready == 0 => vec![h],
-            _ => fetch_headers(&self.rpc, n, m).await?,
+        // Blocks fetched while the batch before committed (never older than
+        // that commit: anything they say is checked below as a fresh answer
+        // would be).
+        let prefetched = match self.prefetch.take() {
+            Some(mut p) if p.from == n => match (&mut p.task).await {
+                Ok(Ok(fetched)) if !fetched.0.is_empty() => Some(fetched),
+                _ => None,
+            },
+            _ => None,
         };
+        let fresh = prefetched.is_none();
+        let (headers, mut fetched) = match prefetched {
+            Some(fetched) => fetched,
+            None => {
+                // The head poll's header saves a request, unless the last
+                // pass could not use it (its logs unknown by that hash): then
+                // ask by number.
+                let headers = match target.header {
+                    Some(h) if n == m && h.number == n && self.not_ready == 0 => vec![h],
+                    _ => fetch_headers(&self.rpc, n, m).await?,
+                };
+                (headers, std::collections::HashMap::new())
+            }
+        };
+
         let mut chain: Vec<Header> = Vec::with_capacity(headers.len());
         let mut parent = cp.map(|c| c.hash);
         for h in headers {
@@ -483,12 +609,14 @@ impl Follower {
         if chain.is_empty() {
             return Ok(Step::NotYet);
         }
-        let wanted: Vec<Header> = chain
-            .iter()
-            .filter(|h| h.may_match(&self.filters))
-            .copied()
-            .collect();
-        let mut fetched = fetch_block_logs(&self.rpc, &self.filters, &wanted).await?;
+        if fresh {
+            let wanted: Vec<Header> = chain
+                .iter()
+                .filter(|h| h.may_match(&self.filters))
+                .copied()
+                .collect();
+            fetched = fetch_block_logs(&self.rpc, &self.filters, &wanted).await?;
+        }
         // Blocks whose logs are known, committed together (bounded by
         // `max_logs_per_commit`) with one undo record each.
         let mut ready: Vec<WindowBlock> = Vec::new();
@@ -519,8 +647,12 @@ impl Follower {
                 ops: self.watched.ops_for_logs(&block_logs),
             });
         }
-        if ready.is_empty() {
+        let Some(last) = ready.last().map(|b| b.number) else {
             return Ok(Step::NotYet);
+        };
+        if matches!(step, Step::Applied) {
+            // Catching up: the next batch is fetched while this one commits.
+            self.prefetch_window(last + 1, target.number);
         }
         self.commit_window(ready, ready_logs).await?;
         Ok(step)

@@ -172,9 +172,12 @@ impl ChainKeys {
         self.s(&format!("deptotal:{}", lower(wallet)))
     }
 
-    /// Sorted set of every deposit id (`tx:log`, as in [`ChainKeys::deposits`])
-    /// by block: what the ledger's reconciler follows to credit deposits in
-    /// block order (`ZRANGEBYSCORE`), written alongside `s:deposits`.
+    /// Sorted set of deposit ids by block: one member per block with
+    /// deposits, its ids (`tx:log`, as in [`ChainKeys::deposits`])
+    /// space-separated, scored by the block (one write per block, not per
+    /// deposit; a member holding a single id is the same list of one). What
+    /// the ledger's reconciler follows to credit deposits in block order
+    /// (`ZRANGEBYSCORE`), written alongside `s:deposits`.
     pub fn deposits_by_block(&self) -> String {
         self.s("depblocks")
     }

@@ -115,6 +115,14 @@ pub struct Commit {
     pub undo: bool,
 }
 
+/// A commit sent to Redis whose answer has not been read yet
+/// ([`Store::start_commit`], [`Store::settle`]).
+#[must_use = "a sent commit must be settled"]
+pub struct Sent {
+    reply: tokio::task::JoinHandle<redis::RedisResult<i64>>,
+    expect: Expect,
+}
+
 /// How to restore the keys one block touched: for every (key, field or
 /// member) the block wrote, its value before the block. Sized by the block's
 /// writes, not by the collections they touch.
@@ -240,7 +248,6 @@ fn cmd(parts: &[&[u8]]) -> Cmd {
 }
 
 /// Redis access for one chain's indexer state.
-#[derive(Clone)]
 pub struct Store {
     conn: RedisConn,
     keys: ChainKeys,
@@ -269,6 +276,31 @@ pub struct Store {
     /// these values. Cleared whenever `last` is re-read or may be wrong.
     totals: Totals,
     script: Script,
+    /// Resolves when the last script call sent has been answered (or its
+    /// task ended): the next call waits for it before it is sent, so calls
+    /// reach Redis in the order they were made even though each runs on a
+    /// task of its own.
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Clone for Store {
+    /// Another handle on the same chain's state that believes what this one
+    /// believes, with no call in flight (its calls are not ordered after
+    /// this one's: each is checked by the script on its own).
+    fn clone(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            window: self.window,
+            token: self.token.clone(),
+            last: self.last,
+            reread: self.reread,
+            remembered: self.remembered.clone(),
+            totals: self.totals.clone(),
+            script: self.script.clone(),
+            previous: None,
+        }
+    }
 }
 
 impl Store {
@@ -284,6 +316,7 @@ impl Store {
             remembered: None,
             totals: Totals::new(),
             script: Script::new(COMMIT_LUA),
+            previous: None,
         }
     }
 
@@ -364,12 +397,33 @@ impl Store {
                 }])
                 .await;
         }
-        let prev = self.base().await?;
-        let totals = self.resolve_totals(&c.ops).await?;
-        let mut cmds = writes(c.ops.iter(), &totals);
-        self.remember(&mut cmds, c.to, c.to_hash);
-        self.finish(cmds, prev, &[c.to], (c.to, c.to_hash), totals)
-            .await
+        let sent = self.start_commit(c).await?;
+        self.settle(sent).await
+    }
+
+    /// Sends commit `c` (no undo record) and returns without waiting for
+    /// Redis's answer, so the caller can prepare the next commit meanwhile;
+    /// [`Store::settle`] then waits for it. The store already builds on
+    /// `c`: the next commit's script checks Redis's checkpoint is `c`'s
+    /// end, so if `c` is refused or lost, the next one is refused too, and
+    /// `settle` makes the store re-read what Redis holds. Settle commits in
+    /// the order they were started, and read nothing from the store's
+    /// state in between except through further commits.
+    pub async fn start_commit(&mut self, c: Commit) -> Result<Sent> {
+        debug_assert!(!c.undo, "window commits go through commit_window");
+        let prepared = async {
+            let prev = self.base().await?;
+            let totals = self.resolve_totals(&c.ops).await?;
+            let mut cmds = writes(c.ops.iter(), &totals);
+            self.remember(&mut cmds, c.to, c.to_hash);
+            self.start(cmds, prev, &[c.to], (c.to, c.to_hash), totals)
+                .await
+        }
+        .await;
+        if prepared.is_err() {
+            self.forget();
+        }
+        prepared
     }
 
     /// Commits consecutive blocks inside the reorg window in one atomic step,
@@ -420,8 +474,10 @@ impl Store {
         let mut cmds = writes(blocks.iter().flat_map(|b| &b.ops), &totals);
         cmds.extend(undo_cmds);
         let numbers: Vec<u64> = blocks.iter().map(|b| b.number).collect();
-        self.finish(cmds, base, &numbers, (to, to_hash), totals)
-            .await
+        let sent = self
+            .start(cmds, base, &numbers, (to, to_hash), totals)
+            .await?;
+        self.settle(sent).await
     }
 
     /// Remembers block `number`'s hash (for reorg detection).
@@ -454,17 +510,18 @@ impl Store {
     /// Prunes everything that falls out of the window once the checkpoint is
     /// `to` (hashes and undo records of blocks `<= to - window`: after this
     /// commit `m:hashes` holds only blocks in `(to - window, to]`), moves the
-    /// checkpoint and runs everything in one script call, checked against
-    /// `base`. `new` are the blocks whose hashes `cmds` remember; `totals`
-    /// the values `cmds` leave the totals they write at.
-    async fn finish(
+    /// checkpoint and sends everything as one script call, checked against
+    /// `base`; the store builds on it from now on (see
+    /// [`Store::start_commit`]). `new` are the blocks whose hashes `cmds`
+    /// remember; `totals` the values `cmds` leave the totals they write at.
+    async fn start(
         &mut self,
         mut cmds: Vec<Cmd>,
         base: Option<Checkpoint>,
         new: &[u64],
         (to, to_hash): (u64, B256),
         totals: Totals,
-    ) -> Result<()> {
+    ) -> Result<Sent> {
         let mut remembered = self.remembered().await?;
         remembered.extend(new.iter().copied());
         if let Some(floor) = to.checked_sub(self.window) {
@@ -490,14 +547,39 @@ impl Store {
             b"hash",
             to_hash.to_string().as_bytes(),
         ]));
-        self.run(cmds, Expect::Exactly(base), Mode::Commit).await?;
+        let expect = Expect::Exactly(base);
+        let reply = self.send(cmds, expect, Mode::Commit)?;
         self.remembered = Some(remembered);
         self.totals = totals;
         self.last = Some(Some(Checkpoint {
             number: to,
             hash: to_hash,
         }));
-        Ok(())
+        Ok(Sent { reply, expect })
+    }
+
+    /// Waits for a commit [`Store::start_commit`] sent. On a refusal or an
+    /// unknown outcome the store forgets what it built on (see
+    /// [`Store::forget`]).
+    pub async fn settle(&mut self, sent: Sent) -> Result<()> {
+        let res = match sent.reply.await {
+            Ok(res) => res,
+            // The task sending it was cancelled: the outcome is unknown.
+            Err(e) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "commit task ended without an answer",
+                e.to_string(),
+            ))),
+        };
+        self.outcome(res, sent.expect)
+    }
+
+    /// What the store believes Redis holds may be wrong: re-read it before
+    /// the next commit.
+    fn forget(&mut self) {
+        self.reread = true;
+        self.remembered = None;
+        self.totals.clear();
     }
 
     /// Undoes the committed blocks above `number`, newest first, each in its
@@ -606,41 +688,92 @@ impl Store {
     }
 
     async fn run(&mut self, cmds: Vec<Cmd>, expect: Expect, mode: Mode) -> Result<()> {
-        let mut inv = self.script.key(self.keys.leader());
-        inv.key(self.keys.checkpoint());
-        inv.key(self.keys.wipe());
-        // Every key the commands write is declared; commands refer to it by
-        // its index in KEYS.
-        let mut index: HashMap<&[u8], usize> = HashMap::new();
-        let mut declared = 3;
-        inv.arg(self.token.as_bytes())
-            .arg(expect.arg())
-            .arg(mode.arg())
-            .arg(cmds.len());
-        for c in &cmds {
-            let (name, key, args) = match c.as_slice() {
-                [name, key, args @ ..] => (name, key, args),
-                _ => return Err(Error::Corrupt("a store command without a key".into())),
-            };
-            let i = *index.entry(key.as_slice()).or_insert_with(|| {
-                declared += 1;
-                inv.key(key.as_slice());
-                declared
-            });
-            inv.arg(args.len()).arg(i).arg(name.as_slice());
-            for a in args {
-                inv.arg(a.as_slice());
-            }
+        let reply = self.send(cmds, expect, mode)?;
+        let sent = Sent { reply, expect };
+        self.settle(sent).await
+    }
+
+    /// Sends `cmds` as one call of the commit script, on a task of its own
+    /// (building the call's arguments runs there too), and returns its
+    /// answer's handle.
+    fn send(
+        &mut self,
+        cmds: Vec<Cmd>,
+        expect: Expect,
+        mode: Mode,
+    ) -> Result<tokio::task::JoinHandle<redis::RedisResult<i64>>> {
+        if cmds.iter().any(|c| c.len() < 2) {
+            return Err(Error::Corrupt("a store command without a key".into()));
         }
-        let res: redis::RedisResult<i64> = inv.invoke_async(&mut self.conn).await;
+        let script = self.script.clone();
+        let mut conn = self.conn.clone();
+        let fixed = [self.keys.leader(), self.keys.checkpoint(), self.keys.wipe()];
+        let token = self.token.clone();
+        let previous = self.previous.take();
+        let (answered, next) = tokio::sync::oneshot::channel();
+        self.previous = Some(next);
+        Ok(tokio::spawn(async move {
+            // Every key the commands write is declared; commands refer to it
+            // by its index in KEYS.
+            let mut keys: Vec<&[u8]> = fixed.iter().map(|k| k.as_bytes()).collect();
+            let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(cmds.len());
+            let mut positions = Vec::with_capacity(cmds.len());
+            let (mut argc, mut bytes) = (0, 0);
+            for c in &cmds {
+                let key = c[1].as_slice();
+                let i = *index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len()
+                });
+                positions.push(i);
+                argc += c.len() + 1;
+                bytes += c.iter().map(Vec::len).sum::<usize>() + 12;
+            }
+            // One buffer for the whole call (no allocation per argument).
+            let mut call = redis::Cmd::with_capacity(argc + keys.len() + 7, bytes + 256);
+            call.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+            for k in &keys {
+                call.arg(*k);
+            }
+            call.arg(token.as_bytes())
+                .arg(expect.arg())
+                .arg(mode.arg())
+                .arg(cmds.len());
+            for (c, i) in cmds.iter().zip(positions) {
+                call.arg(c.len() - 2).arg(i).arg(c[0].as_slice());
+                for a in &c[2..] {
+                    call.arg(a.as_slice());
+                }
+            }
+            drop(index);
+            drop(keys);
+            drop(cmds);
+            // Sent only once the call before it is answered (built before).
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let res = match call.query_async::<i64>(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    match script.prepare_invoke().load_async(&mut conn).await {
+                        Ok(_) => call.query_async::<i64>(&mut conn).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            let _ = answered.send(());
+            res
+        }))
+    }
+
+    /// A script call's answer, as the store's error (and its state: after a
+    /// refusal or an unknown outcome what Redis holds must be re-read before
+    /// the next commit).
+    fn outcome(&mut self, res: redis::RedisResult<i64>, expect: Expect) -> Result<()> {
         match res {
             Ok(_) => Ok(()),
             Err(e) => {
-                // Refused or unknown outcome: what Redis holds must be
-                // re-read before the next commit.
-                self.reread = true;
-                self.remembered = None;
-                self.totals.clear();
+                self.forget();
                 let text = e.to_string();
                 if text.contains("FENCED") {
                     tracing::warn!(target: "chainfront::indexer", chain_id = self.keys.chain_id(), "commit refused: this process no longer holds the leader's fencing token");

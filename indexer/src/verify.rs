@@ -134,6 +134,32 @@ pub fn range_logs(
     Ok(out)
 }
 
+/// The bloom bits of each address and topic seen, computed once: a block's
+/// logs repeat a few contracts, event signatures and accounts, and each
+/// item costs a keccak hash.
+#[derive(Default)]
+struct BloomItems(std::collections::HashMap<(bool, B256), Bloom>);
+
+impl BloomItems {
+    /// The bits one log sets (its address and every topic), as
+    /// `accrue_raw_log` would set them.
+    fn log(&mut self, l: &Log) -> Bloom {
+        let mut bloom = self.item(false, l.address().into_word(), l.address().as_slice());
+        for t in l.topics() {
+            bloom.accrue_bloom(&self.item(true, *t, t.as_slice()));
+        }
+        bloom
+    }
+
+    fn item(&mut self, topic: bool, key: B256, raw: &[u8]) -> Bloom {
+        *self.0.entry((topic, key)).or_insert_with(|| {
+            let mut b = Bloom::ZERO;
+            b.accrue(alloy::primitives::BloomInput::Raw(raw));
+            b
+        })
+    }
+}
+
 /// Checks every log of one block (an unfiltered `eth_getLogs` by hash or by
 /// number) against its header and returns them in order: each log belongs
 /// to `header`'s number and hash, none is `removed`, an index holds one log
@@ -150,6 +176,7 @@ pub fn block_logs(
 ) -> Result<Vec<Log>, Rejection> {
     let n = header.number;
     let mut bloom = Bloom::ZERO;
+    let mut items = BloomItems::default();
     for l in &logs {
         if l.block_hash != Some(header.hash) || l.block_number != Some(n) {
             return Err(inconsistent(format!(
@@ -165,10 +192,11 @@ pub fn block_logs(
                 "a log of block {n} without index or tx hash"
             )));
         }
-        bloom.accrue_raw_log(l.address(), l.topics());
+        let own = items.log(l);
+        bloom.accrue_bloom(&own);
         if !header.logs_bloom.is_zero()
             && matches_any(filters, l)
-            && !header.logs_bloom.contains_raw_log(l.address(), l.topics())
+            && !header.logs_bloom.contains(&own)
         {
             return Err(inconsistent(format!(
                 "a log at index {:?} is not in block {n}'s bloom",
@@ -234,6 +262,26 @@ mod tests {
             timestamp: 0,
             logs_bloom: bloom,
         }
+    }
+
+    #[test]
+    fn remembered_item_bits_equal_hashing_each_log_again() {
+        // An address equal to a topic's low 20 bytes (an indexed account)
+        // must not share the topic's bits: the bloom hashes 20 and 32 bytes.
+        let a = Address::repeat_byte(0x11);
+        let t = a.into_word();
+        let logs = [
+            log(1, B256::ZERO, 0, a, vec![t, B256::repeat_byte(2)]),
+            log(1, B256::ZERO, 1, Address::repeat_byte(0x22), vec![t]),
+            log(1, B256::ZERO, 2, a, vec![]),
+        ];
+        let mut items = BloomItems::default();
+        for l in &logs {
+            let mut expected = Bloom::ZERO;
+            expected.accrue_raw_log(l.address(), l.topics());
+            assert_eq!(items.log(l), expected);
+        }
+        assert_eq!(items.0.len(), 4, "each distinct item hashed once");
     }
 
     #[test]

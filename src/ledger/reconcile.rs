@@ -28,20 +28,28 @@ use tokio_util::sync::CancellationToken;
 use super::deposit::parse_indexed;
 use super::{Ledger, LedgerError, Result, Source, Usd};
 
-/// Deposits read per page.
+/// Deposits checked per page.
 const PAGE: usize = 1_000;
 
-/// Reads the checkpoint and a page of the by-block index with each
-/// deposit's value, in one atomic step on the chain's slot.
+/// Entries of the by-block index (one per block with deposits) read per page.
+const BLOCKS_PER_PAGE: usize = 100;
+
+/// Reads the checkpoint and a page of the by-block index (each entry a
+/// block's deposit ids, space-separated; an entry written before the index
+/// went per block holds one id) with each deposit's value, in one atomic step
+/// on the chain's slot. Returns the checkpoint, how many entries were read,
+/// then id/value pairs.
 /// KEYS: checkpoint, depblocks, deposits. ARGV: lowest block, offset, count.
 const SCAN_LUA: &str = r"
 local cp = redis.call('HGET', KEYS[1], 'number')
 if not cp then return {''} end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf', 'LIMIT', ARGV[2], ARGV[3])
-local out = {cp}
-for i = 1, #ids do
-  out[#out + 1] = ids[i]
-  out[#out + 1] = redis.call('HGET', KEYS[3], ids[i]) or ''
+local entries = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf', 'LIMIT', ARGV[2], ARGV[3])
+local out = {cp, tostring(#entries)}
+for i = 1, #entries do
+  for id in string.gmatch(entries[i], '%S+') do
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+  end
 end
 return out
 ";
@@ -148,14 +156,15 @@ impl Reconciler {
                 .key(ck.deposits())
                 .arg(from)
                 .arg(offset)
-                .arg(PAGE)
+                .arg(BLOCKS_PER_PAGE)
                 .invoke_async(&mut conn)
                 .await?;
             let Some(cp) = page.first().and_then(|c| c.parse::<u64>().ok()) else {
                 return Ok(report); // nothing indexed yet
             };
             checkpoint.get_or_insert(cp);
-            let found: Vec<_> = page[1..]
+            let entries: usize = page.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let found: Vec<_> = page[2.min(page.len())..]
                 .chunks(2)
                 .filter_map(|p| match p {
                     [id, value] => parse_indexed(chain.chain_id, id, value),
@@ -191,11 +200,10 @@ impl Reconciler {
                     Err(e) => return Err(e),
                 }
             }
-            let got = (page.len() - 1) / 2;
-            if got < PAGE {
+            if entries < BLOCKS_PER_PAGE {
                 break;
             }
-            offset += got;
+            offset += entries;
         }
         let checkpoint = checkpoint.unwrap_or(0);
 
