@@ -140,12 +140,7 @@ type WindowFetch = (Vec<Header>, std::collections::HashMap<B256, Vec<Log>>);
 
 /// Headers `n..=m` and the logs of those that chain from each other and may
 /// hold events: what one window batch reads from the chain.
-async fn fetch_window(
-    rpc: Rpc,
-    filters: Arc<Vec<Filter>>,
-    n: u64,
-    m: u64,
-) -> Result<WindowFetch> {
+async fn fetch_window(rpc: Rpc, filters: Arc<Vec<Filter>>, n: u64, m: u64) -> Result<WindowFetch> {
     let mut headers = fetch_headers(&rpc, n, m).await?;
     // Only a consistent run is worth the logs (the caller checks the first
     // header against the checkpoint).
@@ -206,12 +201,7 @@ impl Follower {
             return;
         }
         let m = target.min(n + WINDOW_BATCH - 1);
-        let task = tokio::spawn(fetch_window(
-            self.rpc.clone(),
-            self.filters.clone(),
-            n,
-            m,
-        ));
+        let task = tokio::spawn(fetch_window(self.rpc.clone(), self.filters.clone(), n, m));
         self.prefetch = Some(Prefetch { from: n, task });
     }
 
@@ -408,13 +398,7 @@ impl Follower {
     /// commits stay strictly in block order. `prev` is the hash of block
     /// `from - 1` (the checkpoint), which the first range must chain from.
     /// `head`: the pass's target, whose window blocks follow `to`.
-    async fn backfill(
-        &mut self,
-        from: u64,
-        to: u64,
-        prev: Option<B256>,
-        head: u64,
-    ) -> Result<()> {
+    async fn backfill(&mut self, from: u64, to: u64, prev: Option<B256>, head: u64) -> Result<()> {
         // The last commit sent, not yet answered: while Redis runs it the
         // next one is prepared (and the next ranges fetched).
         let mut pending = None;

@@ -753,7 +753,9 @@ impl Store {
                 let _ = previous.await;
             }
             let res = match call.query_async::<i64>(&mut conn).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
                     match script.prepare_invoke().load_async(&mut conn).await {
                         Ok(_) => call.query_async::<i64>(&mut conn).await,
                         Err(e) => Err(e),
