@@ -144,6 +144,39 @@ pub async fn wait_for(conn: &mut RedisConn, head: u64, within: Duration) {
     }
 }
 
+/// Waits until the checkpoint is the canonical block `head`, number and
+/// hash. A follower undoing a branch passes through the branch's own block at
+/// that height: a number alone would stop the wait mid-revert.
+pub async fn wait_for_canonical(stack: &Stack, conn: &mut RedisConn, head: u64, within: Duration) {
+    let canonical = stack
+        .deployer
+        .get_block_by_number(head.into())
+        .await
+        .expect("block")
+        .expect("the head block exists")
+        .header
+        .hash
+        .to_string();
+    let deadline = Instant::now() + within;
+    loop {
+        let (number, hash): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(chainfront_indexer::keys::ChainKeys::new(31337).checkpoint())
+            .arg("number")
+            .arg("hash")
+            .query_async(conn)
+            .await
+            .expect("checkpoint");
+        if number == Some(head) && hash.as_deref() == Some(canonical.as_str()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "indexer did not reach block {head} ({canonical}); at {number:?} {hash:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The digest of an uninterrupted `chainfront index` run up to `head`, in
 /// database `db`.
 pub async fn reference_digest(stack: &Stack, db_index: u8, head: u64) -> String {
@@ -326,7 +359,9 @@ async fn sigkill_during_a_multi_step_revert_resumes_it() {
     );
     let mut last = spawn_indexer(&stack, 1, &extra);
     let head = p.get_block_number().await.expect("head");
-    wait_for(&mut conn, head, Duration::from_secs(120)).await;
+    // The revert passes through the old branch's block `head` on its way
+    // down to the fork: wait for the canonical one.
+    wait_for_canonical(&stack, &mut conn, head, Duration::from_secs(120)).await;
     last.kill();
     let (digest, _) = state_digest(&mut conn, &keys).await.expect("digest");
     assert_eq!(digest, reference_digest(&stack, 2, head).await);
