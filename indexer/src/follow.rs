@@ -150,13 +150,23 @@ async fn fetch_window(rpc: Rpc, filters: Arc<Vec<Filter>>, n: u64, m: u64) -> Re
     {
         headers.truncate(end + 1);
     }
+    let logs = matching_block_logs(&rpc, &filters, &headers).await?;
+    Ok((headers, logs))
+}
+
+/// The whole-block logs of those of `headers` whose bloom may match
+/// `filters` ([`fetch_block_logs`]).
+async fn matching_block_logs(
+    rpc: &Rpc,
+    filters: &Arc<Vec<Filter>>,
+    headers: &[Header],
+) -> Result<std::collections::HashMap<B256, Vec<Log>>> {
     let wanted: Vec<Header> = headers
         .iter()
-        .filter(|h| h.may_match(&filters))
+        .filter(|h| h.may_match(filters))
         .copied()
         .collect();
-    let logs = fetch_block_logs(&rpc, &filters, &wanted).await?;
-    Ok((headers, logs))
+    fetch_block_logs(rpc, filters, &wanted).await
 }
 
 /// The head a pass works towards.
@@ -594,12 +604,7 @@ impl Follower {
             return Ok(Step::NotYet);
         }
         if fresh {
-            let wanted: Vec<Header> = chain
-                .iter()
-                .filter(|h| h.may_match(&self.filters))
-                .copied()
-                .collect();
-            fetched = fetch_block_logs(&self.rpc, &self.filters, &wanted).await?;
+            fetched = matching_block_logs(&self.rpc, &self.filters, &chain).await?;
         }
         // Blocks whose logs are known, committed together (bounded by
         // `max_logs_per_commit`) with one undo record each.

@@ -547,15 +547,14 @@ impl Store {
             b"hash",
             to_hash.to_string().as_bytes(),
         ]));
-        let expect = Expect::Exactly(base);
-        let reply = self.send(cmds, expect, Mode::Commit)?;
+        let sent = self.send(cmds, Expect::Exactly(base), Mode::Commit)?;
         self.remembered = Some(remembered);
         self.totals = totals;
         self.last = Some(Some(Checkpoint {
             number: to,
             hash: to_hash,
         }));
-        Ok(Sent { reply, expect })
+        Ok(sent)
     }
 
     /// Waits for a commit [`Store::start_commit`] sent. On a refusal or an
@@ -688,20 +687,14 @@ impl Store {
     }
 
     async fn run(&mut self, cmds: Vec<Cmd>, expect: Expect, mode: Mode) -> Result<()> {
-        let reply = self.send(cmds, expect, mode)?;
-        let sent = Sent { reply, expect };
+        let sent = self.send(cmds, expect, mode)?;
         self.settle(sent).await
     }
 
     /// Sends `cmds` as one call of the commit script, on a task of its own
-    /// (building the call's arguments runs there too), and returns its
-    /// answer's handle.
-    fn send(
-        &mut self,
-        cmds: Vec<Cmd>,
-        expect: Expect,
-        mode: Mode,
-    ) -> Result<tokio::task::JoinHandle<redis::RedisResult<i64>>> {
+    /// (building the call's arguments runs there too); [`Store::settle`]
+    /// reads its answer.
+    fn send(&mut self, cmds: Vec<Cmd>, expect: Expect, mode: Mode) -> Result<Sent> {
         if cmds.iter().any(|c| c.len() < 2) {
             return Err(Error::Corrupt("a store command without a key".into()));
         }
@@ -712,7 +705,7 @@ impl Store {
         let previous = self.previous.take();
         let (answered, next) = tokio::sync::oneshot::channel();
         self.previous = Some(next);
-        Ok(tokio::spawn(async move {
+        let reply = tokio::spawn(async move {
             // Every key the commands write is declared; commands refer to it
             // by its index in KEYS.
             let mut keys: Vec<&[u8]> = fixed.iter().map(|k| k.as_bytes()).collect();
@@ -765,7 +758,8 @@ impl Store {
             };
             let _ = answered.send(());
             res
-        }))
+        });
+        Ok(Sent { reply, expect })
     }
 
     /// A script call's answer, as the store's error (and its state: after a

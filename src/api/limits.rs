@@ -467,10 +467,9 @@ fn limiter_down(class: RouteClass, e: &redis::RedisError) -> Option<Response> {
     }
 }
 
-/// The per-route-group layer: with `rate_limits.enabled`, enforces
-/// `class`'s limits for the request's [`ClientIp`] ([`enforce`]). Routers
-/// add it through [`limit`], which leaves it out when limits are off; the
-/// layer itself also lets every request straight through then.
+/// The per-route-group layer: enforces `class`'s limits for the request's
+/// [`ClientIp`] ([`enforce`]). Only [`limit`] builds it, and only with
+/// `rate_limits.enabled` on (off, no layer is added at all).
 #[derive(Clone)]
 pub struct RateLimit {
     state: AppState,
@@ -479,7 +478,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// `class`'s limits from `state`'s configuration.
-    pub fn new(state: &AppState, class: RouteClass) -> Self {
+    fn new(state: &AppState, class: RouteClass) -> Self {
         Self {
             state: state.clone(),
             class,
@@ -512,10 +511,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = futures_util::future::Either<
-        S::Future,
-        Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
-    >;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -526,15 +522,9 @@ where
         // The clone is not yet ready; the one `poll_ready` readied is used.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        if !state.config.rate_limits.enabled {
-            let mut inner = inner;
-            return futures_util::future::Either::Left(inner.call(req));
-        }
         let ClientIp(ip) = ClientIp::of(req.extensions(), req.headers(), state);
         let (state, class) = (state.clone(), self.limit.class);
-        futures_util::future::Either::Right(Box::pin(async move {
-            Ok(enforce(state, class, ip, req, inner).await)
-        }))
+        Box::pin(async move { Ok(enforce(state, class, ip, req, inner).await) })
     }
 }
 
