@@ -4,6 +4,7 @@
 //! checks this process still holds the leader's fencing token. A crash before
 //! the call changes nothing; after it, everything is there.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::conn::RedisConn;
@@ -438,31 +439,28 @@ impl Store {
         let (to, to_hash) = (last.number, last.hash);
         // The commit script checks Redis still holds this checkpoint.
         let base = self.base().await?;
+        let mut table = SlotTable::new(&blocks);
+        let read = self.capture_refs(&table.slots).await?;
+        table.values = read.into_iter().map(|v| v.map(Cow::Owned)).collect();
         let mut prev = base;
-        let mut state = self.capture(blocks.iter().flat_map(|b| &b.ops)).await?;
-        let mut undo_cmds = Vec::with_capacity(blocks.len() * 4);
-        for b in &blocks {
-            let restore = slots(&b.ops)
-                .into_iter()
-                .map(|slot| {
-                    let before = state.get(&slot).cloned().flatten();
-                    slot.restore(before)
-                })
+        let mut undo_cmds = Vec::with_capacity(blocks.len() * 2);
+        for (i, b) in blocks.iter().enumerate() {
+            let restore: Vec<RestoreRef<'_>> = table.block_slots[i]
+                .iter()
+                .map(|&s| table.restore(s))
                 .collect();
-            let record = UndoRecord {
+            let json = serde_json::to_vec(&UndoRecordRef {
                 prev_number: prev.map(|p| p.number).unwrap_or_default(),
                 prev_hash: prev.map(|p| p.hash).unwrap_or_default(),
                 restore,
-            };
-            for op in &b.ops {
-                replay(&mut state, op)?;
-            }
-            let json = serde_json::to_string(&record).map_err(|e| Error::Corrupt(e.to_string()))?;
-            undo_cmds.push(cmd(&[
-                b"SET",
-                self.keys.undo(b.number).as_bytes(),
-                json.as_bytes(),
-            ]));
+            })
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+            table.replay(&b.ops)?;
+            undo_cmds.push(vec![
+                b"SET".to_vec(),
+                self.keys.undo(b.number).into_bytes(),
+                json,
+            ]);
             self.remember(&mut undo_cmds, b.number, b.hash);
             prev = Some(Checkpoint {
                 number: b.number,
@@ -470,7 +468,8 @@ impl Store {
             });
         }
         // Totals end at their replayed values.
-        let totals = final_totals(&state, blocks.iter().flat_map(|b| &b.ops))?;
+        let totals = table.totals(blocks.iter().flat_map(|b| &b.ops))?;
+        drop(table);
         let mut cmds = writes(blocks.iter().flat_map(|b| &b.ops), &totals);
         cmds.extend(undo_cmds);
         let numbers: Vec<u64> = blocks.iter().map(|b| b.number).collect();
@@ -801,18 +800,24 @@ impl Store {
                     .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
             }
         }
-        let unknown: BTreeSet<Slot> = added
+        let unknown: BTreeSet<SlotRef<'_>> = added
             .keys()
             .filter(|(key, field)| !self.totals.contains_key(&total_id(key, field)))
-            .map(|(key, field)| Slot::total(key, field))
+            .map(|(key, field)| SlotRef::total(key, field))
             .collect();
-        let read = self.capture_slots(unknown.into_iter().collect()).await?;
+        let unknown: Vec<SlotRef<'_>> = unknown.into_iter().collect();
+        let values = self.capture_refs(&unknown).await?;
+        let read: HashMap<SlotRef<'_>, Option<String>> = unknown.into_iter().zip(values).collect();
         let mut totals = Totals::with_capacity(added.len());
         for ((key, field), sum) in added {
             let id = total_id(key, field);
             let start = match self.totals.get(&id) {
                 Some(known) => *known,
-                None => parse_total(key, read.get(&Slot::total(key, field)).cloned().flatten())?,
+                None => parse_total(
+                    key,
+                    read.get(&SlotRef::total(key, field))
+                        .and_then(|v| v.as_deref()),
+                )?,
             };
             let end = start
                 .checked_add(sum)
@@ -822,29 +827,14 @@ impl Store {
         Ok(totals)
     }
 
-    /// Current values of every slot `ops` write (a set member: `Some("1")`
-    /// when present), in one pipelined round trip.
-    async fn capture<'a>(
-        &mut self,
-        ops: impl Iterator<Item = &'a Op>,
-    ) -> Result<HashMap<Slot, Option<String>>> {
-        let mut all = BTreeSet::new();
-        for op in ops {
-            all.extend(op_slots(op));
+    /// Current values of `slots` (sorted, distinct; a set member: `Some("1")`
+    /// when present), in the same order, in one pipelined round trip.
+    async fn capture_refs(&mut self, slots: &[SlotRef<'_>]) -> Result<Vec<Option<String>>> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
         }
-        self.capture_slots(all.into_iter().collect()).await
-    }
-
-    /// Current values of `all` (a set member: `Some("1")` when present), in
-    /// one pipelined round trip of one command per run of slots of the same
-    /// key and kind (`HMGET`, `SMISMEMBER`, `ZMSCORE`; `GET` per string
-    /// key): thousands of slots are a few commands, not one each.
-    async fn capture_slots(&mut self, all: Vec<Slot>) -> Result<HashMap<Slot, Option<String>>> {
-        if all.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let runs: Vec<&[Slot]> = all
-            .chunk_by(Slot::read_together)
+        let runs: Vec<&[SlotRef<'_>]> = slots
+            .chunk_by(|a, b| a.read_together(b))
             .flat_map(|run| run.chunks(MAX_ARGS))
             .collect();
         let mut pipe = redis::pipe();
@@ -852,7 +842,7 @@ impl Store {
             let (name, key) = run[0].read_command();
             pipe.cmd(name).arg(key);
             for slot in *run {
-                if let Slot::Field(_, m) | Slot::Member(_, m) | Slot::Scored(_, m) = slot {
+                if let Some(m) = slot.member() {
                     pipe.arg(m);
                 }
             }
@@ -866,11 +856,11 @@ impl Store {
                 runs.len()
             )));
         }
-        let mut out = HashMap::with_capacity(all.len());
+        let mut out = Vec::with_capacity(slots.len());
         for (run, reply) in runs.into_iter().zip(&replies) {
-            let values: Vec<&redis::Value> = match (&run[0], reply) {
-                (Slot::Str(_), v) => vec![v],
-                (_, redis::Value::Array(items)) => items.iter().collect(),
+            let values: &[redis::Value] = match (&run[0], reply) {
+                (SlotRef::Str(_), v) => std::slice::from_ref(v),
+                (_, redis::Value::Array(items)) => items,
                 (_, v) => return Err(corrupt(format!("unexpected reply {v:?}"))),
             };
             if values.len() != run.len() {
@@ -881,17 +871,16 @@ impl Store {
                 )));
             }
             for (slot, v) in run.iter().zip(values) {
-                let value = match (slot, v) {
+                out.push(match (slot, v) {
                     (_, redis::Value::Nil) => None,
-                    (Slot::Member(..), v) => redis::from_redis_value_ref::<bool>(v)
+                    (SlotRef::Member(..), v) => redis::from_redis_value_ref::<bool>(v)
                         .map_err(|e| corrupt(e.to_string()))?
                         .then(|| "1".to_owned()),
                     (_, v) => Some(
                         redis::from_redis_value_ref::<String>(v)
                             .map_err(|e| corrupt(e.to_string()))?,
                     ),
-                };
-                out.insert(slot.clone(), value);
+                });
             }
         }
         Ok(out)
@@ -909,122 +898,229 @@ pub struct WindowBlock {
     pub ops: Vec<Op>,
 }
 
-/// One value an op writes: what an undo record restores.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Slot {
-    Field(String, String),
-    Member(String, String),
-    Scored(String, String),
-    Str(String),
+/// One value an op writes (what an undo record restores), borrowed from
+/// the ops. Ordered by kind, key and member, so sorted slots of one key and
+/// kind are read by one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum SlotRef<'a> {
+    Field(&'a str, &'a str),
+    Member(&'a str, &'a str),
+    Scored(&'a str, &'a str),
+    Str(&'a str),
 }
 
-impl Slot {
+impl<'a> SlotRef<'a> {
     /// Whether `self` and `other` are read by one command (fields, members
     /// or scores of the same key).
-    fn read_together(&self, other: &Slot) -> bool {
+    fn read_together(&self, other: &SlotRef<'_>) -> bool {
         match (self, other) {
-            (Slot::Field(a, _), Slot::Field(b, _))
-            | (Slot::Member(a, _), Slot::Member(b, _))
-            | (Slot::Scored(a, _), Slot::Scored(b, _)) => a == b,
+            (SlotRef::Field(a, _), SlotRef::Field(b, _))
+            | (SlotRef::Member(a, _), SlotRef::Member(b, _))
+            | (SlotRef::Scored(a, _), SlotRef::Scored(b, _)) => a == b,
             _ => false,
         }
     }
 
     /// The command that reads slots like this one, and its key.
-    fn read_command(&self) -> (&'static str, &str) {
-        match self {
-            Slot::Field(k, _) => ("HMGET", k),
-            Slot::Member(k, _) => ("SMISMEMBER", k),
-            Slot::Scored(k, _) => ("ZMSCORE", k),
-            Slot::Str(k) => ("GET", k),
+    fn read_command(&self) -> (&'static str, &'a str) {
+        match *self {
+            SlotRef::Field(k, _) => ("HMGET", k),
+            SlotRef::Member(k, _) => ("SMISMEMBER", k),
+            SlotRef::Scored(k, _) => ("ZMSCORE", k),
+            SlotRef::Str(k) => ("GET", k),
         }
     }
 
-    fn total(key: &str, field: &Option<String>) -> Slot {
+    /// The field or member, if the slot has one.
+    fn member(&self) -> Option<&'a str> {
+        match *self {
+            SlotRef::Field(_, m) | SlotRef::Member(_, m) | SlotRef::Scored(_, m) => Some(m),
+            SlotRef::Str(_) => None,
+        }
+    }
+
+    fn total(key: &'a str, field: &'a Option<String>) -> Self {
         match field {
-            Some(f) => Slot::Field(key.to_owned(), f.clone()),
-            None => Slot::Str(key.to_owned()),
+            Some(f) => SlotRef::Field(key, f),
+            None => SlotRef::Str(key),
         }
     }
 
-    /// The restore entry that puts `before` back.
-    fn restore(self, before: Option<String>) -> Restore {
-        match self {
-            Slot::Field(k, f) => Restore::Field(k, f, before),
-            Slot::Member(k, m) => Restore::Member(k, m, before.is_some()),
-            Slot::Scored(k, m) => Restore::Scored(k, m, before),
-            Slot::Str(k) => Restore::Str(k, before),
+    /// Calls `f` with each slot `op` writes, in order.
+    fn each_of(op: &'a Op, mut f: impl FnMut(SlotRef<'a>)) {
+        match op {
+            Op::HSet { key, fields } => {
+                for (field, _) in fields {
+                    f(SlotRef::Field(key, field));
+                }
+            }
+            Op::HIncr { key, field, .. } => f(SlotRef::Field(key, field)),
+            Op::SAdd { key, member } | Op::SRem { key, member } => f(SlotRef::Member(key, member)),
+            Op::ZAdd { key, member, .. } => f(SlotRef::Scored(key, member)),
+            Op::Set { key, .. } => f(SlotRef::Str(key)),
+            Op::AddU256 { key, field, .. } => f(SlotRef::total(key, field)),
         }
     }
 }
 
-/// The slots `op` writes.
-fn op_slots(op: &Op) -> Vec<Slot> {
-    match op {
-        Op::HSet { key, fields } => fields
-            .iter()
-            .map(|(f, _)| Slot::Field(key.clone(), f.clone()))
-            .collect(),
-        Op::HIncr { key, field, .. } => vec![Slot::Field(key.clone(), field.clone())],
-        Op::SAdd { key, member } | Op::SRem { key, member } => {
-            vec![Slot::Member(key.clone(), member.clone())]
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A window commit's slots and their values as the blocks are replayed in
+/// memory: every distinct slot once (sorted, the order they are read in),
+/// each block's own slots (sorted, the order of its undo record), and the
+/// current value of each — borrowed from the ops where an op wrote it.
+struct SlotTable<'a> {
+    slots: Vec<SlotRef<'a>>,
+    index: FastMap<SlotRef<'a>, usize>,
+    block_slots: Vec<Vec<usize>>,
+    values: Vec<Option<Cow<'a, str>>>,
+    /// Totals added to so far, parsed (one parse per total, not per op).
+    totals: FastMap<usize, U256>,
+}
+
+impl<'a> SlotTable<'a> {
+    fn new(blocks: &'a [WindowBlock]) -> Self {
+        let mut all: Vec<SlotRef<'a>> = Vec::new();
+        let mut per_block: Vec<Vec<SlotRef<'a>>> = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let mut mine = Vec::new();
+            for op in &b.ops {
+                SlotRef::each_of(op, |s| mine.push(s));
+            }
+            mine.sort_unstable();
+            mine.dedup();
+            all.extend_from_slice(&mine);
+            per_block.push(mine);
         }
-        Op::ZAdd { key, member, .. } => vec![Slot::Scored(key.clone(), member.clone())],
-        Op::Set { key, .. } => vec![Slot::Str(key.clone())],
-        Op::AddU256 { key, field, .. } => vec![Slot::total(key, field)],
+        all.sort_unstable();
+        all.dedup();
+        let mut index = FastMap::with_capacity_and_hasher(all.len(), Default::default());
+        for (i, s) in all.iter().enumerate() {
+            index.insert(*s, i);
+        }
+        let block_slots = per_block
+            .into_iter()
+            .map(|mine| mine.iter().map(|s| index[s]).collect())
+            .collect();
+        Self {
+            values: vec![None; all.len()],
+            slots: all,
+            index,
+            block_slots,
+            totals: FastMap::default(),
+        }
     }
-}
 
-/// The slots a block writes, each once (the pre-block value is the same
-/// however often the block touches it), in a deterministic order.
-fn slots(ops: &[Op]) -> Vec<Slot> {
-    let set: BTreeSet<Slot> = ops.iter().flat_map(op_slots).collect();
-    set.into_iter().collect()
-}
+    /// Slot `i`'s current value.
+    fn value(&self, i: usize) -> Option<Cow<'a, str>> {
+        match self.totals.get(&i) {
+            Some(t) => Some(Cow::Owned(t.to_string())),
+            None => self.values[i].clone(),
+        }
+    }
 
-/// Applies `op` to the in-memory copy of the slots, as Redis will.
-fn replay(state: &mut HashMap<Slot, Option<String>>, op: &Op) -> Result<()> {
-    match op {
-        Op::HSet { key, fields } => {
-            for (f, v) in fields {
-                state.insert(Slot::Field(key.clone(), f.clone()), Some(v.clone()));
+    /// The undo entry that puts slot `i`'s current value back.
+    fn restore(&self, i: usize) -> RestoreRef<'a> {
+        let before = self.value(i);
+        match self.slots[i] {
+            SlotRef::Field(k, f) => RestoreRef::Field(k, f, before),
+            SlotRef::Member(k, m) => RestoreRef::Member(k, m, before.is_some()),
+            SlotRef::Scored(k, m) => RestoreRef::Scored(k, m, before),
+            SlotRef::Str(k) => RestoreRef::Str(k, before),
+        }
+    }
+
+    fn at(&self, s: SlotRef<'a>) -> Result<usize> {
+        self.index
+            .get(&s)
+            .copied()
+            .ok_or_else(|| Error::Corrupt("a window op's slot is not in its table".into()))
+    }
+
+    /// Applies `ops` to the values, as Redis will.
+    fn replay(&mut self, ops: &'a [Op]) -> Result<()> {
+        for op in ops {
+            match op {
+                Op::HSet { key, fields } => {
+                    for (f, v) in fields {
+                        let i = self.at(SlotRef::Field(key, f))?;
+                        self.values[i] = Some(Cow::Borrowed(v));
+                    }
+                }
+                Op::HIncr { key, field, by } => {
+                    let i = self.at(SlotRef::Field(key, field))?;
+                    let cur = match &self.values[i] {
+                        Some(v) => v.parse::<i64>().map_err(|_| {
+                            Error::Corrupt(format!("counter {key} {field} = `{v}`"))
+                        })?,
+                        None => 0,
+                    };
+                    self.values[i] = Some(Cow::Owned((cur + by).to_string()));
+                }
+                Op::SAdd { key, member } => {
+                    let i = self.at(SlotRef::Member(key, member))?;
+                    self.values[i] = Some(Cow::Borrowed("1"));
+                }
+                Op::SRem { key, member } => {
+                    let i = self.at(SlotRef::Member(key, member))?;
+                    self.values[i] = None;
+                }
+                Op::ZAdd { key, score, member } => {
+                    let i = self.at(SlotRef::Scored(key, member))?;
+                    self.values[i] = Some(Cow::Owned(score.to_string()));
+                }
+                Op::Set { key, value } => {
+                    let i = self.at(SlotRef::Str(key))?;
+                    self.values[i] = Some(Cow::Borrowed(value));
+                }
+                Op::AddU256 { key, field, amount } => {
+                    let i = self.at(SlotRef::total(key, field))?;
+                    let cur = match self.totals.get(&i) {
+                        Some(t) => *t,
+                        None => parse_total(key, self.values[i].as_deref())?,
+                    };
+                    let next = cur
+                        .checked_add(*amount)
+                        .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
+                    self.totals.insert(i, next);
+                }
             }
         }
-        Op::HIncr { key, field, by } => {
-            let slot = Slot::Field(key.clone(), field.clone());
-            let cur = match state.get(&slot).cloned().flatten() {
-                Some(v) => v
-                    .parse::<i64>()
-                    .map_err(|_| Error::Corrupt(format!("counter {key} {field} = `{v}`")))?,
-                None => 0,
-            };
-            state.insert(slot, Some((cur + by).to_string()));
-        }
-        Op::SAdd { key, member } => {
-            state.insert(Slot::Member(key.clone(), member.clone()), Some("1".into()));
-        }
-        Op::SRem { key, member } => {
-            state.insert(Slot::Member(key.clone(), member.clone()), None);
-        }
-        Op::ZAdd { key, score, member } => {
-            state.insert(
-                Slot::Scored(key.clone(), member.clone()),
-                Some(score.to_string()),
-            );
-        }
-        Op::Set { key, value } => {
-            state.insert(Slot::Str(key.clone()), Some(value.clone()));
-        }
-        Op::AddU256 { key, field, amount } => {
-            let slot = Slot::total(key, field);
-            let cur = parse_total(key, state.get(&slot).cloned().flatten())?;
-            let next = cur
-                .checked_add(*amount)
-                .ok_or_else(|| Error::Corrupt(format!("total {key} overflows")))?;
-            state.insert(slot, Some(next.to_string()));
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// The values the `AddU256` ops among `ops` end at.
+    fn totals(&self, ops: impl Iterator<Item = &'a Op>) -> Result<Totals> {
+        let mut out = Totals::new();
+        for op in ops {
+            if let Op::AddU256 { key, field, .. } = op {
+                let i = self.at(SlotRef::total(key, field))?;
+                let value = match self.totals.get(&i) {
+                    Some(t) => *t,
+                    None => parse_total(key, self.values[i].as_deref())?,
+                };
+                out.insert((key.clone(), field.clone()), value);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// [`UndoRecord`] as written, borrowing from the commit (same JSON).
+#[derive(Serialize)]
+struct UndoRecordRef<'a> {
+    prev_number: u64,
+    prev_hash: B256,
+    restore: Vec<RestoreRef<'a>>,
+}
+
+/// [`Restore`] as written, borrowing from the commit (same JSON).
+#[derive(Debug, Serialize)]
+enum RestoreRef<'a> {
+    Field(&'a str, &'a str, Option<Cow<'a, str>>),
+    Member(&'a str, &'a str, bool),
+    Scored(&'a str, &'a str, Option<Cow<'a, str>>),
+    Str(&'a str, Option<Cow<'a, str>>),
 }
 
 /// Each total's final value, keyed by (key, hash field).
@@ -1034,22 +1130,7 @@ fn total_id(key: &str, field: &Option<String>) -> (String, Option<String>) {
     (key.to_owned(), field.clone())
 }
 
-/// The values the `AddU256` ops among `ops` end at in the replayed `state`.
-fn final_totals<'a>(
-    state: &HashMap<Slot, Option<String>>,
-    ops: impl Iterator<Item = &'a Op>,
-) -> Result<Totals> {
-    let mut totals = HashMap::new();
-    for op in ops {
-        if let Op::AddU256 { key, field, .. } = op {
-            let value = parse_total(key, state.get(&Slot::total(key, field)).cloned().flatten())?;
-            totals.insert((key.clone(), field.clone()), value);
-        }
-    }
-    Ok(totals)
-}
-
-fn parse_total(key: &str, value: Option<String>) -> Result<U256> {
+fn parse_total(key: &str, value: Option<&str>) -> Result<U256> {
     match value {
         Some(s) => s
             .parse::<U256>()
