@@ -1215,6 +1215,98 @@ mod tests {
     }
 
     #[test]
+    fn window_undo_records_restore_each_blocks_pre_values_and_read_back_as_written() {
+        let blocks = vec![
+            WindowBlock {
+                number: 1,
+                hash: B256::repeat_byte(1),
+                ops: vec![
+                    Op::HSet {
+                        key: "h".into(),
+                        fields: vec![("f".into(), "v1".into())],
+                    },
+                    Op::AddU256 {
+                        key: "t".into(),
+                        field: None,
+                        amount: U256::from(5),
+                    },
+                    Op::SAdd {
+                        key: "s".into(),
+                        member: "m".into(),
+                    },
+                ],
+            },
+            WindowBlock {
+                number: 2,
+                hash: B256::repeat_byte(2),
+                ops: vec![
+                    Op::HSet {
+                        key: "h".into(),
+                        fields: vec![("f".into(), "v2".into())],
+                    },
+                    Op::AddU256 {
+                        key: "t".into(),
+                        field: None,
+                        amount: U256::from(7),
+                    },
+                    Op::SRem {
+                        key: "s".into(),
+                        member: "m".into(),
+                    },
+                    Op::HIncr {
+                        key: "h".into(),
+                        field: "n".into(),
+                        by: 2,
+                    },
+                ],
+            },
+        ];
+        let mut table = SlotTable::new(&blocks);
+        // What Redis held before block 1: `t` = 10, nothing else.
+        let read: Vec<Option<String>> = table
+            .slots
+            .iter()
+            .map(|s| (*s == SlotRef::Str("t")).then(|| "10".to_owned()))
+            .collect();
+        table.values = read.into_iter().map(|v| v.map(Cow::Owned)).collect();
+        let mut records = Vec::new();
+        for b in &blocks {
+            let restore = table.block_slots[records.len()]
+                .iter()
+                .map(|&i| table.restore(i))
+                .collect();
+            let json = serde_json::to_string(&UndoRecordRef {
+                prev_number: b.number - 1,
+                prev_hash: B256::ZERO,
+                restore,
+            })
+            .unwrap();
+            records.push(serde_json::from_str::<UndoRecord>(&json).unwrap().restore);
+            table.replay(&b.ops).unwrap();
+        }
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            records[0],
+            vec![
+                Restore::Field("h".into(), "f".into(), None),
+                Restore::Member("s".into(), "m".into(), false),
+                Restore::Str("t".into(), s("10")),
+            ]
+        );
+        assert_eq!(
+            records[1],
+            vec![
+                Restore::Field("h".into(), "f".into(), s("v1")),
+                Restore::Field("h".into(), "n".into(), None),
+                Restore::Member("s".into(), "m".into(), true),
+                Restore::Str("t".into(), s("15")),
+            ]
+        );
+        let totals = table.totals(blocks.iter().flat_map(|b| &b.ops)).unwrap();
+        assert_eq!(totals[&("t".to_owned(), None)], U256::from(22));
+    }
+
+    #[test]
     fn batch_merges_runs_per_key_and_keeps_each_keys_order() {
         let mut b = Batch::default();
         let m = |s: &str| vec![s.as_bytes().to_vec()];
