@@ -759,7 +759,9 @@ struct RangeAnswer {
 
 /// Fetches and checks `from..=to` (see the module documentation); a range
 /// that cannot be proven complete is fetched from a second endpoint too and
-/// used only if both agree (or if there is no second endpoint to ask).
+/// used only if both agree. With one endpoint configured it is used as it
+/// is; with more, a range no second endpoint confirms is an error (the pass
+/// is retried), never committed.
 async fn fetch_range(
     rpc: &Rpc,
     filters: &Arc<Vec<Filter>>,
@@ -785,9 +787,13 @@ async fn fetch_range(
             }
             Ok(Outcome::Ok(answer, endpoint))
         }
+        // Unknown is not "complete": the pass fails (retryable) and the range
+        // is asked again at the next one.
         Ok(_) | Err(_) => {
-            warn!(target: "chainfront::indexer", from, to, "no second endpoint could confirm a range whose last block has no logs; using the answer");
-            Ok(Outcome::Ok(answer, endpoint))
+            warn!(target: "chainfront::indexer", from, to, "no second endpoint could confirm a range whose last block has no logs; not committed, asked again later");
+            Err(Error::Rpc(format!(
+                "blocks {from}..={to} end on a block without logs and no second endpoint confirmed them"
+            )))
         }
     }
 }

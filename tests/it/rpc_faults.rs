@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
 use alloy::providers::Provider;
+use alloy::providers::ext::AnvilApi;
 use chainfront_indexer::Error;
 use chainfront_indexer::chain::ChainSpec;
 use chainfront_indexer::conn::RedisConn;
@@ -934,6 +935,69 @@ async fn the_indexer_process_follows_through_two_faulty_endpoints() {
         assert!(p.injected(name) > 0, "{name} was injected");
     }
     assert!(p1.calls("eth_chainId") > 0 && p2.calls("eth_chainId") > 0);
+    expect_deposits(&stack, &spec, &mut c, &actions).await;
+    let digest = state_digest(&mut c, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0;
+    assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
+}
+
+/// F1: a backfill range that ends on a block without logs cannot be proven
+/// complete from one answer. With two endpoints it is committed only once
+/// the second agrees: while the second cannot answer, the pass fails
+/// (retryable) and nothing past the last provable block is committed; once
+/// it answers, the follower goes on to the head with a fresh index's digest.
+#[tokio::test]
+async fn an_unprovable_range_is_committed_only_once_a_second_endpoint_confirms_it() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    let mut actions = approvals();
+    actions.extend(traffic(40, 1));
+    seed::run(&stack, &actions, 4).await;
+    let seeded = stack.deployer.get_block_number().await.expect("head");
+    // Empty blocks well past the window: every range after `seeded` ends
+    // on a block without logs.
+    stack
+        .deployer
+        .anvil_mine(Some(spec.follow.window + 40), None)
+        .await
+        .expect("mine");
+    let head = stack.deployer.get_block_number().await.expect("head");
+    let (first, second) = (
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+    );
+    second.inject(Some("eth_getLogs"), Fault::BadGateway, None);
+    let (mut f, _) = follower(&stack, &spec, &[first.url.clone(), second.url.clone()], 1).await;
+    let err = f
+        .sync()
+        .await
+        .expect_err("no second endpoint can confirm the empty-ended range");
+    assert!(matches!(err, Error::Rpc(_)), "retryable, not fatal: {err}");
+    assert!(second.injected("502") > 0, "the second endpoint was asked");
+    let mut c = conn(&stack, 1).await;
+    let cp = checkpoint(&mut c, &spec).await;
+    assert!(
+        cp.is_none_or(|n| n <= seeded),
+        "checkpoint {cp:?}: a range ending on an empty block after {seeded} was committed unconfirmed"
+    );
+    second.clear();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f.sync().await {
+            Ok(Some(n)) if n == head => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "did not reach the head: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        second.calls("eth_getLogs") > second.injected("502"),
+        "the second endpoint confirmed"
+    );
     expect_deposits(&stack, &spec, &mut c, &actions).await;
     let digest = state_digest(&mut c, &spec.watched.keys)
         .await
