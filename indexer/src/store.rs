@@ -1280,9 +1280,13 @@ mod tests {
                 prev_hash: B256::ZERO,
                 restore,
             })
-            .unwrap();
-            records.push(serde_json::from_str::<UndoRecord>(&json).unwrap().restore);
-            table.replay(&b.ops).unwrap();
+            .expect("serialize");
+            records.push(
+                serde_json::from_str::<UndoRecord>(&json)
+                    .expect("reads back as an UndoRecord")
+                    .restore,
+            );
+            table.replay(&b.ops).expect("replay");
         }
         let s = |v: &str| Some(v.to_owned());
         assert_eq!(
@@ -1302,7 +1306,9 @@ mod tests {
                 Restore::Str("t".into(), s("15")),
             ]
         );
-        let totals = table.totals(blocks.iter().flat_map(|b| &b.ops)).unwrap();
+        let totals = table
+            .totals(blocks.iter().flat_map(|b| &b.ops))
+            .expect("totals");
         assert_eq!(totals[&("t".to_owned(), None)], U256::from(22));
     }
 
