@@ -39,6 +39,11 @@ use chainfront::provision::worker::Worker;
 use chainfront_indexer::contracts::{MockUSDC, VMMarketplace};
 use chainfront_indexer::keys::ChainKeys;
 
+/// The allocator the shipped binary uses (`src/main.rs`): the hello-world
+/// baseline and the node share this process, so both run on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// `(req/s, p99 ms)` from wrk's `--latency` output. `script`: a wrk Lua
