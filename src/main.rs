@@ -5,12 +5,6 @@ use std::process::ExitCode;
 use chainfront::cli::{self, Cli, Command, ConfigCommand, KeysCommand};
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: the API allocates and frees a
-/// little per request, and glibc's malloc/free were 8–11 % of the process
-/// under load (`docs/benchmarks.md`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
