@@ -6,9 +6,10 @@
 //! documented signature form), and Clockchain's `GET /v1/markets` and
 //! `POST /v1/calculate_fees` (goal ≥ 0.8 of the baseline), on a local anvil +
 //! redis-server. Prints req/s, p99 and each route's ratio to the baseline
-//! (target: cached reads ≥ 0.5), and a second baseline for information: a
+//! (target: cached reads ≥ 0.5), and two more baselines for information: a
 //! hello-world answering `GET /v1/balance`'s very bytes (the ratios still
-//! divide by the plain hello-world),
+//! divide by the plain hello-world), and one answering `POST /v1/calculate_fees`'s
+//! bytes to the same POST (information only),
 //! Redis commands per credentials request, and signature recoveries per second
 //! with k256 and with libsecp256k1 (the auth module uses the faster).
 //!
@@ -447,6 +448,7 @@ async fn main() -> Res<()> {
         &fees_lua,
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{\"initial_stake_amount\": \"0.5\", \"currency\": \"ETH\"}'\n",
     )?;
+    let mut fees_rps = f64::NAN;
     for (name, path, header, script) in [
         ("GET /tiers", "/tiers".to_owned(), None, None),
         (
@@ -482,6 +484,9 @@ async fn main() -> Res<()> {
             p99,
             rps / base_rps
         );
+        if name.starts_with("POST /v1/calculate_fees") {
+            fees_rps = rps;
+        }
         if name.starts_with("GET /credentials") {
             println!(
                 "  redis commands per credentials request ≈ {:.2} (sent as one pipelined round trip)",
@@ -489,6 +494,48 @@ async fn main() -> Res<()> {
             );
         }
     }
+
+    // For information, like the balance's same-bytes baseline below: a
+    // hello-world that takes the same POST (the body read to the end) and
+    // answers calculate_fees's very bytes, so the POST's own cost to wrk,
+    // the kernel and hyper (the body channel) is told from the node's.
+    let same = reqwest::Client::new()
+        .post(format!("{api}/v1/calculate_fees"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(r#"{"initial_stake_amount": "0.5", "currency": "ETH"}"#)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let same_post = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |_body: axum::body::Bytes| {
+            let body = same.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let pl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let post_url = format!("http://{}/", pl.local_addr()?);
+    let post_server = tokio::spawn(async move { axum::serve(pl, same_post).await });
+    let (post_rps, post_p99) = tokio::task::spawn_blocking({
+        let lua = fees_lua.clone();
+        move || wrk(&post_url, None, Some(&lua))
+    })
+    .await??;
+    post_server.abort();
+    println!(
+        "{:<28} {:>10.0} {:>9.2} {:>7.2}  (information only; calculate_fees is {:.2} of it)",
+        "hello-world, fees POST",
+        post_rps,
+        post_p99,
+        post_rps / base_rps,
+        fees_rps / post_rps
+    );
 
     compute_bench(&state, &api, &buyer, &d, &wallet, base_rps, &mut redis_conn).await?;
     if routes_only() {

@@ -379,13 +379,18 @@ async fn get_submission(
         (status = 429, description = "Over the rate limit (60/min)", body = ErrorBody),
     )
 )]
-async fn calculate_fees(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Json<crate::markets::view::FeeView>, ApiError> {
-    let body: crate::markets::view::FeesRequest = serde_json::from_slice(&body)
+async fn calculate_fees(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: crate::markets::view::FeesRequest<'_> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body must be a JSON object: {e}")))?;
-    Ok(Json(state.markets.calculate_fees_body(&body).await?))
+    let json = state.markets.calculate_fees_json(&body).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response())
 }
 
 /// Create a submission paid by a confirmed transaction.

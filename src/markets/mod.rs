@@ -151,6 +151,8 @@ pub struct Markets {
     chain_head: Arc<AtomicU64>,
     block_times: BlockTimes,
     settings: RwLock<Option<(Instant, index::StakeSettings)>>,
+    /// `calculate_fees` answers per amount, at the rate they were computed at.
+    fee_bodies: view::FeeBodies,
     version: RwLock<Option<(Instant, Arc<str>)>>,
     auth: Arc<Auth>,
     /// Wakes the recorder when a plain transfer is claimed.
@@ -210,6 +212,7 @@ impl Markets {
             chain_head: p.chain_head,
             block_times: BlockTimes::default(),
             settings: RwLock::new(None),
+            fee_bodies: view::FeeBodies::default(),
             version: RwLock::new(None),
             auth: p.auth,
             recorder_wake: tokio::sync::Notify::new(),

@@ -3,9 +3,12 @@
 //! milliseconds (`2025-07-21T12:00:00.000Z`) as the document shows them;
 //! amounts are decimal strings in the stake's currency.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
 
 use alloy::primitives::{Address, U256};
+use axum::body::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -156,15 +159,147 @@ pub struct MarketSubmissions {
     pub count: usize,
 }
 
-/// The body of `POST /v1/calculate_fees` (other fields are ignored).
+/// The body of `POST /v1/calculate_fees` (other fields are ignored), read
+/// without copying its strings.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct FeesRequest {
+pub struct FeesRequest<'a> {
     /// The stake, a decimal string.
-    #[serde(default)]
-    pub initial_stake_amount: Option<Value>,
+    #[serde(default, borrow)]
+    pub initial_stake_amount: Option<FeeField<'a>>,
     /// `ETH` or `BTC`.
-    #[serde(default)]
-    pub currency: Option<Value>,
+    #[serde(default, borrow)]
+    pub currency: Option<FeeField<'a>>,
+}
+
+/// One field of a [`FeesRequest`]: a string (borrowed from the body unless
+/// it has escapes), or any other JSON value (refused: "must be a string").
+/// `null` and a missing field are both `None` in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeeField<'a> {
+    /// A JSON string.
+    Str(Cow<'a, str>),
+    /// A number, boolean, array or object.
+    NotString,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FeeField<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FeeField<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::NotString)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::NotString)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::NotString)
+            }
+            fn visit_i128<E>(self, _: i128) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::NotString)
+            }
+            fn visit_u128<E>(self, _: u128) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::NotString)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                Ok(FeeField::NotString)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FeeField::NotString)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(FeeField::NotString)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// The serialized `POST /v1/calculate_fees` answers of recently quoted
+/// amounts: an answer is a function of the amount string, the currency and
+/// the fee rate, so it is reused while the indexed rate is the one it was
+/// computed at (a repeated quote is one map lookup, not a decimal parse,
+/// four amounts formatted and a JSON document written). Only valid amounts
+/// are remembered; errors are worked out every time.
+#[derive(Debug, Default)]
+pub struct FeeBodies(RwLock<FeeBodiesMap>);
+
+#[derive(Debug, Default)]
+struct FeeBodiesMap {
+    eth: HashMap<Box<str>, (u16, Bytes)>,
+    btc: HashMap<Box<str>, (u16, Bytes)>,
+}
+
+impl FeeBodiesMap {
+    fn of(&mut self, currency: fees::Currency) -> &mut HashMap<Box<str>, (u16, Bytes)> {
+        match currency {
+            fees::Currency::Eth => &mut self.eth,
+            fees::Currency::Btc => &mut self.btc,
+        }
+    }
+}
+
+/// Amounts remembered per currency before that currency's map is cleared
+/// (bounds memory when clients quote many different amounts: amounts are
+/// at most 40 characters, so about 200 bytes an entry).
+pub const FEE_BODIES_MAX: usize = 1_024;
+
+impl FeeBodies {
+    /// The answer remembered for `amount` in `currency`, with the fee rate
+    /// it was computed at (the caller serves it only at that rate).
+    pub fn get(&self, currency: fees::Currency, amount: &str) -> Option<(u16, Bytes)> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let by_amount = match currency {
+            fees::Currency::Eth => &map.eth,
+            fees::Currency::Btc => &map.btc,
+        };
+        by_amount.get(amount).cloned()
+    }
+
+    /// Remembers `body` as the answer for `amount` in `currency` at `fee_bps`.
+    pub fn put(&self, currency: fees::Currency, amount: &str, fee_bps: u16, body: Bytes) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let by_amount = map.of(currency);
+        if by_amount.len() >= FEE_BODIES_MAX && !by_amount.contains_key(amount) {
+            by_amount.clear();
+        }
+        by_amount.insert(amount.into(), (fee_bps, body));
+    }
+
+    /// Amounts remembered (both currencies).
+    pub fn len(&self) -> usize {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.eth.len() + map.btc.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// `POST /v1/calculate_fees`.
@@ -342,21 +477,47 @@ impl Markets {
     }
 
     /// `POST /v1/calculate_fees` with the documented body
-    /// `{initial_stake_amount, currency}`.
-    pub async fn calculate_fees_body(&self, body: &FeesRequest) -> Result<FeeView> {
-        fn field<'a>(v: &'a Option<Value>, name: &'static str) -> Result<&'a str> {
+    /// `{initial_stake_amount, currency}`: the answer's JSON, reused from
+    /// [`FeeBodies`] while the indexed fee rate is unchanged.
+    pub async fn calculate_fees_json(&self, body: &FeesRequest<'_>) -> Result<Bytes> {
+        fn field<'a>(v: &'a Option<FeeField<'_>>, name: &'static str) -> Result<&'a str> {
             match v {
-                None | Some(Value::Null) => Err(MarketsError::MissingField(name)),
-                Some(Value::String(s)) if s.is_empty() => Err(MarketsError::MissingField(name)),
-                Some(Value::String(s)) => Ok(s),
-                Some(_) => Err(MarketsError::InvalidField(format!(
+                None => Err(MarketsError::MissingField(name)),
+                Some(FeeField::Str(s)) if s.is_empty() => Err(MarketsError::MissingField(name)),
+                Some(FeeField::Str(s)) => Ok(s),
+                Some(FeeField::NotString) => Err(MarketsError::InvalidField(format!(
                     "{name} must be a string"
                 ))),
             }
         }
         let amount = field(&body.initial_stake_amount, "initial_stake_amount")?;
         let currency = field(&body.currency, "currency")?;
-        self.calculate_fees(amount, currency).await
+        let currency = fees::Currency::parse(currency).ok_or(fees::AmountError::UnknownCurrency)?;
+        // A remembered amount is a valid one, so only the rate is read; a
+        // new amount is parsed before the rate is read, so a bad amount is
+        // a 400 even while the rate is not indexed yet.
+        let remembered = self.fee_bodies.get(currency, amount);
+        let stake = match remembered {
+            Some(_) => None,
+            None => Some(fees::parse_amount(amount, currency)?),
+        };
+        let fee_bps = self.settings_cached().await?.fee_bps;
+        if let Some((at_bps, json)) = remembered
+            && at_bps == fee_bps
+        {
+            return Ok(json);
+        }
+        let stake = match stake {
+            Some(s) => s,
+            None => fees::parse_amount(amount, currency)?,
+        };
+        let quote = FeeQuote::new(stake, fee_bps, currency)?;
+        let json = Bytes::from(
+            serde_json::to_vec(&FeeView::from(&quote))
+                .map_err(|e| MarketsError::Unavailable(format!("fee quote: {e}")))?,
+        );
+        self.fee_bodies.put(currency, amount, fee_bps, json.clone());
+        Ok(json)
     }
 
     /// The quote for `amount` in `currency`, at the contract's indexed fee
@@ -392,5 +553,77 @@ mod tests {
             Some("2025-07-21T12:00:00.000Z")
         );
         assert_eq!(iso_millis(u64::MAX), None);
+    }
+
+    #[test]
+    fn fee_request_borrows_strings_and_tells_other_values_apart() {
+        let body = br#"{"initial_stake_amount": "0.5", "currency": "ETH", "extra": [1, {"a": 2}]}"#;
+        let r: FeesRequest<'_> = serde_json::from_slice(body).expect("parses");
+        assert!(matches!(
+            r.initial_stake_amount,
+            Some(FeeField::Str(Cow::Borrowed("0.5")))
+        ));
+        assert!(matches!(
+            r.currency,
+            Some(FeeField::Str(Cow::Borrowed("ETH")))
+        ));
+        // An escaped string is unescaped into a copy.
+        let r: FeesRequest<'_> =
+            serde_json::from_slice(br#"{"currency": "E\u0054H"}"#).expect("parses");
+        assert_eq!(r.currency, Some(FeeField::Str(Cow::Owned("ETH".into()))));
+        assert_eq!(r.initial_stake_amount, None);
+        // null is a missing field; numbers, booleans, arrays and objects are not strings.
+        for (raw, expected) in [
+            ("null", None),
+            ("0.5", Some(FeeField::NotString)),
+            ("-1", Some(FeeField::NotString)),
+            ("5", Some(FeeField::NotString)),
+            ("true", Some(FeeField::NotString)),
+            ("[\"0.5\"]", Some(FeeField::NotString)),
+            ("{\"v\": \"0.5\"}", Some(FeeField::NotString)),
+        ] {
+            let body = format!(r#"{{"initial_stake_amount": {raw}, "currency": "ETH"}}"#);
+            let r: FeesRequest<'_> = serde_json::from_str(&body).expect("parses");
+            assert_eq!(r.initial_stake_amount, expected, "{raw}");
+            assert!(matches!(r.currency, Some(FeeField::Str(_))), "{raw}");
+        }
+        assert!(serde_json::from_slice::<FeesRequest<'_>>(b"not json").is_err());
+    }
+
+    #[test]
+    fn fee_bodies_hit_change_with_the_rate_and_stay_bounded() {
+        use fees::Currency::{Btc, Eth};
+        let memo = FeeBodies::default();
+        assert_eq!(memo.get(Eth, "0.5"), None);
+        memo.put(Eth, "0.5", 700, Bytes::from_static(b"at 7%"));
+        // A hit: the answer and the rate it was computed at.
+        assert_eq!(
+            memo.get(Eth, "0.5"),
+            Some((700, Bytes::from_static(b"at 7%")))
+        );
+        // Per currency and per amount string ("0.50" is its own entry).
+        assert_eq!(memo.get(Btc, "0.5"), None);
+        assert_eq!(memo.get(Eth, "0.50"), None);
+        // After a fee change the caller sees the old rate (so it recomputes)
+        // and the new answer replaces the old one.
+        memo.put(Eth, "0.5", 725, Bytes::from_static(b"at 7.25%"));
+        assert_eq!(
+            memo.get(Eth, "0.5"),
+            Some((725, Bytes::from_static(b"at 7.25%")))
+        );
+        assert_eq!(memo.len(), 1);
+        // Bounded: a currency's map is cleared when it is full.
+        for i in 1..FEE_BODIES_MAX {
+            memo.put(Eth, &i.to_string(), 700, Bytes::new());
+        }
+        memo.put(Btc, "1", 700, Bytes::new());
+        assert_eq!(memo.len(), FEE_BODIES_MAX + 1);
+        // Re-putting a remembered amount does not clear.
+        memo.put(Eth, "1", 700, Bytes::new());
+        assert_eq!(memo.len(), FEE_BODIES_MAX + 1);
+        memo.put(Eth, "new", 700, Bytes::new());
+        assert_eq!(memo.len(), 2, "ETH cleared to the new entry; BTC kept");
+        assert_eq!(memo.get(Eth, "0.5"), None);
+        assert!(memo.get(Btc, "1").is_some());
     }
 }

@@ -510,6 +510,63 @@ async fn health_markets_fees_and_statuses_as_documented() {
     );
 }
 
+/// The node remembers each quoted amount's answer (`FeeBodies`); a fee
+/// change on chain must still reach the quotes as soon as it is indexed.
+#[tokio::test]
+async fn a_fee_change_on_chain_reaches_remembered_quotes() {
+    let stack = Stack::start().await;
+    let n = node(&stack, &[]).await;
+    let fees = format!("{}/v1/calculate_fees", n.url);
+    let quote = json!({"initial_stake_amount": "0.5", "currency": "ETH"});
+    // Twice: the second answer comes from the memo, and is the same.
+    for _ in 0..2 {
+        let (status, q) = post(&fees, &quote).await;
+        assert_eq!(status, StatusCode::OK, "{q}");
+        assert_eq!(
+            q,
+            json!({"initial_stake_amount": "0.5", "platform_fee_percentage": "7.0", "platform_fee_amount": "0.035", "total_required": "0.535", "currency": "ETH"})
+        );
+    }
+    mined(
+        SubmissionStakes::new(stakes(&stack), &stack.deployer)
+            .setFeeBps(250)
+            .send()
+            .await
+            .expect("send setFeeBps"),
+        "setFeeBps",
+    )
+    .await
+    .expect("fee set");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, q) = post(&fees, &quote).await;
+        assert_eq!(status, StatusCode::OK, "{q}");
+        if q["platform_fee_percentage"] == "2.5" {
+            assert_eq!(
+                q,
+                json!({"initial_stake_amount": "0.5", "platform_fee_percentage": "2.5", "platform_fee_amount": "0.0125", "total_required": "0.5125", "currency": "ETH"})
+            );
+            break;
+        }
+        assert_eq!(
+            q["platform_fee_percentage"], "7.0",
+            "old or new rate only: {q}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the new fee never reached the quote: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An amount never quoted before is answered at the new rate at once.
+    let (_, q) = post(
+        &fees,
+        &json!({"initial_stake_amount": "2", "currency": "ETH"}),
+    )
+    .await;
+    assert_eq!(q["platform_fee_amount"], "0.05", "{q}");
+}
+
 #[tokio::test]
 async fn every_submission_rule_answers_its_documented_error() {
     let stack = Stack::start().await;
