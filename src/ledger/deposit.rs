@@ -270,14 +270,10 @@ async fn confirmations(net: &Network, block: u64) -> Result<(u64, u64), DepositE
                 HeadTag::Safe => alloy::eips::BlockNumberOrTag::Safe,
                 _ => alloy::eips::BlockNumberOrTag::Finalized,
             };
-            let b = net
-                .rpc
-                .call("eth_getBlockByNumber", |p| async move {
-                    p.get_block_by_number(t).await
-                })
-                .await
-                .map_err(unavailable)?;
-            let n = b.map(|b| b.header.number).unwrap_or(0);
+            // The indexer's minimal header: a provider that leaves out a
+            // field nobody reads (e.g. `mixHash`) must not break proofs.
+            let h = net.rpc.head(t).await.map_err(unavailable)?;
+            let n = h.map(|h| h.number).unwrap_or(0);
             // Counted as "blocks until the tag passes it".
             Ok((if n >= block { 1 } else { 0 }, 1))
         }

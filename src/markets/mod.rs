@@ -365,10 +365,20 @@ impl Markets {
             let chain = self.chain.clone();
             let b = *b;
             async move {
-                let block =
-                    tokio::time::timeout(CHAIN_TIMEOUT, chain.get_block_by_number(b.into())).await;
-                match block {
-                    Ok(Ok(Some(block))) => Some((b, block.header.timestamp)),
+                // The indexer's minimal header: a provider that leaves out a
+                // field nobody reads (e.g. `mixHash`) still gives the time.
+                let header = tokio::time::timeout(
+                    CHAIN_TIMEOUT,
+                    chain
+                        .client()
+                        .request::<_, Option<chainfront_indexer::verify::Header>>(
+                            "eth_getBlockByNumber",
+                            (alloy::eips::BlockNumberOrTag::Number(b), false),
+                        ),
+                )
+                .await;
+                match header {
+                    Ok(Ok(Some(h))) if h.number == b => Some((b, h.timestamp)),
                     _ => None,
                 }
             }

@@ -1624,3 +1624,43 @@ async fn data_answers_from_node_state_and_commands_serve_mapped_services() {
     .await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "gpu is not mapped");
 }
+
+/// A provider that leaves `mixHash` out of its blocks does not break deposit
+/// proofs on a chain followed at its `safe` head: the ledger reads the
+/// indexer's minimal header for the tag, as the indexer does.
+#[tokio::test]
+async fn a_deposit_is_proven_through_a_provider_without_mix_hash_at_the_safe_head() {
+    use crate::fault_proxy::{Fault, FaultProxy};
+    use alloy::providers::ext::AnvilApi;
+    let stack = Stack::start().await;
+    let other = other_chain(&stack, &[1]).await;
+    let proxy = FaultProxy::start(&other.anvil.endpoint()).await;
+    proxy.inject(None, Fault::StripMixHash, None);
+    let mut env: Vec<(String, String)> = other_env(&other, 0)
+        .into_iter()
+        .filter(|(k, _)| k != "CHAINFRONT_CHAINS__OTHER__RPC_URLS")
+        .collect();
+    env.push((
+        "CHAINFRONT_CHAINS__OTHER__RPC_URLS".into(),
+        format!("[\"{}\"]", proxy.url),
+    ));
+    env.push(("CHAINFRONT_CHAINS__OTHER__HEAD".into(), "safe".into()));
+    let node = start_node(node_config(&stack, &with(&env, &[]))).await;
+    let signer = stack.signer(1);
+    let wallet = signer.address();
+    let p2 =
+        chainfront::deploy::signing_provider(&other.anvil.endpoint(), signer.clone()).expect("p2");
+    let tx = transfer(&p2, other.usdc, stack.deployment.treasury, 2_000_000).await;
+    let url = format!("{}/v1/deposit", node.url);
+    // anvil's `safe` block trails `latest` by 32: not yet safe.
+    let (s, b) = post(&url, &proof(wallet, tx, "other", "2"), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "not safe yet: {b}");
+    p2.anvil_mine(Some(40), None).await.expect("mine");
+    let (s, b) = post(&url, &proof(wallet, tx, "other", "2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["success"], json!(true), "{b}");
+    assert!(
+        proxy.injected("strip_mix_hash") > 0,
+        "the blocks came without mixHash"
+    );
+}
