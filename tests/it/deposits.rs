@@ -14,6 +14,7 @@ use chainfront_indexer::contracts::{
 };
 use redis::AsyncCommands;
 
+use crate::fault_proxy::FaultProxy;
 use crate::harness::Stack;
 use crate::indexer::{digest, follower, spec};
 
@@ -145,15 +146,74 @@ async fn deposits_batched_with_a_purchase_and_a_submission_in_one_transaction_ar
         "one transaction: 4 deposits and 2 payments to the treasury"
     );
 
-    // Backfill (a tiny window: the bundle's block is below it) and window
-    // mode (a large one) must both credit exactly the four deposits.
+    // The chain's truth, from the receipt: every transfer to the treasury is
+    // a deposit except one (B, cost) for the purchase and one (A, fee) for
+    // the submission.
+    let bundle_block = receipt.block_number.expect("block");
+    let bundle_hash = receipt.block_hash.expect("hash").to_string();
+    let mut expected: Vec<String> = receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|l| l.log_decode::<MockUSDC::Transfer>().ok())
+        .filter(|t| t.inner.data.to == d.treasury)
+        .map(|t| {
+            format!(
+                "{}:{}:{bundle_block}",
+                chainfront_indexer::keys::lower(t.inner.data.from),
+                t.inner.data.value
+            )
+        })
+        .collect();
+    for payment in [(b, cost), (a, fee)] {
+        let paid = format!(
+            "{}:{}:{bundle_block}",
+            chainfront_indexer::keys::lower(payment.0),
+            payment.1
+        );
+        let at = expected.iter().position(|e| *e == paid).expect("payment");
+        expected.remove(at);
+    }
+    expected.sort();
+    // Two more blocks: with a window of 1 the bundle's block is then below
+    // `head - window` and is backfilled (fetched by range); with a window of
+    // 128 it is committed through the window path (logs by block hash).
+    for _ in 0..2 {
+        let _: serde_json::Value = p.raw_request("evm_mine".into(), ()).await.expect("mine");
+    }
+
     let mut digests = Vec::new();
+    let mut all_deposits = Vec::new();
     for (db, window) in [(1u8, 1u64), (2, 128)] {
         let mut spec = spec(&stack);
         spec.follow.window = window;
+        let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
+        spec.rpc_urls = vec![proxy.url.clone()];
         let (mut f, mut c) = follower(&stack, db, &spec).await;
         let head = p.get_block_number().await.expect("head");
+        assert_eq!(head, bundle_block + 2);
         assert_eq!(f.sync().await.expect("sync"), Some(head));
+        // Which path committed the bundle's block: the window path asks for
+        // its logs by block hash and keeps its undo record (window 128: not
+        // pruned); backfill never asks by hash. (With window 1 an undo record
+        // would be pruned by now either way, so only the request proves it.)
+        let undo: bool = c
+            .exists(spec.watched.keys.undo(bundle_block))
+            .await
+            .expect("exists");
+        if window == 1 {
+            assert!(
+                !proxy.asked_logs_by_hash(&bundle_hash),
+                "window 1: the bundle's block must be backfilled, not fetched by hash"
+            );
+            assert!(!undo, "window 1: no undo record for a backfilled block");
+        } else {
+            assert!(
+                proxy.asked_logs_by_hash(&bundle_hash),
+                "window 128: the bundle's block must go through the window path"
+            );
+            assert!(undo, "window 128: the bundle's block has its undo record");
+        }
         let k = &spec.watched.keys;
         let total = |c: &mut chainfront_indexer::conn::RedisConn, who: Address| {
             let key = k.wallet_deposit_total(who);
@@ -185,7 +245,14 @@ async fn deposits_batched_with_a_purchase_and_a_submission_in_one_transaction_ar
             c.hgetall(k.vm(U256::from(1))).await.expect("vm");
         assert_eq!(vm.get("buyer"), Some(&chainfront_indexer::keys::lower(b)));
         assert_eq!(vm.get("total_cost"), Some(&cost.to_string()));
+        let indexed: std::collections::BTreeMap<String, String> =
+            c.hgetall(k.deposits()).await.expect("deposits");
+        let mut got: Vec<String> = indexed.values().cloned().collect();
+        got.sort();
+        assert_eq!(got, expected, "window {window}: deposits are the chain's");
+        all_deposits.push(indexed);
         digests.push(digest(&mut c, &spec).await);
     }
+    assert_eq!(all_deposits[0], all_deposits[1], "same deposit records");
     assert_eq!(digests[0], digests[1], "backfill and window agree");
 }

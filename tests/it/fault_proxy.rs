@@ -112,6 +112,8 @@ struct Shared {
     requests: AtomicU64,
     /// Heights whose made-up header was served, and the made-up hashes.
     phantoms: Mutex<(HashSet<u64>, HashSet<String>)>,
+    /// Block hashes `eth_getLogs` was asked for by `blockHash` (lower case).
+    logs_by_hash: Mutex<HashSet<String>>,
 }
 
 /// A running proxy (stops with the test's runtime).
@@ -140,6 +142,7 @@ impl FaultProxy {
             calls: Mutex::default(),
             requests: AtomicU64::new(0),
             phantoms: Mutex::default(),
+            logs_by_hash: Mutex::default(),
         });
         let app = axum::Router::new()
             .route("/", post(handle))
@@ -182,6 +185,12 @@ impl FaultProxy {
     /// Every method called, with counts.
     pub fn methods(&self) -> BTreeMap<String, u64> {
         lock(&self.shared.calls).clone()
+    }
+
+    /// Whether `eth_getLogs` was asked for the block with hash `hash` by
+    /// `blockHash` (the window path asks so; backfill asks by range).
+    pub fn asked_logs_by_hash(&self, hash: &str) -> bool {
+        lock(&self.shared.logs_by_hash).contains(&hash.to_lowercase())
     }
 
     /// HTTP requests seen.
@@ -289,6 +298,11 @@ async fn head(s: &Shared) -> Option<u64> {
 async fn answer(s: &Shared, mut call: Value) -> Answer {
     let method = call["method"].as_str().unwrap_or_default().to_owned();
     *lock(&s.calls).entry(method.clone()).or_default() += 1;
+    if method == "eth_getLogs"
+        && let Some(h) = call["params"][0]["blockHash"].as_str()
+    {
+        lock(&s.logs_by_hash).insert(h.to_lowercase());
+    }
     let id = call["id"].clone();
     let fault = active(s, &method);
     // Faults that decide the answer before the node is asked.

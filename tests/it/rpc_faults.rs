@@ -214,6 +214,9 @@ pub(crate) async fn fresh_digest(stack: &Stack, spec: &ChainSpec, db: u8) -> Str
 
 struct Running {
     name: &'static str,
+    /// The fault is a wrong answer that must be seen and rejected (at least
+    /// one rejected answer), not merely survived.
+    must_reject: bool,
     fault: Fault,
     proxy: FaultProxy,
     metrics: Arc<IndexerMetrics>,
@@ -271,6 +274,9 @@ async fn judge(
         }
         if run.proxy.injected(run.fault.name()) == 0 {
             failures.push(format!("{}: the fault never applied", run.name));
+        }
+        if run.must_reject && rpc.rejected.load(Ordering::Relaxed) == 0 {
+            failures.push(format!("{}: no answer was rejected", run.name));
         }
         let digest = state_digest(&mut c, &spec.watched.keys)
             .await
@@ -340,6 +346,7 @@ async fn every_fault_during_backfill_changes_nothing() {
         let task = tokio::spawn(async move { f.run(stop).await });
         runs.push(Running {
             name,
+            must_reject: false,
             fault,
             proxy,
             metrics,
@@ -351,8 +358,12 @@ async fn every_fault_during_backfill_changes_nothing() {
     stop.cancel();
 }
 
-/// The followers first reach the head; then each fault hits its follower's
-/// only endpoint for the window while blocks keep coming.
+/// The followers first reach the head and stop; several blocks are mined;
+/// then each fault hits its follower's only endpoint for the window while
+/// the follower, started again, catches up those blocks (so the block it
+/// asks for is not `latest`: answering for `latest` is then wrong) and
+/// blocks keep coming. The faults that are wrong answers must be seen
+/// rejected, not merely survived.
 #[tokio::test]
 async fn every_fault_during_live_following_changes_nothing() {
     let stack = Stack::start().await;
@@ -361,16 +372,53 @@ async fn every_fault_during_live_following_changes_nothing() {
     actions.extend(traffic(60, 1));
     seed::run(&stack, &actions, 5).await;
     let head = stack.deployer.get_block_number().await.expect("head");
-    let stop = CancellationToken::new();
-    let mut runs = Vec::new();
-    for (i, (name, _, fault)) in cases(true).into_iter().enumerate() {
+    let catch_up = CancellationToken::new();
+    let mut first = Vec::new();
+    for (i, (name, _, _)) in cases(true).into_iter().enumerate() {
         let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
         let db = i as u8 + 1;
+        let (mut f, _) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), db).await;
+        let stop = catch_up.clone();
+        let task = tokio::spawn(async move { f.run(stop).await });
+        first.push((name, proxy, db, task));
+    }
+    for (name, _, db, _) in &first {
+        let mut c = conn(&stack, *db).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while checkpoint(&mut c, &spec).await != Some(head) {
+            assert!(Instant::now() < deadline, "{name} did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    catch_up.cancel();
+    let mut proxies = Vec::new();
+    for (name, proxy, db, task) in first {
+        task.await.expect("join").expect("follower stops cleanly");
+        proxies.push((name, proxy, db));
+    }
+    // Blocks the stopped followers do not have (fewer than the window, so
+    // they are caught up block by block, logs by block hash).
+    let behind = traffic(18, 2);
+    seed::run(&stack, &behind, 3).await;
+    actions.extend(behind);
+    let mined = stack.deployer.get_block_number().await.expect("head") - head;
+    assert!(
+        (4..spec.follow.window).contains(&mined),
+        "{mined} blocks to catch up"
+    );
+    let stop = CancellationToken::new();
+    let mut runs = Vec::new();
+    for ((name, proxy, db), (_, method, fault)) in proxies.into_iter().zip(cases(true)) {
+        proxy.inject(method, fault.clone(), Some(window()));
         let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), db).await;
         let stop = stop.clone();
         let task = tokio::spawn(async move { f.run(stop).await });
         runs.push(Running {
             name,
+            must_reject: matches!(
+                fault,
+                Fault::IgnoreBlockHash | Fault::EmptyLogs | Fault::HalfLogs
+            ),
             fault,
             proxy,
             metrics,
@@ -378,20 +426,9 @@ async fn every_fault_during_live_following_changes_nothing() {
             task,
         });
     }
-    for run in &runs {
-        let mut c = conn(&stack, run.db).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while checkpoint(&mut c, &spec).await != Some(head) {
-            assert!(Instant::now() < deadline, "{} did not catch up", run.name);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    for (run, (_, method, _)) in runs.iter().zip(cases(true)) {
-        run.proxy.inject(method, run.fault.clone(), Some(window()));
-    }
     // Blocks keep coming through the window and a little after it.
     let until = Instant::now() + window() + Duration::from_secs(1);
-    let mut salt = 2;
+    let mut salt = 3;
     while Instant::now() < until {
         let more = traffic(3, salt);
         seed::run(&stack, &more, 3).await;
@@ -597,8 +634,9 @@ async fn a_wrong_chain_endpoint_is_never_used() {
     );
 }
 
-/// T2: a provider that really lags, beyond the window (its head 30 blocks
-/// back, `null` for newer blocks, ranges clamped to its head, "unknown
+/// T2: a provider that really lags (its head 8 blocks back, below our
+/// checkpoint but inside the window, so its head block is compared with the
+/// hash we remember; `null` for newer blocks, ranges clamped to its head, "unknown
 /// block" for newer blocks' logs): the follower waits — no reorg, no revert,
 /// nothing lost — and lag is reported against the highest head seen. With a
 /// fresh second endpoint, the probe shows the first is stale: it is left
@@ -622,12 +660,29 @@ async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
         .await
         .expect("digest")
         .0;
-    lagging.inject(None, Fault::Lagging(30), None);
-    // New blocks the lagging endpoint does not have.
-    let more = traffic(20, 2);
+    // A lag smaller than the window: the endpoint's head is a block we still
+    // remember the hash of, so "is its head our block?" is really compared
+    // (with a lag beyond the window that hash would be pruned and nothing
+    // compared).
+    let lag = 8;
+    assert!(lag < spec.follow.window);
+    lagging.inject(None, Fault::Lagging(lag), None);
+    // New blocks the lagging endpoint does not have, fewer than its lag: its
+    // head is below our checkpoint (the chain looks shorter there).
+    let more = traffic(8, 2);
     seed::run(&stack, &more, 2).await;
     actions.extend(more);
     let new_head = stack.deployer.get_block_number().await.expect("head");
+    let their_head = new_head - lag;
+    assert!(their_head < head && head - their_head < spec.follow.window);
+    let remembered: Option<String> = c
+        .hget(spec.watched.keys.block_hashes(), their_head)
+        .await
+        .expect("hash");
+    assert!(
+        remembered.is_some(),
+        "the hash of the lagging endpoint's head is remembered, so it is compared"
+    );
     for _ in 0..3 {
         assert_eq!(f.sync().await.expect("waits"), Some(head));
     }
