@@ -1060,3 +1060,69 @@ async fn an_unprovable_range_is_committed_only_once_a_second_endpoint_confirms_i
         .0;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
+
+/// F7, the walk itself: a reorg walk that meets blocks no endpoint has
+/// (`null` headers) takes them as unknown, never as replaced. With the tip
+/// replaced and every header by number answered `null`, nothing is undone
+/// and the indexer does not stop ("reorg too deep" would need a replaced
+/// block proven); once headers are served, the replaced block is undone and
+/// the state equals a fresh index.
+#[tokio::test]
+async fn a_reorg_walk_through_unavailable_headers_undoes_nothing_and_is_never_too_deep() {
+    use alloy::rpc::types::anvil::ReorgOptions;
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    let mut actions = approvals();
+    actions.extend(traffic(40, 1));
+    seed::run(&stack, &actions, 4).await;
+    let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
+    let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), 1).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("sync"), Some(head));
+    let mut c = conn(&stack, 1).await;
+    let tip: Option<String> = c
+        .hget(spec.watched.keys.checkpoint(), "hash")
+        .await
+        .expect("checkpoint hash");
+    stack
+        .deployer
+        .anvil_reorg(ReorgOptions {
+            depth: 1,
+            tx_block_pairs: vec![],
+        })
+        .await
+        .expect("anvil_reorg");
+    proxy.inject(Some("eth_getBlockByNumber"), Fault::NullHeaders, None);
+    for _ in 0..3 {
+        match f.sync().await {
+            Ok(_) => {}
+            Err(Error::Rpc(_)) => {}
+            Err(e) => panic!("unknown headers must be retried, not fatal: {e}"),
+        }
+    }
+    assert!(
+        proxy.injected("null_headers") > 0,
+        "the walk met null headers"
+    );
+    assert_eq!(
+        checkpoint(&mut c, &spec).await,
+        Some(head),
+        "nothing undone"
+    );
+    let still: Option<String> = c
+        .hget(spec.watched.keys.checkpoint(), "hash")
+        .await
+        .expect("checkpoint hash");
+    assert_eq!(
+        still, tip,
+        "the old tip stays until a replaced block is proven"
+    );
+    proxy.clear();
+    assert_eq!(f.sync().await.expect("through the reorg"), Some(head));
+    assert!(metrics.reorgs.load(Ordering::Relaxed) > 0);
+    let digest = state_digest(&mut c, &spec.watched.keys)
+        .await
+        .expect("digest")
+        .0;
+    assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
+}
