@@ -1126,3 +1126,34 @@ async fn a_reorg_walk_through_unavailable_headers_undoes_nothing_and_is_never_to
         .0;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
+
+/// F13: a stall is visible. While no endpoint reports a newer head,
+/// `head_age` (exported as `chainfront_head_age_seconds`) grows; it drops
+/// back as soon as the chain moves.
+#[tokio::test]
+async fn a_stalled_head_shows_as_a_growing_head_age() {
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    seed::run(&stack, &approvals(), 1).await;
+    let (mut f, metrics) = follower(&stack, &spec, &[stack.anvil.endpoint()], 1).await;
+    f.sync().await.expect("sync");
+    // The test chain mines only when asked: it stands still now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    f.sync().await.expect("sync");
+    let stalled = metrics.rpc.head_age();
+    assert!(
+        stalled >= Duration::from_millis(1_400),
+        "the head has not moved for 1.5 s, head_age says {stalled:?}"
+    );
+    stack
+        .deployer
+        .anvil_mine(Some(1), None)
+        .await
+        .expect("mine");
+    f.sync().await.expect("sync");
+    let moved = metrics.rpc.head_age();
+    assert!(
+        moved < stalled,
+        "a new head resets it: {moved:?} after {stalled:?}"
+    );
+}
