@@ -857,38 +857,59 @@ async fn expect_deposits(stack: &Stack, spec: &ChainSpec, c: &mut RedisConn, act
 /// reverted and the head is not taken to be block 0.
 #[tokio::test]
 async fn a_safe_head_is_followed_and_a_null_safe_block_is_not_yet() {
-    use chainfront_indexer::follow::HeadTag;
+    tagged_head_is_followed_and_null_is_not_yet(
+        chainfront_indexer::follow::HeadTag::Safe,
+        alloy::eips::BlockNumberOrTag::Safe,
+    )
+    .await;
+}
+
+/// The same with `head = "finalized"` (anvil's finalized block trails its
+/// safe block).
+#[tokio::test]
+async fn a_finalized_head_is_followed_and_a_null_finalized_block_is_not_yet() {
+    tagged_head_is_followed_and_null_is_not_yet(
+        chainfront_indexer::follow::HeadTag::Finalized,
+        alloy::eips::BlockNumberOrTag::Finalized,
+    )
+    .await;
+}
+
+async fn tagged_head_is_followed_and_null_is_not_yet(
+    head: chainfront_indexer::follow::HeadTag,
+    tag: alloy::eips::BlockNumberOrTag,
+) {
     let stack = Stack::start().await;
     let mut spec = spec(&stack);
-    spec.follow.head = HeadTag::Safe;
+    spec.follow.head = head;
     let mut actions = approvals();
     actions.extend(traffic(300, 1));
     seed::run(&stack, &actions, 3).await;
-    let safe = stack
+    let tagged = stack
         .deployer
-        .get_block_by_number(alloy::eips::BlockNumberOrTag::Safe)
+        .get_block_by_number(tag)
         .await
-        .expect("safe")
-        .expect("anvil has a safe block")
+        .expect("tagged block")
+        .expect("anvil has the tagged block")
         .header
         .number;
     let latest = stack.deployer.get_block_number().await.expect("head");
     assert!(
-        safe < latest && safe > spec.follow.start_block,
-        "{safe} {latest}"
+        tagged < latest && tagged > spec.follow.start_block,
+        "{tag}: {tagged}, latest {latest}"
     );
     let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
     let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), 1).await;
-    assert_eq!(f.sync().await.expect("sync"), Some(safe));
-    assert_eq!(metrics.head_block.load(Ordering::Relaxed), safe);
+    assert_eq!(f.sync().await.expect("sync"), Some(tagged));
+    assert_eq!(metrics.head_block.load(Ordering::Relaxed), tagged);
     let mut c = conn(&stack, 1).await;
     let before = state_digest(&mut c, &spec.watched.keys)
         .await
         .expect("digest")
         .0;
     proxy.inject(Some("eth_getBlockByNumber"), Fault::NullHead, None);
-    assert_eq!(f.sync().await.expect("not yet"), Some(safe));
-    assert_eq!(metrics.head_block.load(Ordering::Relaxed), safe, "not 0");
+    assert_eq!(f.sync().await.expect("not yet"), Some(tagged));
+    assert_eq!(metrics.head_block.load(Ordering::Relaxed), tagged, "not 0");
     assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
     assert_eq!(
         before,
