@@ -205,11 +205,12 @@ pub(crate) async fn follower(
 pub(crate) async fn fresh_digest(stack: &Stack, spec: &ChainSpec, db: u8) -> String {
     let (mut f, _) = follower(stack, spec, &[stack.anvil.endpoint()], db).await;
     f.sync().await.expect("fresh index");
-    let mut c = conn(stack, db).await;
-    state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0
+    digest_of(&mut conn(stack, db).await, spec).await
+}
+
+/// The state digest of `spec`'s chain in `c`.
+pub(crate) async fn digest_of(c: &mut RedisConn, spec: &ChainSpec) -> String {
+    state_digest(c, &spec.watched.keys).await.expect("digest").0
 }
 
 struct Running {
@@ -278,10 +279,7 @@ async fn judge(
         if run.must_reject && rpc.rejected.load(Ordering::Relaxed) == 0 {
             failures.push(format!("{}: no answer was rejected", run.name));
         }
-        let digest = state_digest(&mut c, &spec.watched.keys)
-            .await
-            .expect("digest")
-            .0;
+        let digest = digest_of(&mut c, spec).await;
         if digest != reference {
             failures.push(format!("{}: state differs from a fresh index", run.name));
         }
@@ -475,10 +473,7 @@ async fn a_provider_without_mix_hash_is_followed_to_the_head() {
     stop.cancel();
     task.await.expect("join").expect("follower");
     assert!(proxy.injected("strip_mix_hash") > 0, "mixHash was stripped");
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
 
@@ -532,10 +527,7 @@ async fn a_block_over_the_providers_cap_is_reported_never_skipped() {
         .await
         .expect("deposits");
     assert_eq!(n, count);
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
 
@@ -611,10 +603,7 @@ async fn a_wrong_chain_endpoint_is_never_used() {
         "the wrong-chain endpoint was asked only its chain id"
     );
     let mut c = conn(&stack, 1).await;
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 
     let (only_wrong, _) = follower(&stack, &spec, std::slice::from_ref(&wrong.url), 3).await;
@@ -656,10 +645,7 @@ async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
     let head = stack.deployer.get_block_number().await.expect("head");
     assert_eq!(f.sync().await.expect("sync"), Some(head));
     let mut c = conn(&stack, 1).await;
-    let before = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let before = digest_of(&mut c, &spec).await;
     // A lag smaller than the window: the endpoint's head is a block we still
     // remember the hash of, so "is its head our block?" is really compared
     // (with a lag beyond the window that hash would be pruned and nothing
@@ -688,14 +674,7 @@ async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
     }
     assert!(lagging.injected("lagging") > 0);
     assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
-    assert_eq!(
-        before,
-        state_digest(&mut c, &spec.watched.keys)
-            .await
-            .expect("digest")
-            .0,
-        "nothing reverted"
-    );
+    assert_eq!(before, digest_of(&mut c, &spec).await, "nothing reverted");
     assert_eq!(
         metrics.head_block.load(Ordering::Relaxed),
         head,
@@ -725,10 +704,7 @@ async fn a_lagging_provider_causes_no_reorg_and_is_left_for_a_fresh_one() {
     stop.cancel();
     task.await.expect("join").expect("follower");
     expect_deposits(&stack, &spec, &mut c2, &actions).await;
-    let digest = state_digest(&mut c2, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c2, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 3).await);
 }
 
@@ -778,10 +754,7 @@ async fn a_range_answered_by_a_lagging_backend_is_never_committed_incomplete() {
         "the lagging endpoint was asked for ranges beyond its head"
     );
     expect_deposits(&stack, &spec, &mut c, &actions).await;
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
 
@@ -802,10 +775,7 @@ async fn an_unavailable_checkpoint_header_is_retried_never_taken_for_a_reorg() {
     let head = stack.deployer.get_block_number().await.expect("head");
     assert_eq!(f.sync().await.expect("sync"), Some(head));
     let mut c = conn(&stack, 1).await;
-    let before = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let before = digest_of(&mut c, &spec).await;
     let more = traffic(60, 2);
     seed::run(&stack, &more, 3).await;
     actions.extend(more);
@@ -821,13 +791,7 @@ async fn an_unavailable_checkpoint_header_is_retried_never_taken_for_a_reorg() {
         "nothing reverted"
     );
     assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
-    assert_eq!(
-        before,
-        state_digest(&mut c, &spec.watched.keys)
-            .await
-            .expect("digest")
-            .0
-    );
+    assert_eq!(before, digest_of(&mut c, &spec).await);
     assert!(proxy.injected("null_headers") > 0);
     proxy.clear();
     let new_head = stack.deployer.get_block_number().await.expect("head");
@@ -903,21 +867,12 @@ async fn tagged_head_is_followed_and_null_is_not_yet(
     assert_eq!(f.sync().await.expect("sync"), Some(tagged));
     assert_eq!(metrics.head_block.load(Ordering::Relaxed), tagged);
     let mut c = conn(&stack, 1).await;
-    let before = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let before = digest_of(&mut c, &spec).await;
     proxy.inject(Some("eth_getBlockByNumber"), Fault::NullHead, None);
     assert_eq!(f.sync().await.expect("not yet"), Some(tagged));
     assert_eq!(metrics.head_block.load(Ordering::Relaxed), tagged, "not 0");
     assert_eq!(metrics.reorgs.load(Ordering::Relaxed), 0);
-    assert_eq!(
-        before,
-        state_digest(&mut c, &spec.watched.keys)
-            .await
-            .expect("digest")
-            .0
-    );
+    assert_eq!(before, digest_of(&mut c, &spec).await);
     assert!(proxy.injected("null_head") > 0);
 }
 
@@ -1012,10 +967,7 @@ async fn the_indexer_process_follows_through_two_faulty_endpoints() {
     }
     assert!(p1.calls("eth_chainId") > 0 && p2.calls("eth_chainId") > 0);
     expect_deposits(&stack, &spec, &mut c, &actions).await;
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
 
@@ -1075,10 +1027,7 @@ async fn an_unprovable_range_is_committed_only_once_a_second_endpoint_confirms_i
         "the second endpoint confirmed"
     );
     expect_deposits(&stack, &spec, &mut c, &actions).await;
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
 
@@ -1141,10 +1090,7 @@ async fn a_reorg_walk_through_unavailable_headers_undoes_nothing_and_is_never_to
     proxy.clear();
     assert_eq!(f.sync().await.expect("through the reorg"), Some(head));
     assert!(metrics.reorgs.load(Ordering::Relaxed) > 0);
-    let digest = state_digest(&mut c, &spec.watched.keys)
-        .await
-        .expect("digest")
-        .0;
+    let digest = digest_of(&mut c, &spec).await;
     assert_eq!(digest, fresh_digest(&stack, &spec, 2).await);
 }
 
