@@ -126,30 +126,31 @@ pub struct Sent {
 
 /// How to restore the keys one block touched: for every (key, field or
 /// member) the block wrote, its value before the block. Sized by the block's
-/// writes, not by the collections they touch.
+/// writes, not by the collections they touch. Written borrowing from the
+/// commit's ops; read back owned.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct UndoRecord {
+struct UndoRecord<'a> {
     /// The checkpoint before the block.
     prev_number: u64,
     prev_hash: B256,
     /// What to put back, applied in any order (each entry is a pre-block value).
-    restore: Vec<Restore>,
+    restore: Vec<Restore<'a>>,
 }
 
 /// One pre-block value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-enum Restore {
+enum Restore<'a> {
     /// A hash field: its value, or absent.
-    Field(String, String, Option<String>),
+    Field(Cow<'a, str>, Cow<'a, str>, Option<Cow<'a, str>>),
     /// A set member: present or not.
-    Member(String, String, bool),
+    Member(Cow<'a, str>, Cow<'a, str>, bool),
     /// A sorted-set member: its score, or absent.
-    Scored(String, String, Option<String>),
+    Scored(Cow<'a, str>, Cow<'a, str>, Option<Cow<'a, str>>),
     /// A string key: its value, or absent.
-    Str(String, Option<String>),
+    Str(Cow<'a, str>, Option<Cow<'a, str>>),
 }
 
-impl Restore {
+impl Restore<'_> {
     fn command(&self) -> Cmd {
         match self {
             Restore::Field(k, f, Some(v)) => {
@@ -445,11 +446,11 @@ impl Store {
         let mut prev = base;
         let mut undo_cmds = Vec::with_capacity(blocks.len() * 2);
         for (i, b) in blocks.iter().enumerate() {
-            let restore: Vec<RestoreRef<'_>> = table.block_slots[i]
+            let restore: Vec<Restore<'_>> = table.block_slots[i]
                 .iter()
                 .map(|&s| table.restore(s))
                 .collect();
-            let json = serde_json::to_vec(&UndoRecordRef {
+            let json = serde_json::to_vec(&UndoRecord {
                 prev_number: prev.map(|p| p.number).unwrap_or_default(),
                 prev_hash: prev.map(|p| p.hash).unwrap_or_default(),
                 restore,
@@ -1020,13 +1021,13 @@ impl<'a> SlotTable<'a> {
     }
 
     /// The undo entry that puts slot `i`'s current value back.
-    fn restore(&self, i: usize) -> RestoreRef<'a> {
+    fn restore(&self, i: usize) -> Restore<'a> {
         let before = self.value(i);
         match self.slots[i] {
-            SlotRef::Field(k, f) => RestoreRef::Field(k, f, before),
-            SlotRef::Member(k, m) => RestoreRef::Member(k, m, before.is_some()),
-            SlotRef::Scored(k, m) => RestoreRef::Scored(k, m, before),
-            SlotRef::Str(k) => RestoreRef::Str(k, before),
+            SlotRef::Field(k, f) => Restore::Field(k.into(), f.into(), before),
+            SlotRef::Member(k, m) => Restore::Member(k.into(), m.into(), before.is_some()),
+            SlotRef::Scored(k, m) => Restore::Scored(k.into(), m.into(), before),
+            SlotRef::Str(k) => Restore::Str(k.into(), before),
         }
     }
 
@@ -1104,23 +1105,6 @@ impl<'a> SlotTable<'a> {
         }
         Ok(out)
     }
-}
-
-/// [`UndoRecord`] as written, borrowing from the commit (same JSON).
-#[derive(Serialize)]
-struct UndoRecordRef<'a> {
-    prev_number: u64,
-    prev_hash: B256,
-    restore: Vec<RestoreRef<'a>>,
-}
-
-/// [`Restore`] as written, borrowing from the commit (same JSON).
-#[derive(Debug, Serialize)]
-enum RestoreRef<'a> {
-    Field(&'a str, &'a str, Option<Cow<'a, str>>),
-    Member(&'a str, &'a str, bool),
-    Scored(&'a str, &'a str, Option<Cow<'a, str>>),
-    Str(&'a str, Option<Cow<'a, str>>),
 }
 
 /// Each total's final value, keyed by (key, hash field).
@@ -1275,7 +1259,7 @@ mod tests {
                 .iter()
                 .map(|&i| table.restore(i))
                 .collect();
-            let json = serde_json::to_string(&UndoRecordRef {
+            let json = serde_json::to_string(&UndoRecord {
                 prev_number: b.number - 1,
                 prev_hash: B256::ZERO,
                 restore,
@@ -1288,7 +1272,7 @@ mod tests {
             );
             table.replay(&b.ops).expect("replay");
         }
-        let s = |v: &str| Some(v.to_owned());
+        let s = |v: &str| Some(Cow::Owned(v.to_owned()));
         assert_eq!(
             records[0],
             vec![
