@@ -520,16 +520,6 @@ impl Markets {
         Ok(json)
     }
 
-    /// The quote for `amount` in `currency`, at the contract's indexed fee
-    /// (read at most once a second).
-    pub async fn calculate_fees(&self, amount: &str, currency: &str) -> Result<FeeView> {
-        let currency = fees::Currency::parse(currency).ok_or(fees::AmountError::UnknownCurrency)?;
-        let stake = fees::parse_amount(amount, currency)?;
-        let settings = self.settings_cached().await?;
-        let quote = FeeQuote::new(stake, settings.fee_bps, currency)?;
-        Ok(FeeView::from(&quote))
-    }
-
     /// The submission with this contract id (`SubmissionNotFound` if none).
     pub async fn submission_by_id(&self, id: U256) -> Result<SubmissionView> {
         let s = self
