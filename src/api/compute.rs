@@ -41,22 +41,28 @@ pub const MAX_COMPUTE_BODY: usize = 4 << 20;
 pub const WALLET_HEADER: &str = "x-wallet-address";
 
 /// Every Compute API route.
+///
+/// The larger body limit wraps only the routes that take a body: a layer
+/// wraps each route in one more boxed service, which the reads (polled
+/// balances, job status) would pay for on every request and never use.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let reads = OpenApiRouter::new()
         .routes(routes!(pricing))
         .routes(routes!(metrics))
         .routes(routes!(balance))
-        .routes(routes!(deposit))
         .routes(routes!(usage))
         .routes(routes!(ledger))
-        .routes(routes!(submit))
         .routes(routes!(jobs))
-        .routes(routes!(job))
+        .routes(routes!(job));
+    let writes = OpenApiRouter::new()
+        .routes(routes!(deposit))
+        .routes(routes!(submit))
         .routes(routes!(cancel))
         .routes(routes!(stream_llm))
         .routes(routes!(webhook_secret, rotate_webhook_secret))
         .routes(routes!(incoming_webhook))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPUTE_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPUTE_BODY));
+    reads.merge(writes)
 }
 
 impl From<ComputeError> for ApiError {
@@ -361,11 +367,15 @@ async fn balance(
     let wallet = match (&q.wallet, header_wallet(headers)?) {
         (Some(w), _) => parse_address(w, "wallet")?,
         (None, Some(w)) => w,
-        (None, None) => spender(&state, headers, &signed, None).await.map_err(|_| {
-            ApiError::BadRequest(
-                "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
-            )
-        })?,
+        // Boxed: the proof's future is ~5 KB, and a polled balance that
+        // names its wallet would otherwise carry (and copy) it every time.
+        (None, None) => Box::pin(spender(&state, headers, &signed, None))
+            .await
+            .map_err(|_| {
+                ApiError::BadRequest(
+                    "name the wallet: ?wallet=0x…, X-Wallet-Address or a sign-in token".into(),
+                )
+            })?,
     };
     let b = c.ledger().balance_cached(wallet).await?;
     let body = state.balance_bodies.body(wallet, b);

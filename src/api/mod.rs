@@ -129,20 +129,29 @@ pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
     routes(state).into_openapi()
 }
 
-/// The complete router: routes, `{"error"}` bodies for every refusal
-/// (axum's own rejections included), the body limit, the request timeout and
-/// the concurrency limit.
-pub fn router(state: AppState) -> Router {
+/// The whole API as one service ([`router`]).
+pub type Api = error::Guarded<<axum::extract::DefaultBodyLimit as tower::Layer<Router>>::Service>;
+
+/// The complete API: routes, `{"error"}` bodies for every refusal (axum's
+/// own rejections included), the body limit, the request timeout and the
+/// concurrency limit.
+///
+/// The body limit and the guard wrap the router once, as services around
+/// it, rather than as `Router::layer`s: those wrap every route in another
+/// boxed service, which costs each request a boxed clone and a boxed future
+/// per layer.
+pub fn router(state: AppState) -> Api {
+    use tower::Layer;
     let (router, doc) = routes(&state).split_for_parts();
     // The same state always builds the same document: a second router of
     // this state finds it set.
     let _ = state.openapi.set(openapi::serialize(&doc));
-    router
+    let guard = error::Guard::new(&state);
+    let router = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(error::Guard::new(&state))
-        .with_state(state)
+        .with_state(state);
+    guard.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES).layer(router))
 }
 
 /// `/metrics` alone, for `api.metrics_listen`.

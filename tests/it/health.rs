@@ -9,7 +9,7 @@ use tower::ServiceExt;
 
 use crate::harness::Stack;
 
-async fn get_health(router: axum::Router) -> (StatusCode, Value) {
+async fn get_health(router: chainfront::api::Api) -> (StatusCode, Value) {
     let resp = router
         .oneshot(
             Request::get("/health")

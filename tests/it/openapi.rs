@@ -53,7 +53,7 @@ fn concrete(path: &str) -> String {
         .replace("{ip}", "192.0.2.1")
 }
 
-async fn call(router: &axum::Router, method: Method, uri: &str) -> (StatusCode, Value) {
+async fn call(router: &chainfront::api::Api, method: Method, uri: &str) -> (StatusCode, Value) {
     let resp = router
         .clone()
         .oneshot(

@@ -193,7 +193,7 @@ async fn no_rpc_url_secret_reaches_an_answer_or_a_log_line() {
     }
 }
 
-async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+async fn call(router: &chainfront::api::Api, req: Request<Body>) -> (StatusCode, Value) {
     let resp = router.clone().oneshot(req).await.expect("response");
     let status = resp.status();
     let ct = resp
@@ -284,6 +284,43 @@ async fn every_refusal_is_an_error_object_with_the_right_status() {
         );
         assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{what}: {body}");
     }
+}
+
+/// The API's body limit is 64 KB, except on the Compute API's routes, which
+/// take up to 4 MB (storage objects travel inside the body): a 70 KB job is
+/// read and refused for what it is (no payment, no proof of a wallet), not
+/// for its size, and only a body past 4 MB is too large there.
+#[tokio::test]
+async fn compute_routes_take_bodies_past_the_general_limit() {
+    let stack = Stack::start().await;
+    let state = chainfront::node::connect(node_config(&stack, &[]))
+        .await
+        .expect("connect");
+    let router = chainfront::api::router(state);
+    let job = |body: Body| {
+        Request::post("/v1/compute/storage")
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("request")
+    };
+    let big = format!(
+        r#"{{"payload":{{"operation":"put","key":"k","content":"{}"}}}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let (status, body) = call(&router, job(Body::from(big.clone()))).await;
+    assert_eq!(status.as_u16(), 402, "a 70 KB job: {body}");
+    let (status, body) = call(&router, job(Body::from(vec![b' '; 5 << 20]))).await;
+    assert_eq!(status.as_u16(), 413, "a 5 MB job: {body}");
+    // The same 70 KB is too large for any other route.
+    let (status, body) = call(
+        &router,
+        Request::post("/auth/login")
+            .header("content-type", "application/json")
+            .body(Body::from(big))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 413, "70 KB to /auth/login: {body}");
 }
 
 /// F3: with one-time delivery, a request that cannot be served as asked
