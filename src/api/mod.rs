@@ -130,7 +130,60 @@ pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
 }
 
 /// The whole API as one service ([`router`]).
-pub type Api = error::Guarded<<axum::extract::DefaultBodyLimit as tower::Layer<Router>>::Service>;
+pub type Api = error::Guarded<BodyLimit>;
+
+/// The router behind [`MAX_BODY_BYTES`] (axum's `DefaultBodyLimit`, which a
+/// route may raise, as the Compute API's do). The limit is an extension
+/// inserted into the request, so it is only inserted where it can matter: a
+/// body whose size is bounded within the limit (no body, or a declared
+/// `Content-Length` hyper reads exactly) cannot carry more, and goes to the
+/// router as it is.
+#[derive(Clone)]
+pub struct BodyLimit {
+    plain: Router,
+    limited: <axum::extract::DefaultBodyLimit as tower::Layer<Router>>::Service,
+}
+
+impl BodyLimit {
+    fn new(router: Router) -> Self {
+        use tower::Layer;
+        Self {
+            limited: axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES).layer(router.clone()),
+            plain: router,
+        }
+    }
+}
+
+/// Whether `req`'s body could exceed [`MAX_BODY_BYTES`]: its size has no
+/// upper bound (chunked) or one past the limit.
+fn may_exceed_body_limit(req: &axum::extract::Request) -> bool {
+    use axum::body::HttpBody as _;
+    req.body()
+        .size_hint()
+        .upper()
+        .is_none_or(|n| n > MAX_BODY_BYTES as u64)
+}
+
+impl tower::Service<axum::extract::Request> for BodyLimit {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.plain, cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        if may_exceed_body_limit(&req) {
+            self.limited.call(req)
+        } else {
+            self.plain.call(req)
+        }
+    }
+}
 
 /// The complete API: routes, `{"error"}` bodies for every refusal (axum's
 /// own rejections included), the body limit, the request timeout and the
@@ -151,7 +204,7 @@ pub fn router(state: AppState) -> Api {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state);
-    guard.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES).layer(router))
+    guard.layer(BodyLimit::new(router))
 }
 
 /// `/metrics` alone, for `api.metrics_listen`.

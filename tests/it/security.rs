@@ -316,11 +316,40 @@ async fn compute_routes_take_bodies_past_the_general_limit() {
         &router,
         Request::post("/auth/login")
             .header("content-type", "application/json")
-            .body(Body::from(big))
+            .body(Body::from(big.clone()))
             .expect("request"),
     )
     .await;
     assert_eq!(status.as_u16(), 413, "70 KB to /auth/login: {body}");
+
+    // The same over HTTP, with a declared length and chunked (no length
+    // known in advance): the limit holds either way.
+    let node = start_node(node_config(&stack, &[])).await;
+    let http = reqwest::Client::new();
+    let chunked = |body: String| {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+            .into_bytes()
+            .chunks(8 * 1024)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+    };
+    for (path, body, want) in [
+        ("/auth/login", reqwest::Body::from(big.clone()), 413),
+        ("/auth/login", chunked(big.clone()), 413),
+        ("/auth/login", chunked(r#"{"message":1}"#.into()), 422),
+        ("/v1/compute/storage", reqwest::Body::from(big.clone()), 402),
+        ("/v1/compute/storage", chunked(big.clone()), 402),
+    ] {
+        let resp = http
+            .post(format!("{}{path}", node.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), want, "{path}");
+    }
 }
 
 /// F3: with one-time delivery, a request that cannot be served as asked
