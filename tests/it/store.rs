@@ -153,6 +153,70 @@ async fn a_writer_without_the_fencing_token_commits_and_reverts_nothing() {
     assert!(matches!(e, Error::Fenced), "{e}");
 }
 
+/// F19: a fencing token is never handed out twice, even when Redis rolls
+/// its counter back (a failover to a replica that missed the increments, a
+/// restored dump) and every process runs as the same pid: the token taken
+/// after the rollback carries the same counter value but differs, and the
+/// paused ex-leader's token is refused.
+#[tokio::test]
+async fn a_fencing_token_is_unique_even_after_the_counter_rolls_back() {
+    use chainfront_indexer::leader;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    let stack = Stack::start().await;
+    let spec = spec(&stack);
+    let keys = spec.watched.keys.clone();
+    let mut c = conn(&stack, 1).await;
+    let ttl = Duration::from_millis(300);
+    let fence_before: Option<u64> = c.get(keys.fence()).await.expect("get");
+    let first = leader::acquire(c.clone(), keys.clone(), ttl, CancellationToken::new())
+        .await
+        .expect("acquire")
+        .expect("leader");
+    let mut store = Store::new(c.clone(), keys.clone(), spec.follow.window);
+    store.set_fencing_token(first.token.clone());
+    store
+        .commit_window(vec![WindowBlock {
+            number: 1,
+            hash: B256::repeat_byte(1),
+            ops: set_op(&keys, "1"),
+        }])
+        .await
+        .expect("the leader commits");
+    // The leader is paused past its lock, Redis loses the counter's
+    // increment, and another process takes the lock.
+    first.lost.cancel();
+    let _: () = c.del(keys.leader()).await.expect("del");
+    match fence_before {
+        Some(n) => c.set::<_, _, ()>(keys.fence(), n).await.expect("set"),
+        None => c.del::<_, ()>(keys.fence()).await.expect("del"),
+    }
+    let second = leader::acquire(c.clone(), keys.clone(), ttl, CancellationToken::new())
+        .await
+        .expect("acquire")
+        .expect("leader");
+    let counter = |t: &str| t.split(':').next().map(str::to_owned);
+    assert_eq!(
+        counter(&first.token),
+        counter(&second.token),
+        "the counter was rolled back: {} / {}",
+        first.token,
+        second.token
+    );
+    assert_ne!(first.token, second.token, "a token was handed out twice");
+    // The random part is 128 bits, not a pid or a time.
+    let random = second.token.split(':').nth(1).unwrap_or_default();
+    assert_eq!(random.len(), 32, "{}", second.token);
+    assert_ne!(random, format!("{:032x}", std::process::id()));
+    // The paused ex-leader writes nothing.
+    let before = digest(&mut c, &spec).await;
+    for e in both_commits(&store, &keys, 1).await {
+        assert!(matches!(e, Error::Fenced), "{e}");
+    }
+    assert_eq!(before, digest(&mut c, &spec).await, "nothing written");
+    second.lost.cancel();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir") {

@@ -136,7 +136,7 @@ async fn processes_survive_a_redis_outage_and_the_standby_takes_over() {
 #[tokio::test]
 async fn a_redis_that_may_evict_state_is_refused_at_start() {
     let stack = Stack::start().await;
-    let mut c = conn(&stack, 0).await;
+    let c = conn(&stack, 0).await;
     let set = |policy: &'static str| {
         let mut c = c.clone();
         async move {
@@ -170,8 +170,45 @@ async fn a_redis_that_may_evict_state_is_refused_at_start() {
     chainfront::node::connect(stack.config())
         .await
         .expect("volatile-* is accepted (with a warning)");
+    use chainfront_indexer::conn::{Eviction, check_eviction_policy};
+    assert_eq!(
+        check_eviction_policy(&mut c.clone())
+            .await
+            .expect("accepted"),
+        Eviction::Volatile("volatile-lru".into())
+    );
+    // The indexer starts on it, and says what it risks.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("index.log");
+    let mut p = spawn(&stack, "index", 1, &[], Some(&log));
+    let warned = || {
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.contains("maxmemory-policy may evict keys with a TTL") && l.contains("volatile-lru")
+        })
+    };
+    let t = Instant::now();
+    while !warned() {
+        assert!(
+            p.0.try_wait().expect("try_wait").is_none(),
+            "`index` exited on volatile-lru: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no warning about volatile-lru: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = p.0.kill();
+    let _ = p.0.wait();
     set("noeviction").await;
-    let _: () = redis::cmd("PING").query_async(&mut c).await.expect("ping");
+    assert_eq!(
+        check_eviction_policy(&mut c.clone())
+            .await
+            .expect("accepted"),
+        Eviction::None
+    );
 }
 
 /// The indexer's Redis connection gives up on an answer after its own
