@@ -547,10 +547,17 @@ impl Watched {
     ) -> Vec<Op> {
         let k = &self.keys;
         let id = ChainKeys::deposit_id(tx, log_index);
+        // `<from>:<amount>:<block>`, built in one buffer.
+        let mut value = String::with_capacity(42 + 1 + 78 + 1 + 20);
+        crate::keys::push_lower(&mut value, from);
+        value.push(':');
+        let _ = std::fmt::Write::write_fmt(&mut value, format_args!("{amount}"));
+        value.push(':');
+        value.push_str(itoa::Buffer::new().format(block));
         vec![
             Op::HSet {
                 key: k.deposits(),
-                fields: vec![(id.clone(), format!("{}:{amount}:{block}", lower(from)))],
+                fields: vec![(id.clone(), value)],
             },
             // (The ledger's reconciler follows deposits by block: one
             // entry per block, see `ops_for_logs`.)
@@ -601,6 +608,29 @@ mod tests {
             usdc: Some(USDC),
             treasury: Some(TREASURY),
         }
+    }
+
+    /// A deposit's record reads `<from>:<amount>:<block>` exactly as it was
+    /// written with `format!` (the ledger parses it; state written before
+    /// keeps its meaning).
+    #[test]
+    fn a_deposit_record_keeps_its_format() {
+        let w = watched();
+        let from = Address::repeat_byte(0x0A);
+        let amount = U256::from(123_456_789u64) * U256::from(10u64).pow(U256::from(30u64));
+        let tx = B256::repeat_byte(0x3C);
+        let ops = w.deposit_ops(from, amount, u64::MAX, tx, 17);
+        let Op::HSet { key, fields } = &ops[0] else {
+            panic!("{ops:?}");
+        };
+        assert_eq!(key, &w.keys.deposits());
+        assert_eq!(
+            fields,
+            &vec![(
+                format!("{tx}:17"),
+                format!("{from:#x}:{amount}:{}", u64::MAX)
+            )]
+        );
     }
 
     fn log(address: Address, data: LogData, tx: u8, index: u64) -> Log {

@@ -31,7 +31,23 @@ impl ChainKeys {
     }
 
     fn s(&self, rest: &str) -> String {
-        format!("{}s:{rest}", self.base)
+        let mut k = String::with_capacity(self.base.len() + 2 + rest.len());
+        k.push_str(&self.base);
+        k.push_str("s:");
+        k.push_str(rest);
+        k
+    }
+
+    /// `<base>s:<what>:<wallet, lowercase hex>`, built in one buffer (these
+    /// keys are written for every deposit a backfill applies).
+    fn s_wallet(&self, what: &str, wallet: Address) -> String {
+        let mut k = String::with_capacity(self.base.len() + what.len() + 45);
+        k.push_str(&self.base);
+        k.push_str("s:");
+        k.push_str(what);
+        k.push(':');
+        push_lower(&mut k, wallet);
+        k
     }
 
     fn m(&self, rest: &str) -> String {
@@ -159,17 +175,22 @@ impl ChainKeys {
     /// A deposit's field in [`ChainKeys::deposits`] and member in
     /// [`ChainKeys::wallet_deposits`]: `<tx hash>:<log index>`.
     pub fn deposit_id(tx: B256, log_index: u64) -> String {
-        format!("{tx}:{log_index}")
+        let mut id = String::with_capacity(87);
+        id.push_str("0x");
+        id.push_str(&alloy::hex::encode(tx));
+        id.push(':');
+        id.push_str(itoa::Buffer::new().format(log_index));
+        id
     }
 
     /// Sorted set of a wallet's deposits (member `tx:logindex`, score = block).
     pub fn wallet_deposits(&self, wallet: Address) -> String {
-        self.s(&format!("deps:{}", lower(wallet)))
+        self.s_wallet("deps", wallet)
     }
 
     /// String: a wallet's running deposit total in USDC base units.
     pub fn wallet_deposit_total(&self, wallet: Address) -> String {
-        self.s(&format!("deptotal:{}", lower(wallet)))
+        self.s_wallet("deptotal", wallet)
     }
 
     /// Sorted set of deposit ids by block: one member per block with
@@ -500,12 +521,48 @@ impl StorageKeys {
 
 /// Addresses in keys are lower-case hex, so lookups need no checksum.
 pub fn lower(a: Address) -> String {
-    format!("{a:#x}")
+    let mut s = String::with_capacity(42);
+    push_lower(&mut s, a);
+    s
+}
+
+/// Appends `a` as `0x` and 40 lowercase hex digits (what `{a:#x}` prints).
+pub fn push_lower(out: &mut String, a: Address) {
+    let mut buf = [0u8; 40];
+    // 20 bytes always fit 40 hex digits.
+    let _ = alloy::hex::encode_to_slice(a, &mut buf);
+    out.push_str("0x");
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys and ids built by hand read exactly as `format!` wrote them
+    /// (state written before must keep its keys).
+    #[test]
+    fn hand_built_keys_match_their_formatted_form() {
+        let k = ChainKeys::new(8453);
+        for a in [
+            Address::ZERO,
+            Address::repeat_byte(0xAB),
+            "0x00000000000000000000000000000000000000F1"
+                .parse()
+                .expect("address"),
+        ] {
+            assert_eq!(lower(a), format!("{a:#x}"));
+            assert_eq!(k.wallet_deposits(a), format!("cf:{{c8453}}:s:deps:{a:#x}"));
+            assert_eq!(
+                k.wallet_deposit_total(a),
+                format!("cf:{{c8453}}:s:deptotal:{a:#x}")
+            );
+        }
+        for (tx, i) in [(B256::ZERO, 0), (B256::repeat_byte(0x0F), u64::MAX)] {
+            assert_eq!(ChainKeys::deposit_id(tx, i), format!("{tx}:{i}"));
+        }
+        assert_eq!(k.deposits(), "cf:{c8453}:s:deposits");
+    }
 
     #[test]
     fn keys_share_one_hash_tag_per_chain() {

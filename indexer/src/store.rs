@@ -207,7 +207,7 @@ impl Kind {
 struct Batch {
     /// Keys in first-write order (a deterministic command order).
     order: Vec<String>,
-    per_key: HashMap<String, Vec<(Kind, Cmd)>>,
+    per_key: FastMap<String, Vec<(Kind, Cmd)>>,
 }
 
 impl Batch {
@@ -316,7 +316,7 @@ impl Store {
             last: None,
             reread: false,
             remembered: None,
-            totals: Totals::new(),
+            totals: Totals::default(),
             script: Script::new(COMMIT_LUA),
             previous: None,
         }
@@ -709,7 +709,8 @@ impl Store {
             // Every key the commands write is declared; commands refer to it
             // by its index in KEYS.
             let mut keys: Vec<&[u8]> = fixed.iter().map(|k| k.as_bytes()).collect();
-            let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(cmds.len());
+            let mut index: FastMap<&[u8], usize> =
+                FastMap::with_capacity_and_hasher(cmds.len(), Default::default());
             let mut positions = Vec::with_capacity(cmds.len());
             let (mut argc, mut bytes) = (0, 0);
             for c in &cmds {
@@ -792,7 +793,7 @@ impl Store {
     async fn resolve_totals(&mut self, ops: &[Op]) -> Result<Totals> {
         // What the ops add to each total (one parse and one addition per
         // total, not per op).
-        let mut added: HashMap<(&str, &Option<String>), U256> = HashMap::new();
+        let mut added: FastMap<(&str, &Option<String>), U256> = FastMap::default();
         for op in ops {
             if let Op::AddU256 { key, field, amount } = op {
                 let sum = added.entry((key, field)).or_default();
@@ -808,8 +809,8 @@ impl Store {
             .collect();
         let unknown: Vec<SlotRef<'_>> = unknown.into_iter().collect();
         let values = self.capture_refs(&unknown).await?;
-        let read: HashMap<SlotRef<'_>, Option<String>> = unknown.into_iter().zip(values).collect();
-        let mut totals = Totals::with_capacity(added.len());
+        let read: FastMap<SlotRef<'_>, Option<String>> = unknown.into_iter().zip(values).collect();
+        let mut totals = Totals::with_capacity_and_hasher(added.len(), Default::default());
         for ((key, field), sum) in added {
             let id = total_id(key, field);
             let start = match self.totals.get(&id) {
@@ -1092,7 +1093,7 @@ impl<'a> SlotTable<'a> {
 
     /// The values the `AddU256` ops among `ops` end at.
     fn totals(&self, ops: impl Iterator<Item = &'a Op>) -> Result<Totals> {
-        let mut out = Totals::new();
+        let mut out = Totals::default();
         for op in ops {
             if let Op::AddU256 { key, field, .. } = op {
                 let i = self.at(SlotRef::total(key, field))?;
@@ -1108,7 +1109,7 @@ impl<'a> SlotTable<'a> {
 }
 
 /// Each total's final value, keyed by (key, hash field).
-type Totals = HashMap<(String, Option<String>), U256>;
+type Totals = FastMap<(String, Option<String>), U256>;
 
 fn total_id(key: &str, field: &Option<String>) -> (String, Option<String>) {
     (key.to_owned(), field.clone())
@@ -1127,7 +1128,9 @@ fn parse_total(key: &str, value: Option<&str>) -> Result<U256> {
 /// written once, with its value from `totals`.
 fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
     let mut batch = Batch::default();
-    let mut written_totals = BTreeSet::new();
+    // Each total is written once; its key is borrowed from the op (no
+    // allocation per addition).
+    let mut written_totals: FastMap<(&str, Option<&str>), ()> = FastMap::default();
     for op in ops {
         match op {
             Op::HSet { key, fields } => {
@@ -1157,10 +1160,12 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
             }
             Op::AddU256 { key, field, .. } => {
                 // One write per total, with the batch's final value.
-                let id = (key.clone(), field.clone());
-                if written_totals.insert(id.clone()) {
+                if written_totals
+                    .insert((key.as_str(), field.as_deref()), ())
+                    .is_none()
+                {
                     let value = totals
-                        .get(&id)
+                        .get(&total_id(key, field))
                         .copied()
                         .unwrap_or_default()
                         .to_string()
