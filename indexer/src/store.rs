@@ -169,7 +169,49 @@ impl Restore<'_> {
     }
 }
 
-type Cmd = Vec<Vec<u8>>;
+/// One Redis command, its arguments back to back in one buffer (a commit
+/// carries hundreds of thousands of arguments: one allocation each was a
+/// large part of the follower's CPU).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Cmd {
+    data: Vec<u8>,
+    /// Where each argument ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl Cmd {
+    fn with_capacity(args: usize, bytes: usize) -> Self {
+        Self {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(args),
+        }
+    }
+
+    fn push(&mut self, arg: &[u8]) {
+        self.data.extend_from_slice(arg);
+        self.ends.push(self.data.len());
+    }
+
+    /// Number of arguments (the command name and the key included).
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Argument `i` (0 is the command name, 1 the key).
+    fn arg(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    fn args(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let a = &self.data[start..end];
+            start = end;
+            a
+        })
+    }
+}
 
 /// Most arguments in one merged command; Lua's `unpack` in the commit script
 /// refuses more than about 8,000 values.
@@ -211,7 +253,8 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, key: &str, kind: Kind, args: Vec<Vec<u8>>) {
+    /// Appends a write of `kind` to `key` with its `n` arguments.
+    fn push<'b>(&mut self, key: &str, kind: Kind, n: usize, args: impl Iterator<Item = &'b [u8]>) {
         let cmds = match self.per_key.get_mut(key) {
             Some(c) => c,
             None => {
@@ -222,15 +265,19 @@ impl Batch {
         if let Some((last, cmd)) = cmds.last_mut()
             && *last == kind
             && !matches!(kind, Kind::Single(_))
-            && cmd.len() + args.len() <= MAX_ARGS
+            && cmd.len() + n <= MAX_ARGS
         {
-            cmd.extend(args);
+            for a in args {
+                cmd.push(a);
+            }
             return;
         }
-        let mut cmd = Vec::with_capacity(2 + args.len());
-        cmd.push(kind.name().to_vec());
-        cmd.push(key.as_bytes().to_vec());
-        cmd.extend(args);
+        let mut cmd = Cmd::with_capacity(2 + n, 64 * (2 + n));
+        cmd.push(kind.name());
+        cmd.push(key.as_bytes());
+        for a in args {
+            cmd.push(a);
+        }
         cmds.push((kind, cmd));
     }
 
@@ -246,7 +293,11 @@ impl Batch {
 }
 
 fn cmd(parts: &[&[u8]]) -> Cmd {
-    parts.iter().map(|p| p.to_vec()).collect()
+    let mut c = Cmd::with_capacity(parts.len(), parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        c.push(p);
+    }
+    c
 }
 
 /// Redis access for one chain's indexer state.
@@ -457,11 +508,7 @@ impl Store {
             })
             .map_err(|e| Error::Corrupt(e.to_string()))?;
             table.replay(&b.ops)?;
-            undo_cmds.push(vec![
-                b"SET".to_vec(),
-                self.keys.undo(b.number).into_bytes(),
-                json,
-            ]);
+            undo_cmds.push(cmd(&[b"SET", self.keys.undo(b.number).as_bytes(), &json]));
             self.remember(&mut undo_cmds, b.number, b.hash);
             prev = Some(Checkpoint {
                 number: b.number,
@@ -530,7 +577,10 @@ impl Store {
                 let hashes = self.keys.block_hashes();
                 for chunk in old.chunks(MAX_ARGS) {
                     let mut hdel = cmd(&[b"HDEL", hashes.as_bytes()]);
-                    hdel.extend(chunk.iter().map(|n| n.to_string().into_bytes()));
+                    let mut digits = itoa::Buffer::new();
+                    for n in chunk {
+                        hdel.push(digits.format(*n).as_bytes());
+                    }
                     cmds.push(hdel);
                 }
                 for n in &old {
@@ -714,14 +764,14 @@ impl Store {
             let mut positions = Vec::with_capacity(cmds.len());
             let (mut argc, mut bytes) = (0, 0);
             for c in &cmds {
-                let key = c[1].as_slice();
+                let key = c.arg(1);
                 let i = *index.entry(key).or_insert_with(|| {
                     keys.push(key);
                     keys.len()
                 });
                 positions.push(i);
                 argc += c.len() + 1;
-                bytes += c.iter().map(Vec::len).sum::<usize>() + 12;
+                bytes += c.data.len() + 12 * c.len();
             }
             // One buffer for the whole call (no allocation per argument).
             let mut call = redis::Cmd::with_capacity(argc + keys.len() + 7, bytes + 256);
@@ -734,9 +784,9 @@ impl Store {
                 .arg(mode.arg())
                 .arg(cmds.len());
             for (c, i) in cmds.iter().zip(positions) {
-                call.arg(c.len() - 2).arg(i).arg(c[0].as_slice());
-                for a in &c[2..] {
-                    call.arg(a.as_slice());
+                call.arg(c.len() - 2).arg(i).arg(c.arg(0));
+                for a in c.args().skip(2) {
+                    call.arg(a);
                 }
             }
             drop(index);
@@ -1131,33 +1181,39 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
     // Each total is written once; its key is borrowed from the op (no
     // allocation per addition).
     let mut written_totals: FastMap<(&str, Option<&str>), ()> = FastMap::default();
+    let mut digits = itoa::Buffer::new();
     for op in ops {
         match op {
             Op::HSet { key, fields } => {
                 let args = fields
                     .iter()
-                    .flat_map(|(f, v)| [f.as_bytes().to_vec(), v.as_bytes().to_vec()]);
-                batch.push(key, Kind::HSet, args.collect());
+                    .flat_map(|(f, v)| [f.as_bytes(), v.as_bytes()]);
+                batch.push(key, Kind::HSet, 2 * fields.len(), args);
             }
             Op::HIncr { key, field, by } => batch.push(
                 key,
                 Kind::Single(b"HINCRBY"),
-                vec![field.as_bytes().to_vec(), by.to_string().into_bytes()],
+                2,
+                [field.as_bytes(), by.to_string().as_bytes()].into_iter(),
             ),
             Op::SAdd { key, member } => {
-                batch.push(key, Kind::SAdd, vec![member.as_bytes().to_vec()])
+                batch.push(key, Kind::SAdd, 1, std::iter::once(member.as_bytes()))
             }
             Op::SRem { key, member } => {
-                batch.push(key, Kind::SRem, vec![member.as_bytes().to_vec()])
+                batch.push(key, Kind::SRem, 1, std::iter::once(member.as_bytes()))
             }
             Op::ZAdd { key, score, member } => batch.push(
                 key,
                 Kind::ZAdd,
-                vec![score.to_string().into_bytes(), member.as_bytes().to_vec()],
+                2,
+                [digits.format(*score).as_bytes(), member.as_bytes()].into_iter(),
             ),
-            Op::Set { key, value } => {
-                batch.push(key, Kind::Single(b"SET"), vec![value.as_bytes().to_vec()])
-            }
+            Op::Set { key, value } => batch.push(
+                key,
+                Kind::Single(b"SET"),
+                1,
+                std::iter::once(value.as_bytes()),
+            ),
             Op::AddU256 { key, field, .. } => {
                 // One write per total, with the batch's final value.
                 if written_totals
@@ -1174,9 +1230,12 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
                         Some(f) => batch.push(
                             key,
                             Kind::Single(b"HSET"),
-                            vec![f.as_bytes().to_vec(), value],
+                            2,
+                            [f.as_bytes(), &value].into_iter(),
                         ),
-                        None => batch.push(key, Kind::Single(b"SET"), vec![value]),
+                        None => {
+                            batch.push(key, Kind::Single(b"SET"), 1, std::iter::once(&value[..]))
+                        }
                     }
                 }
             }
@@ -1195,7 +1254,7 @@ mod tests {
     fn text(cmds: &[Cmd]) -> Vec<String> {
         cmds.iter()
             .map(|c| {
-                c.iter()
+                c.args()
                     .map(|p| String::from_utf8_lossy(p).into_owned())
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -1304,15 +1363,16 @@ mod tests {
     #[test]
     fn batch_merges_runs_per_key_and_keeps_each_keys_order() {
         let mut b = Batch::default();
-        let m = |s: &str| vec![s.as_bytes().to_vec()];
-        b.push("a", Kind::SAdd, m("x"));
-        b.push("h", Kind::HSet, vec![b"f".to_vec(), b"1".to_vec()]);
-        b.push("a", Kind::SAdd, m("y"));
-        b.push("h", Kind::HSet, vec![b"f".to_vec(), b"2".to_vec()]);
-        b.push("a", Kind::SRem, m("x"));
-        b.push("a", Kind::SAdd, m("x"));
-        b.push("s", Kind::Single(b"SET"), m("1"));
-        b.push("s", Kind::Single(b"SET"), m("2"));
+        let m = |s: &'static str| std::iter::once(s.as_bytes());
+        let pair = |f: &'static str, v: &'static str| [f.as_bytes(), v.as_bytes()].into_iter();
+        b.push("a", Kind::SAdd, 1, m("x"));
+        b.push("h", Kind::HSet, 2, pair("f", "1"));
+        b.push("a", Kind::SAdd, 1, m("y"));
+        b.push("h", Kind::HSet, 2, pair("f", "2"));
+        b.push("a", Kind::SRem, 1, m("x"));
+        b.push("a", Kind::SAdd, 1, m("x"));
+        b.push("s", Kind::Single(b"SET"), 1, m("1"));
+        b.push("s", Kind::Single(b"SET"), 1, m("2"));
         assert_eq!(
             text(&b.into_commands()),
             [
@@ -1330,15 +1390,20 @@ mod tests {
     fn batch_splits_commands_at_the_argument_cap() {
         let mut b = Batch::default();
         for i in 0..MAX_ARGS {
+            let score = i.to_string();
             b.push(
                 "z",
                 Kind::ZAdd,
-                vec![i.to_string().into_bytes(), b"m".to_vec()],
+                2,
+                [score.as_bytes(), b"m".as_slice()].into_iter(),
             );
         }
         let cmds = b.into_commands();
         assert!(cmds.len() > 1);
-        assert!(cmds.iter().all(|c| c.len() <= MAX_ARGS && c[0] == b"ZADD"));
+        assert!(
+            cmds.iter()
+                .all(|c| c.len() <= MAX_ARGS && c.arg(0) == b"ZADD")
+        );
         let pairs: usize = cmds.iter().map(|c| (c.len() - 2) / 2).sum();
         assert_eq!(pairs, MAX_ARGS);
     }
