@@ -259,8 +259,10 @@ mod tests {
 
     use super::*;
 
-    /// The hand-written quantity reader agrees with alloy's on what it
-    /// accepts and on the value.
+    /// The hand-written quantity reader agrees with alloy's on the
+    /// quantities nodes send (0x hex, decimal, numbers, null) and on odd
+    /// ones. (alloy's also takes `0b`/`0o` prefixes and `_` separators,
+    /// which no node sends; this one refuses them.)
     #[test]
     fn quantities_read_as_alloy_reads_them() {
         #[derive(serde::Deserialize)]

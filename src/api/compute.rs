@@ -42,19 +42,20 @@ pub const WALLET_HEADER: &str = "x-wallet-address";
 
 /// Every Compute API route.
 ///
-/// The larger body limit wraps only the routes that take a body: a layer
-/// wraps each route in one more boxed service, which the reads (polled
+/// The larger body limit wraps only the routes that read a body (the
+/// proven reads too: a signed request's proof covers its body): a layer
+/// wraps each route in one more boxed service, which the others (polled
 /// balances, job status) would pay for on every request and never use.
 pub fn router() -> OpenApiRouter<AppState> {
-    let reads = OpenApiRouter::new()
+    let bodiless = OpenApiRouter::new()
         .routes(routes!(pricing))
         .routes(routes!(metrics))
         .routes(routes!(balance))
+        .routes(routes!(job));
+    let with_body = OpenApiRouter::new()
         .routes(routes!(usage))
         .routes(routes!(ledger))
         .routes(routes!(jobs))
-        .routes(routes!(job));
-    let writes = OpenApiRouter::new()
         .routes(routes!(deposit))
         .routes(routes!(submit))
         .routes(routes!(cancel))
@@ -62,7 +63,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook_secret, rotate_webhook_secret))
         .routes(routes!(incoming_webhook))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPUTE_BODY));
-    reads.merge(writes)
+    bodiless.merge(with_body)
 }
 
 impl From<ComputeError> for ApiError {

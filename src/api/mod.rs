@@ -173,7 +173,13 @@ impl tower::Service<axum::extract::Request> for BodyLimit {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        tower::Service::<axum::extract::Request>::poll_ready(&mut self.plain, cx)
+        // Either may take the request: both are readied (the router always
+        // is).
+        std::task::ready!(tower::Service::<axum::extract::Request>::poll_ready(
+            &mut self.plain,
+            cx
+        ))?;
+        tower::Service::<axum::extract::Request>::poll_ready(&mut self.limited, cx)
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {

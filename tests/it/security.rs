@@ -311,6 +311,18 @@ async fn compute_routes_take_bodies_past_the_general_limit() {
     assert_eq!(status.as_u16(), 402, "a 70 KB job: {body}");
     let (status, body) = call(&router, job(Body::from(vec![b' '; 5 << 20]))).await;
     assert_eq!(status.as_u16(), 413, "a 5 MB job: {body}");
+    // The proven reads take a body too (a signed request's proof covers
+    // it): read, and refused for the missing proof, not for the size.
+    for path in ["/v1/usage?period=day", "/v1/ledger", "/v1/jobs"] {
+        let (status, body) = call(
+            &router,
+            Request::get(path)
+                .body(Body::from(big.clone()))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 401, "70 KB to GET {path}: {body}");
+    }
     // The same 70 KB is too large for any other route.
     let (status, body) = call(
         &router,
