@@ -176,8 +176,7 @@ impl ChainKeys {
     /// [`ChainKeys::wallet_deposits`]: `<tx hash>:<log index>`.
     pub fn deposit_id(tx: B256, log_index: u64) -> String {
         let mut id = String::with_capacity(87);
-        id.push_str("0x");
-        id.push_str(&alloy::hex::encode(tx));
+        push_hex(&mut id, tx.as_slice());
         id.push(':');
         id.push_str(itoa::Buffer::new().format(log_index));
         id
@@ -528,11 +527,22 @@ pub fn lower(a: Address) -> String {
 
 /// Appends `a` as `0x` and 40 lowercase hex digits (what `{a:#x}` prints).
 pub fn push_lower(out: &mut String, a: Address) {
-    let mut buf = [0u8; 40];
-    // 20 bytes always fit 40 hex digits.
-    let _ = alloy::hex::encode_to_slice(a, &mut buf);
+    push_hex(out, a.as_slice());
+}
+
+/// Appends `bytes` (an address or a hash) as `0x` and lowercase hex digits,
+/// without a temporary `String`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    let mut buf = [0u8; 64];
     out.push_str("0x");
-    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+    if let Some(digits) = buf.get_mut(..2 * bytes.len())
+        && alloy::hex::encode_to_slice(bytes, &mut *digits).is_ok()
+    {
+        out.push_str(std::str::from_utf8(digits).unwrap_or_default());
+    } else {
+        // Longer than a hash: not written per deposit.
+        out.push_str(&alloy::hex::encode(bytes));
+    }
 }
 
 #[cfg(test)]

@@ -1016,6 +1016,7 @@ impl<'a> SlotRef<'a> {
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A window commit's slots and their values as the blocks are replayed in
 /// memory: every distinct slot once (sorted, the order they are read in),
@@ -1180,7 +1181,7 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
     let mut batch = Batch::default();
     // Each total is written once; its key is borrowed from the op (no
     // allocation per addition).
-    let mut written_totals: FastMap<(&str, Option<&str>), ()> = FastMap::default();
+    let mut written_totals: FastSet<(&str, Option<&str>)> = FastSet::default();
     let mut digits = itoa::Buffer::new();
     for op in ops {
         match op {
@@ -1216,10 +1217,7 @@ fn writes<'a>(ops: impl Iterator<Item = &'a Op>, totals: &Totals) -> Vec<Cmd> {
             ),
             Op::AddU256 { key, field, .. } => {
                 // One write per total, with the batch's final value.
-                if written_totals
-                    .insert((key.as_str(), field.as_deref()), ())
-                    .is_none()
-                {
+                if written_totals.insert((key.as_str(), field.as_deref())) {
                     let value = totals
                         .get(&total_id(key, field))
                         .copied()
