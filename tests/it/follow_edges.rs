@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::harness::Stack;
-use crate::rpc_faults::{approvals, conn, follower, fresh_digest, spec, traffic};
+use crate::rpc_faults::{
+    Proxied, approvals, conn, follower, fresh_digest, spec, synced_through_a_proxy, traffic,
+};
 use crate::seed;
 
 /// Requests a follower sends in `secs` seconds of `run` behind `proxy`.
@@ -45,14 +47,14 @@ async fn disagreeing_providers_make_the_follower_wait_not_spin() {
     let stack = Stack::start().await;
     let mut spec = spec(&stack);
     spec.follow.poll_interval = Duration::from_millis(200);
-    let mut actions = approvals();
-    actions.extend(traffic(40, 1));
-    seed::run(&stack, &actions, 4).await;
-    let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
-    let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), 1).await;
-    let head = stack.deployer.get_block_number().await.expect("head");
-    assert_eq!(f.sync().await.expect("sync"), Some(head));
-    let mut c = conn(&stack, 1).await;
+    let Proxied {
+        proxy,
+        mut f,
+        metrics,
+        mut c,
+        head,
+        ..
+    } = synced_through_a_proxy(&stack, &spec).await;
     let before = state_digest(&mut c, &spec.watched.keys)
         .await
         .expect("digest")

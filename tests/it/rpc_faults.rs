@@ -176,6 +176,42 @@ async fn checkpoint(c: &mut RedisConn, spec: &ChainSpec) -> Option<u64> {
 }
 
 /// A follower of `urls` writing to database `db`.
+/// What a fault test starts from ([`synced_through_a_proxy`]).
+pub(crate) struct Proxied {
+    /// What was seeded: the approvals and 40 blocks of deposits.
+    pub actions: Vec<Action>,
+    /// The one endpoint the follower asks, in front of anvil.
+    pub proxy: FaultProxy,
+    pub f: Follower,
+    pub metrics: Arc<IndexerMetrics>,
+    /// Database 1, the follower's.
+    pub c: RedisConn,
+    /// The block the follower reached.
+    pub head: u64,
+}
+
+/// Seeds the approvals and 40 blocks of deposits, puts one fault proxy in
+/// front of anvil and follows the chain through it (database 1) to its
+/// head.
+pub(crate) async fn synced_through_a_proxy(stack: &Stack, spec: &ChainSpec) -> Proxied {
+    let mut actions = approvals();
+    actions.extend(traffic(40, 1));
+    seed::run(stack, &actions, 4).await;
+    let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
+    let (mut f, metrics) = follower(stack, spec, std::slice::from_ref(&proxy.url), 1).await;
+    let head = stack.deployer.get_block_number().await.expect("head");
+    assert_eq!(f.sync().await.expect("sync"), Some(head));
+    let c = conn(stack, 1).await;
+    Proxied {
+        actions,
+        proxy,
+        f,
+        metrics,
+        c,
+        head,
+    }
+}
+
 pub(crate) async fn follower(
     stack: &Stack,
     spec: &ChainSpec,
@@ -767,14 +803,14 @@ async fn a_range_answered_by_a_lagging_backend_is_never_committed_incomplete() {
 async fn an_unavailable_checkpoint_header_is_retried_never_taken_for_a_reorg() {
     let stack = Stack::start().await;
     let spec = spec(&stack);
-    let mut actions = approvals();
-    actions.extend(traffic(40, 1));
-    seed::run(&stack, &actions, 4).await;
-    let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
-    let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), 1).await;
-    let head = stack.deployer.get_block_number().await.expect("head");
-    assert_eq!(f.sync().await.expect("sync"), Some(head));
-    let mut c = conn(&stack, 1).await;
+    let Proxied {
+        mut actions,
+        proxy,
+        mut f,
+        metrics,
+        mut c,
+        head,
+    } = synced_through_a_proxy(&stack, &spec).await;
     let before = digest_of(&mut c, &spec).await;
     let more = traffic(60, 2);
     seed::run(&stack, &more, 3).await;
@@ -1042,14 +1078,14 @@ async fn a_reorg_walk_through_unavailable_headers_undoes_nothing_and_is_never_to
     use alloy::rpc::types::anvil::ReorgOptions;
     let stack = Stack::start().await;
     let spec = spec(&stack);
-    let mut actions = approvals();
-    actions.extend(traffic(40, 1));
-    seed::run(&stack, &actions, 4).await;
-    let proxy = FaultProxy::start(&stack.anvil.endpoint()).await;
-    let (mut f, metrics) = follower(&stack, &spec, std::slice::from_ref(&proxy.url), 1).await;
-    let head = stack.deployer.get_block_number().await.expect("head");
-    assert_eq!(f.sync().await.expect("sync"), Some(head));
-    let mut c = conn(&stack, 1).await;
+    let Proxied {
+        proxy,
+        mut f,
+        metrics,
+        mut c,
+        head,
+        ..
+    } = synced_through_a_proxy(&stack, &spec).await;
     let tip: Option<String> = c
         .hget(spec.watched.keys.checkpoint(), "hash")
         .await

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::crash::{checkpoint, db, spawn, wait_for};
-use crate::harness::Stack;
+use crate::harness::{Stack, wait_until};
 use crate::indexer::{conn, spec};
 use crate::seed;
 
@@ -181,25 +181,21 @@ async fn a_redis_that_may_evict_state_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("index.log");
     let mut p = spawn(&stack, "index", 1, &[], Some(&log));
-    let warned = || {
-        std::fs::read_to_string(&log).is_ok_and(|l| {
-            l.contains("maxmemory-policy may evict keys with a TTL") && l.contains("volatile-lru")
-        })
-    };
-    let t = Instant::now();
-    while !warned() {
-        assert!(
-            p.0.try_wait().expect("try_wait").is_none(),
-            "`index` exited on volatile-lru: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no warning about volatile-lru: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "`index`'s warning about volatile-lru",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                p.0.try_wait().expect("try_wait").is_none(),
+                "`index` exited on volatile-lru: {text}"
+            );
+            let warned = text.contains("maxmemory-policy may evict keys with a TTL")
+                && text.contains("volatile-lru");
+            async move { warned }
+        },
+    )
+    .await;
     let _ = p.0.kill();
     let _ = p.0.wait();
     set("noeviction").await;
