@@ -329,18 +329,14 @@ where
     }
 
     fn call(&mut self, req: Request) -> Guarding<S::Future> {
-        // The clone is not yet ready; the one `poll_ready` readied is used.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.guard.limit;
-        let started = tokio::time::Instant::now();
         // Uncontended, a slot is taken without building a wait, and the
-        // route runs in this future itself (no box).
+        // route runs in this future itself (no box), called on the service
+        // `poll_ready` readied.
         match self.guard.inflight.clone().try_acquire_owned() {
             Ok(slot) => Guarding::Running {
-                route: inner.call(req),
+                route: self.inner.call(req),
                 slot: Some(slot),
-                deadline: started + limit,
                 limit,
                 timer: None,
             },
@@ -348,14 +344,22 @@ where
                 response: Some(shutting_down()),
             },
             Err(TryAcquireError::NoPermits) => {
+                let started = tokio::time::Instant::now();
                 let inflight = self.guard.inflight.clone();
+                // The call waits, so it goes to a clone, readied when the
+                // slot is taken.
+                let mut inner = self.inner.clone();
                 let wait = async move {
                     let work = async move {
                         let _slot = match inflight.acquire_owned().await {
                             Ok(slot) => slot,
                             Err(_) => return shutting_down(),
                         };
-                        match inner.call(req).await {
+                        let ready = match tower::ServiceExt::ready(&mut inner).await {
+                            Ok(ready) => ready,
+                            Err(never) => match never {},
+                        };
+                        match ready.call(req).await {
                             Ok(response) => response,
                             Err(never) => match never {},
                         }
@@ -378,11 +382,12 @@ pin_project_lite::pin_project! {
     /// The future of [`Guarded`]. The usual request takes its slot at once
     /// and runs the route inside this future; the timeout's timer is only
     /// armed if the route does not answer on its first poll (a cached read
-    /// never needs one), with the deadline counted from the request's
-    /// arrival. A request that has to wait for a slot, and an error answer
-    /// whose body is rewritten, continue in a boxed future. `Running` holds
-    /// the route's future, its slot (freed as soon as the route answers),
-    /// the deadline, the timeout (for the log line) and the timer.
+    /// never needs one, nor reads the clock), with the deadline counted
+    /// from the end of that poll. A request that has to wait for a slot
+    /// (its deadline counted from its arrival), and an error answer whose
+    /// body is rewritten, continue in a boxed future.
+    /// `Running` holds the route's future, its slot (freed as soon as the
+    /// route answers), the timeout and the timer.
     #[project = GuardingProj]
     #[allow(missing_docs)]
     pub enum Guarding<F> {
@@ -391,7 +396,6 @@ pin_project_lite::pin_project! {
             #[pin]
             route: F,
             slot: Option<tokio::sync::OwnedSemaphorePermit>,
-            deadline: tokio::time::Instant,
             limit: Duration,
             #[pin]
             timer: Option<tokio::time::Sleep>,
@@ -418,7 +422,6 @@ where
             GuardingProj::Running {
                 route,
                 slot,
-                deadline,
                 limit,
                 mut timer,
             } => match route.poll(cx) {
@@ -430,7 +433,7 @@ where
                 Poll::Ready(Err(never)) => match never {},
                 Poll::Pending => {
                     if timer.is_none() {
-                        timer.set(Some(tokio::time::sleep_until(*deadline)));
+                        timer.set(Some(tokio::time::sleep(*limit)));
                     }
                     let Some(sleep) = timer.as_pin_mut() else {
                         return Poll::Pending;

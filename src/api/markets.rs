@@ -380,8 +380,6 @@ async fn get_submission(
     )
 )]
 async fn calculate_fees(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let body: crate::markets::view::FeesRequest<'_> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body must be a JSON object: {e}")))?;
     let json = state.markets.calculate_fees_json(&body).await?;
     Ok((
         [(

@@ -240,60 +240,52 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FeeField<'a> {
 }
 
 /// The serialized `POST /v1/calculate_fees` answers of recently quoted
-/// amounts: an answer is a function of the amount string, the currency and
-/// the fee rate, so it is reused while the indexed rate is the one it was
-/// computed at (a repeated quote is one map lookup, not a decimal parse,
-/// four amounts formatted and a JSON document written). Only valid amounts
-/// are remembered; errors are worked out every time.
+/// requests, keyed by the request body's very bytes: an answer is a function
+/// of the body (its amount string and currency) and the fee rate, so it is
+/// reused while the indexed rate is the one it was computed at. A repeated
+/// quote is one map lookup, not a JSON parse, a decimal parse, four amounts
+/// formatted and a JSON document written. Only bodies that were answered
+/// 200 are remembered (errors are worked out every time), and only bodies
+/// of at most [`FEE_BODY_KEY_MAX`] bytes.
 #[derive(Debug, Default)]
 pub struct FeeBodies(RwLock<FeeBodiesMap>);
 
-#[derive(Debug, Default)]
-struct FeeBodiesMap {
-    eth: HashMap<Box<str>, (u16, Bytes)>,
-    btc: HashMap<Box<str>, (u16, Bytes)>,
-}
+type FeeBodiesMap = HashMap<Box<[u8]>, (u16, Bytes), foldhash::fast::RandomState>;
 
-impl FeeBodiesMap {
-    fn of(&mut self, currency: fees::Currency) -> &mut HashMap<Box<str>, (u16, Bytes)> {
-        match currency {
-            fees::Currency::Eth => &mut self.eth,
-            fees::Currency::Btc => &mut self.btc,
-        }
-    }
-}
-
-/// Amounts remembered per currency before that currency's map is cleared
-/// (bounds memory when clients quote many different amounts: amounts are
-/// at most 40 characters, so about 200 bytes an entry).
+/// Bodies remembered before the map is cleared (bounds memory when clients
+/// quote many different amounts: at most about 400 bytes an entry).
 pub const FEE_BODIES_MAX: usize = 1_024;
 
+/// The longest request body remembered (the documented body is about 50
+/// bytes).
+pub const FEE_BODY_KEY_MAX: usize = 256;
+
 impl FeeBodies {
-    /// The answer remembered for `amount` in `currency`, with the fee rate
-    /// it was computed at (the caller serves it only at that rate).
-    pub fn get(&self, currency: fees::Currency, amount: &str) -> Option<(u16, Bytes)> {
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let by_amount = match currency {
-            fees::Currency::Eth => &map.eth,
-            fees::Currency::Btc => &map.btc,
-        };
-        by_amount.get(amount).cloned()
-    }
-
-    /// Remembers `body` as the answer for `amount` in `currency` at `fee_bps`.
-    pub fn put(&self, currency: fees::Currency, amount: &str, fee_bps: u16, body: Bytes) {
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        let by_amount = map.of(currency);
-        if by_amount.len() >= FEE_BODIES_MAX && !by_amount.contains_key(amount) {
-            by_amount.clear();
+    /// The answer remembered for the request `body`, with the fee rate it
+    /// was computed at (the caller serves it only at that rate).
+    pub fn get(&self, body: &[u8]) -> Option<(u16, Bytes)> {
+        if body.len() > FEE_BODY_KEY_MAX {
+            return None;
         }
-        by_amount.insert(amount.into(), (fee_bps, body));
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(body).cloned()
     }
 
-    /// Amounts remembered (both currencies).
+    /// Remembers `answer` as the answer to the request `body` at `fee_bps`.
+    pub fn put(&self, body: &[u8], fee_bps: u16, answer: Bytes) {
+        if body.len() > FEE_BODY_KEY_MAX {
+            return;
+        }
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= FEE_BODIES_MAX && !map.contains_key(body) {
+            map.clear();
+        }
+        map.insert(body.into(), (fee_bps, answer));
+    }
+
+    /// Bodies remembered.
     pub fn len(&self) -> usize {
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        map.eth.len() + map.btc.len()
+        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Whether nothing is remembered.
@@ -477,9 +469,18 @@ impl Markets {
     }
 
     /// `POST /v1/calculate_fees` with the documented body
-    /// `{initial_stake_amount, currency}`: the answer's JSON, reused from
-    /// [`FeeBodies`] while the indexed fee rate is unchanged.
-    pub async fn calculate_fees_json(&self, body: &FeesRequest<'_>) -> Result<Bytes> {
+    /// `{initial_stake_amount, currency}` (the request's body as it came):
+    /// the answer's JSON, reused from [`FeeBodies`] while the indexed fee
+    /// rate is unchanged.
+    pub async fn calculate_fees_json(&self, body: &[u8]) -> Result<Bytes> {
+        // A remembered body is a valid one, so only the rate is read.
+        if let Some((at_bps, json)) = self.fee_bodies.get(body)
+            && at_bps == self.settings_cached().await?.fee_bps
+        {
+            return Ok(json);
+        }
+        let request: FeesRequest<'_> = serde_json::from_slice(body)
+            .map_err(|e| MarketsError::InvalidField(format!("body must be a JSON object: {e}")))?;
         fn field<'a>(v: &'a Option<FeeField<'_>>, name: &'static str) -> Result<&'a str> {
             match v {
                 None => Err(MarketsError::MissingField(name)),
@@ -490,33 +491,19 @@ impl Markets {
                 ))),
             }
         }
-        let amount = field(&body.initial_stake_amount, "initial_stake_amount")?;
-        let currency = field(&body.currency, "currency")?;
+        let amount = field(&request.initial_stake_amount, "initial_stake_amount")?;
+        let currency = field(&request.currency, "currency")?;
         let currency = fees::Currency::parse(currency).ok_or(fees::AmountError::UnknownCurrency)?;
-        // A remembered amount is a valid one, so only the rate is read; a
-        // new amount is parsed before the rate is read, so a bad amount is
+        // The amount is parsed before the rate is read, so a bad amount is
         // a 400 even while the rate is not indexed yet.
-        let remembered = self.fee_bodies.get(currency, amount);
-        let stake = match remembered {
-            Some(_) => None,
-            None => Some(fees::parse_amount(amount, currency)?),
-        };
+        let stake = fees::parse_amount(amount, currency)?;
         let fee_bps = self.settings_cached().await?.fee_bps;
-        if let Some((at_bps, json)) = remembered
-            && at_bps == fee_bps
-        {
-            return Ok(json);
-        }
-        let stake = match stake {
-            Some(s) => s,
-            None => fees::parse_amount(amount, currency)?,
-        };
         let quote = FeeQuote::new(stake, fee_bps, currency)?;
         let json = Bytes::from(
             serde_json::to_vec(&FeeView::from(&quote))
                 .map_err(|e| MarketsError::Unavailable(format!("fee quote: {e}")))?,
         );
-        self.fee_bodies.put(currency, amount, fee_bps, json.clone());
+        self.fee_bodies.put(body, fee_bps, json.clone());
         Ok(json)
     }
 
@@ -582,38 +569,41 @@ mod tests {
 
     #[test]
     fn fee_bodies_hit_change_with_the_rate_and_stay_bounded() {
-        use fees::Currency::{Btc, Eth};
         let memo = FeeBodies::default();
-        assert_eq!(memo.get(Eth, "0.5"), None);
-        memo.put(Eth, "0.5", 700, Bytes::from_static(b"at 7%"));
+        let half = br#"{"initial_stake_amount": "0.5", "currency": "ETH"}"#;
+        assert_eq!(memo.get(half), None);
+        memo.put(half, 700, Bytes::from_static(b"at 7%"));
         // A hit: the answer and the rate it was computed at.
-        assert_eq!(
-            memo.get(Eth, "0.5"),
-            Some((700, Bytes::from_static(b"at 7%")))
-        );
-        // Per currency and per amount string ("0.50" is its own entry).
-        assert_eq!(memo.get(Btc, "0.5"), None);
-        assert_eq!(memo.get(Eth, "0.50"), None);
+        assert_eq!(memo.get(half), Some((700, Bytes::from_static(b"at 7%"))));
+        // Keyed by the very bytes: another currency, amount string or
+        // spacing is its own entry.
+        for other in [
+            &br#"{"initial_stake_amount": "0.5", "currency": "BTC"}"#[..],
+            br#"{"initial_stake_amount": "0.50", "currency": "ETH"}"#,
+            br#"{"initial_stake_amount":"0.5","currency":"ETH"}"#,
+        ] {
+            assert_eq!(memo.get(other), None);
+        }
         // After a fee change the caller sees the old rate (so it recomputes)
         // and the new answer replaces the old one.
-        memo.put(Eth, "0.5", 725, Bytes::from_static(b"at 7.25%"));
-        assert_eq!(
-            memo.get(Eth, "0.5"),
-            Some((725, Bytes::from_static(b"at 7.25%")))
-        );
+        memo.put(half, 725, Bytes::from_static(b"at 7.25%"));
+        assert_eq!(memo.get(half), Some((725, Bytes::from_static(b"at 7.25%"))));
         assert_eq!(memo.len(), 1);
-        // Bounded: a currency's map is cleared when it is full.
+        // A body past the key limit is neither remembered nor looked up.
+        let long = vec![b' '; FEE_BODY_KEY_MAX + 1];
+        memo.put(&long, 700, Bytes::new());
+        assert_eq!((memo.get(&long), memo.len()), (None, 1));
+        // Bounded: the map is cleared when it is full.
         for i in 1..FEE_BODIES_MAX {
-            memo.put(Eth, &i.to_string(), 700, Bytes::new());
+            memo.put(i.to_string().as_bytes(), 700, Bytes::new());
         }
-        memo.put(Btc, "1", 700, Bytes::new());
-        assert_eq!(memo.len(), FEE_BODIES_MAX + 1);
-        // Re-putting a remembered amount does not clear.
-        memo.put(Eth, "1", 700, Bytes::new());
-        assert_eq!(memo.len(), FEE_BODIES_MAX + 1);
-        memo.put(Eth, "new", 700, Bytes::new());
-        assert_eq!(memo.len(), 2, "ETH cleared to the new entry; BTC kept");
-        assert_eq!(memo.get(Eth, "0.5"), None);
-        assert!(memo.get(Btc, "1").is_some());
+        assert_eq!(memo.len(), FEE_BODIES_MAX);
+        // Re-putting a remembered body does not clear.
+        memo.put(b"1", 700, Bytes::new());
+        assert_eq!(memo.len(), FEE_BODIES_MAX);
+        memo.put(b"new", 700, Bytes::new());
+        assert_eq!(memo.len(), 1, "cleared to the new entry");
+        assert_eq!(memo.get(half), None);
+        assert!(memo.get(b"new").is_some());
     }
 }
