@@ -199,7 +199,7 @@ pub async fn connect(config: Config) -> Result<AppState> {
     let chain_time: Arc<std::sync::atomic::AtomicU64> = Arc::default();
     let markets = Arc::new(crate::markets::Markets::new(crate::markets::MarketsParts {
         redis: redis.clone(),
-        chain: rpc.provider(),
+        rpc: rpc.clone(),
         chain_id,
         contracts: crate::markets::Contracts {
             stakes: home.deployment.submission_stakes,
@@ -221,7 +221,6 @@ pub async fn connect(config: Config) -> Result<AppState> {
         config: Arc::new(config),
         home: Arc::new(home),
         redis,
-        chain: rpc.provider(),
         rpc,
         master: keyring,
         metrics: Arc::default(),

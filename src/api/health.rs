@@ -37,7 +37,7 @@ pub struct HealthCache(tokio::sync::Mutex<Option<(Instant, Option<u64>)>>);
 impl HealthCache {
     /// The head block, probed at most once per [`PROBE_CACHE`] (concurrent
     /// callers wait for the one probe in flight).
-    async fn head(&self, state: &AppState) -> Option<u64> {
+    pub(super) async fn head(&self, state: &AppState) -> Option<u64> {
         let mut last = self.0.lock().await;
         if let Some((at, head)) = *last
             && at.elapsed() < PROBE_CACHE

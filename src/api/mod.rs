@@ -13,7 +13,6 @@ pub mod x402;
 
 use std::sync::Arc;
 
-use alloy::providers::DynProvider;
 use axum::Router;
 use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::rpc::Rpc;
@@ -55,9 +54,6 @@ pub struct Shared {
     pub home: Arc<HomeChain>,
     /// Shared Redis connection (multiplexed, reconnecting).
     pub redis: RedisConn,
-    /// The current endpoint of [`AppState::rpc`] (no retry, no failover):
-    /// only for the head tracker. Chain reads go through `rpc`.
-    pub chain: DynProvider,
     /// Chain reads: the failover `Rpc` (every configured endpoint, a timeout
     /// per call). Error strings from it are for logs (URLs already redacted),
     /// never for clients: answer `ApiError::chain`.

@@ -28,7 +28,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
-use alloy::providers::{DynProvider, Provider};
 use chainfront_indexer::conn::RedisConn;
 use chainfront_indexer::keys::ChainKeys;
 
@@ -143,7 +142,7 @@ pub(crate) const CHAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Markets {
     index: Index,
     claims: Claims,
-    chain: DynProvider,
+    rpc: chainfront_indexer::rpc::Rpc,
     keys: ChainKeys,
     contracts: Contracts,
     confirmations: u64,
@@ -190,8 +189,10 @@ impl std::fmt::Debug for Markets {
 pub struct MarketsParts {
     /// Redis.
     pub redis: RedisConn,
-    /// Chain reads.
-    pub chain: DynProvider,
+    /// Chain reads: the API's failover RPC client (payments' transactions
+    /// and receipts, block headers for market and submission times, the
+    /// head when the head tracker has not reported yet).
+    pub rpc: chainfront_indexer::rpc::Rpc,
     /// The home chain's id.
     pub chain_id: u64,
     /// The contracts.
@@ -213,7 +214,7 @@ impl Markets {
         Self {
             index: Index::new(p.redis.clone(), keys.clone()),
             claims: Claims::new(p.redis, keys.clone()),
-            chain: p.chain,
+            rpc: p.rpc,
             keys,
             contracts: p.contracts,
             confirmations: p.confirmations,
@@ -261,17 +262,16 @@ impl Markets {
         if known > 0 {
             return Ok(known);
         }
-        let block = tokio::time::timeout(
+        let head = tokio::time::timeout(
             CHAIN_TIMEOUT,
-            self.chain
-                .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest),
+            self.rpc.head(alloy::eips::BlockNumberOrTag::Latest),
         )
         .await;
-        match block {
-            Ok(Ok(Some(b))) => {
-                self.chain_head.store(b.header.number, Ordering::Relaxed);
-                self.chain_time.store(b.header.timestamp, Ordering::Relaxed);
-                Ok(b.header.timestamp)
+        match head {
+            Ok(Ok(Some(h))) => {
+                self.chain_head.store(h.number, Ordering::Relaxed);
+                self.chain_time.store(h.timestamp, Ordering::Relaxed);
+                Ok(h.timestamp)
             }
             _ => Err(MarketsError::Unavailable(
                 "the chain did not answer; retry shortly".into(),
@@ -370,26 +370,13 @@ impl Markets {
         if missing.is_empty() {
             return found;
         }
-        let fetched = futures_util::future::join_all(missing.iter().map(|b| {
-            let chain = self.chain.clone();
-            let b = *b;
-            async move {
-                // The indexer's minimal header: a provider that leaves out a
-                // field nobody reads (e.g. `mixHash`) still gives the time.
-                let header = tokio::time::timeout(
-                    CHAIN_TIMEOUT,
-                    chain
-                        .client()
-                        .request::<_, Option<chainfront_indexer::verify::Header>>(
-                            "eth_getBlockByNumber",
-                            (alloy::eips::BlockNumberOrTag::Number(b), false),
-                        ),
-                )
-                .await;
-                match header {
-                    Ok(Ok(Some(h))) if h.number == b => Some((b, h.timestamp)),
-                    _ => None,
-                }
+        // Through the failover client, with the indexer's minimal header (a
+        // provider that leaves out a field nobody reads, e.g. `mixHash`,
+        // still gives the time; an answer for another block is refused).
+        let fetched = futures_util::future::join_all(missing.iter().map(|&b| async move {
+            match tokio::time::timeout(CHAIN_TIMEOUT, self.rpc.header(b)).await {
+                Ok(Ok(Some(h))) => Some((b, h.timestamp)),
+                _ => None,
             }
         }))
         .await;

@@ -66,11 +66,30 @@ fn unavailable(e: impl std::fmt::Display) -> MarketsError {
 }
 
 impl Markets {
+    /// Chain reads go through the API's failover client (every endpoint,
+    /// retried once), each within [`CHAIN_TIMEOUT`].
+    async fn transaction(&self, tx: B256) -> Result<Option<alloy::rpc::types::Transaction>> {
+        tokio::time::timeout(
+            CHAIN_TIMEOUT,
+            self.rpc.call("eth_getTransactionByHash", |p| async move {
+                p.get_transaction_by_hash(tx).await
+            }),
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
+    }
+
     async fn receipt(&self, tx: B256) -> Result<Option<TransactionReceipt>> {
-        tokio::time::timeout(CHAIN_TIMEOUT, self.chain.get_transaction_receipt(tx))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
+        tokio::time::timeout(
+            CHAIN_TIMEOUT,
+            self.rpc.call("eth_getTransactionReceipt", |p| async move {
+                p.get_transaction_receipt(tx).await
+            }),
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
     }
 
     /// Whether the payment is still on the canonical chain (a reorg may
@@ -86,11 +105,7 @@ impl Markets {
     pub async fn verify_payment(&self, e: &Expected<'_>) -> Result<Paid> {
         let stakes = self.stakes()?;
         let Some(receipt) = self.receipt(e.tx).await? else {
-            let pending =
-                tokio::time::timeout(CHAIN_TIMEOUT, self.chain.get_transaction_by_hash(e.tx))
-                    .await
-                    .map_err(unavailable)?
-                    .map_err(unavailable)?;
+            let pending = self.transaction(e.tx).await?;
             return Err(match pending {
                 Some(_) => tx_error(
                     "Transaction not confirmed: it is still pending; submit again once it is mined",
@@ -106,10 +121,16 @@ impl Markets {
                 "Transaction not confirmed: it is still pending; submit again once it is mined",
             ));
         };
-        let head = tokio::time::timeout(CHAIN_TIMEOUT, self.chain.get_block_number())
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
+        let head = tokio::time::timeout(
+            CHAIN_TIMEOUT,
+            self.rpc.call(
+                "eth_blockNumber",
+                |p| async move { p.get_block_number().await },
+            ),
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
         let on_top = head.saturating_sub(block);
         if head < block || on_top < self.confirmations {
             return Err(tx_error(format!(
@@ -165,10 +186,9 @@ impl Markets {
         receipt: &TransactionReceipt,
         stakes: Address,
     ) -> Result<Paid> {
-        let tx = tokio::time::timeout(CHAIN_TIMEOUT, self.chain.get_transaction_by_hash(e.tx))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?
+        let tx = self
+            .transaction(e.tx)
+            .await?
             .ok_or_else(|| tx_error("Transaction not found"))?;
         let input = tx.input();
         if input.is_empty() {

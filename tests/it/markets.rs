@@ -1774,3 +1774,69 @@ async fn the_documents_javascript_example_runs_for_real() {
     .await;
     check_client_submissions(&served, stack.signer(2).address(), "My prediction");
 }
+
+/// The markets' chain reads go through the API's failover RPC client
+/// (security-api.md F7): with the first endpoint failing every block,
+/// transaction, receipt and head request, `/v1/health` is healthy, the
+/// markets and their submissions still carry `created_at`, and a stake paid
+/// by a plain transfer is verified, all read from the second.
+#[tokio::test]
+async fn markets_chain_reads_fail_over_to_the_next_endpoint() {
+    use crate::fault_proxy::{Fault, FaultProxy};
+    let stack = Stack::start().await;
+    let market = create_market(&stack, -10, 3_600, "Failover").await;
+    submit_direct(&stack, 1, &market, 0, "an original", milli_eth(100)).await;
+    let (first, second) = (
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+    );
+    for method in [
+        "eth_getBlockByNumber",
+        "eth_getTransactionByHash",
+        "eth_getTransactionReceipt",
+        "eth_blockNumber",
+    ] {
+        first.inject(Some(method), Fault::BadGateway, None);
+    }
+    let urls = format!("[\"{}\", \"{}\"]", first.url, second.url);
+    let n = node(
+        &stack,
+        &[("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", urls.as_str())],
+    )
+    .await;
+    // /v1/health probes the head through the same client.
+    let (status, health) = get(&format!("{}/v1/health", n.url)).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "healthy", "{health}");
+    let (status, list) = get(&format!("{}/v1/markets", n.url)).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let ours = list["markets"]
+        .as_array()
+        .expect("markets")
+        .iter()
+        .find(|m| m["market_id"] == market.as_str())
+        .unwrap_or_else(|| panic!("{market} in {list}"));
+    assert!(ours["created_at"].is_string(), "{ours}");
+    let (status, subs) = get(&format!("{}/v1/markets/{market}/submissions", n.url)).await;
+    assert_eq!(status, StatusCode::OK, "{subs}");
+    assert_eq!(subs["count"], 1, "{subs}");
+    assert!(subs["submissions"][0]["created_at"].is_string(), "{subs}");
+    // A plain-transfer stake: its receipt, transaction and the head.
+    let tx = pay_eth(&stack, 2, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(2),
+        DEMO_MARKET_UUID,
+        "original",
+        Some("through the second endpoint"),
+        "0.1",
+        "ETH",
+        &tx,
+        Sig::PersonalSign,
+    );
+    let (s, accepted) = post(&format!("{}/v1/submissions", n.url), &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    assert!(
+        first.injected("502") > 0,
+        "the first endpoint was asked and failed"
+    );
+}
