@@ -66,30 +66,50 @@ fn unavailable(e: impl std::fmt::Display) -> MarketsError {
 }
 
 impl Markets {
-    /// Chain reads go through the API's failover client (every endpoint,
-    /// retried once), each within [`CHAIN_TIMEOUT`].
+    /// A transaction or receipt through the API's failover client, within
+    /// [`CHAIN_TIMEOUT`]: `None` only when every endpoint answers that it
+    /// has none. One endpoint's `null` (it lags, or has not seen the
+    /// transaction yet) sends the call on to the others, so it is never
+    /// taken for a payment a reorg dropped: that releases a claim.
+    async fn on_any_endpoint<T, F, Fut>(&self, what: &'static str, f: F) -> Result<Option<T>>
+    where
+        F: Fn(alloy::providers::DynProvider) -> Fut,
+        Fut: std::future::Future<Output = alloy::transports::TransportResult<Option<T>>>,
+    {
+        use chainfront_indexer::rpc::{CallOpts, Fault, Link, Outcome};
+        let asked = self.rpc.call_with(what, CallOpts::default(), |l: Link| {
+            let asked = f(l.provider);
+            async move {
+                match asked.await {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(Fault::Missing(format!("{what}: null"))),
+                    Err(e) => Err(Fault::from(e)),
+                }
+            }
+        });
+        match tokio::time::timeout(CHAIN_TIMEOUT, asked)
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?
+        {
+            Outcome::Ok(v, _) => Ok(Some(v)),
+            Outcome::Missing(_) => Ok(None),
+            Outcome::Range(_, why) => Err(unavailable(why)),
+        }
+    }
+
     async fn transaction(&self, tx: B256) -> Result<Option<alloy::rpc::types::Transaction>> {
-        tokio::time::timeout(
-            CHAIN_TIMEOUT,
-            self.rpc.call("eth_getTransactionByHash", |p| async move {
-                p.get_transaction_by_hash(tx).await
-            }),
-        )
+        self.on_any_endpoint("eth_getTransactionByHash", |p| async move {
+            p.get_transaction_by_hash(tx).await
+        })
         .await
-        .map_err(unavailable)?
-        .map_err(unavailable)
     }
 
     async fn receipt(&self, tx: B256) -> Result<Option<TransactionReceipt>> {
-        tokio::time::timeout(
-            CHAIN_TIMEOUT,
-            self.rpc.call("eth_getTransactionReceipt", |p| async move {
-                p.get_transaction_receipt(tx).await
-            }),
-        )
+        self.on_any_endpoint("eth_getTransactionReceipt", |p| async move {
+            p.get_transaction_receipt(tx).await
+        })
         .await
-        .map_err(unavailable)?
-        .map_err(unavailable)
     }
 
     /// Whether the payment is still on the canonical chain (a reorg may

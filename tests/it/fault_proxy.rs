@@ -59,6 +59,9 @@ pub enum Fault {
     /// Requests for `latest`, `safe` or `finalized` answer `null` (a node
     /// still syncing).
     NullHead,
+    /// The call answers `null`, whatever it asks (a backend that has not
+    /// seen a transaction yet answers its receipt and body so).
+    NullResult,
     /// Block objects lose their `mixHash`.
     StripMixHash,
     /// A backend `k` blocks behind the chain: its head is `k` lower, blocks
@@ -88,6 +91,7 @@ impl Fault {
             Fault::PhantomTip => "phantom_tip",
             Fault::NullHeaders => "null_headers",
             Fault::NullHead => "null_head",
+            Fault::NullResult => "null_result",
             Fault::StripMixHash => "strip_mix_hash",
             Fault::Lagging(_) => "lagging",
         }
@@ -326,6 +330,10 @@ async fn answer(s: &Shared, mut call: Value) -> Answer {
         Some(f @ Fault::Hang) => {
             count(s, f);
             return Answer::Hang;
+        }
+        Some(f @ Fault::NullResult) => {
+            count(s, f);
+            return Answer::Json(json!({"jsonrpc": "2.0", "id": id, "result": null}));
         }
         Some(f @ (Fault::NullHeaders | Fault::NullHead)) if method == "eth_getBlockByNumber" => {
             let tag = matches!(

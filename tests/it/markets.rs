@@ -1840,3 +1840,49 @@ async fn markets_chain_reads_fail_over_to_the_next_endpoint() {
         "the first endpoint was asked and failed"
     );
 }
+
+/// A `null` receipt or transaction from one endpoint (it lags, or has not
+/// seen the transaction yet) is not the last word: the call goes on to the
+/// next endpoint. Otherwise a paid stake would be refused as "not found",
+/// and a claimed one released as if a reorg had dropped it.
+#[tokio::test]
+async fn one_endpoints_null_receipt_is_not_taken_for_a_dropped_payment() {
+    use crate::fault_proxy::{Fault, FaultProxy};
+    let stack = Stack::start().await;
+    let (first, second) = (
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+    );
+    for method in ["eth_getTransactionReceipt", "eth_getTransactionByHash"] {
+        first.inject(Some(method), Fault::NullResult, None);
+    }
+    let urls = format!("[\"{}\", \"{}\"]", first.url, second.url);
+    let n = node(
+        &stack,
+        &[("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", urls.as_str())],
+    )
+    .await;
+    let tx = pay_eth(&stack, 2, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(2),
+        DEMO_MARKET_UUID,
+        "original",
+        Some("seen by the second endpoint"),
+        "0.1",
+        "ETH",
+        &tx,
+        Sig::PersonalSign,
+    );
+    let (s, accepted) = post(&format!("{}/v1/submissions", n.url), &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    // The status check asks for the receipt again: the claim stays.
+    let (s, status) = get(&format!("{}/v1/submissions/{tx}", n.url)).await;
+    assert!(
+        s == StatusCode::ACCEPTED || s == StatusCode::OK,
+        "{s} {status}"
+    );
+    assert!(
+        first.injected("null_result") > 0,
+        "the first endpoint was asked and answered null"
+    );
+}
