@@ -269,15 +269,6 @@ impl Rpc {
         })
     }
 
-    /// The provider of the endpoint preferred right now (never one on the
-    /// wrong chain), for callers that need no retry: it does not fail over;
-    /// [`Rpc::call`] does.
-    pub fn provider(&self) -> DynProvider {
-        let n = self.endpoints();
-        let i = self.pick(None, &vec![false; n]).map_or(0, |(i, _)| i);
-        self.inner.endpoints[i].link.provider.clone()
-    }
-
     /// Number of endpoints.
     pub fn endpoints(&self) -> usize {
         self.inner.endpoints.len()
