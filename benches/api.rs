@@ -860,30 +860,11 @@ async fn x402_bench(
 /// request path. (On this machine each 100 ns the node adds costs about
 /// 2 % of the wrk ratio: wrk shares the two cores and waits on the node.)
 async fn in_process(state: &chainfront::api::AppState) -> Res<()> {
-    use tower::{Service, ServiceExt};
-    let body = r#"{"initial_stake_amount": "0.5", "currency": "ETH"}"#;
-    let request = |path: &str| -> Res<axum::extract::Request> {
-        let mut r = axum::http::Request::builder()
-            .method("POST")
-            .uri(path)
-            .header("host", "127.0.0.1:8080")
-            .header("content-type", "application/json")
-            .header("content-length", body.len())
-            .body(axum::body::Body::from(body))?;
-        // What `into_make_service_with_connect_info` adds to each request.
-        r.extensions_mut()
-            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
-                [127, 0, 0, 1],
-                5555,
-            ))));
-        Ok(r)
-    };
     let mut api = chainfront::api::router(state.clone());
-    let answer = ServiceExt::<axum::extract::Request>::ready(&mut api)
-        .await?
-        .call(request("/v1/calculate_fees")?)
-        .await?;
-    let answer = axum::body::to_bytes(answer.into_body(), 1 << 20).await?;
+    let (status, answer) = fees_post(&mut api, "/v1/calculate_fees").await?;
+    if status != axum::http::StatusCode::OK {
+        return Err(format!("calculate_fees answered {status}: {answer:?}").into());
+    }
     let mut same: axum::Router = axum::Router::new().route(
         "/",
         axum::routing::post(move |_body: axum::body::Bytes| {
@@ -898,28 +879,63 @@ async fn in_process(state: &chainfront::api::AppState) -> Res<()> {
     );
     let n = 1_000_000;
     for round in 1..=3 {
-        let t = Instant::now();
-        for _ in 0..n {
-            let r = ServiceExt::<axum::extract::Request>::ready(&mut api)
-                .await?
-                .call(request("/v1/calculate_fees")?)
-                .await?;
-            std::hint::black_box(axum::body::to_bytes(r.into_body(), 1 << 20).await?);
-        }
-        let route = t.elapsed().as_nanos() as f64 / f64::from(n);
-        let t = Instant::now();
-        for _ in 0..n {
-            let r = ServiceExt::<axum::extract::Request>::ready(&mut same)
-                .await?
-                .call(request("/")?)
-                .await?;
-            std::hint::black_box(axum::body::to_bytes(r.into_body(), 1 << 20).await?);
-        }
-        let hello = t.elapsed().as_nanos() as f64 / f64::from(n);
+        let route = ns_per_post(&mut api, "/v1/calculate_fees", n).await?;
+        let hello = ns_per_post(&mut same, "/", n).await?;
         println!(
             "in process, round {round}: POST /v1/calculate_fees {route:.0} ns/request, the same-POST hello-world {hello:.0} ns/request (the route adds {:.0} ns)",
             route - hello
         );
     }
     Ok(())
+}
+
+/// `calculate_fees`' documented POST to `path` through `svc`, as hyper hands
+/// it over (declared length, the connection's `ConnectInfo`): the answer's
+/// status and body.
+async fn fees_post<S>(svc: &mut S, path: &str) -> Res<(axum::http::StatusCode, axum::body::Bytes)>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    use tower::ServiceExt;
+    let body = r#"{"initial_stake_amount": "0.5", "currency": "ETH"}"#;
+    let mut request = axum::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "127.0.0.1:8080")
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(axum::body::Body::from(body))?;
+    // What `into_make_service_with_connect_info` adds to each request.
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            5555,
+        ))));
+    let response = svc.ready().await?.call(request).await?;
+    let status = response.status();
+    Ok((
+        status,
+        axum::body::to_bytes(response.into_body(), 1 << 20).await?,
+    ))
+}
+
+/// Mean nanoseconds of `n` [`fees_post`]s to `path` through `svc`.
+async fn ns_per_post<S>(svc: &mut S, path: &str, n: u32) -> Res<f64>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(fees_post(svc, path).await?);
+    }
+    Ok(t.elapsed().as_nanos() as f64 / f64::from(n))
 }
