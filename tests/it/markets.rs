@@ -1775,6 +1775,55 @@ async fn the_documents_javascript_example_runs_for_real() {
     check_client_submissions(&served, stack.signer(2).address(), "My prediction");
 }
 
+/// A node whose chain has two endpoints, proxies of the same anvil; the
+/// first answers `fault` to every call of `methods` (the second, kept
+/// alive with the node, answers everything).
+async fn node_behind_two_endpoints(
+    stack: &Stack,
+    methods: &[&'static str],
+    fault: crate::fault_proxy::Fault,
+) -> (
+    Node,
+    crate::fault_proxy::FaultProxy,
+    crate::fault_proxy::FaultProxy,
+) {
+    use crate::fault_proxy::FaultProxy;
+    let (first, second) = (
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+        FaultProxy::start(&stack.anvil.endpoint()).await,
+    );
+    for method in methods {
+        first.inject(Some(method), fault.clone(), None);
+    }
+    let urls = format!("[\"{}\", \"{}\"]", first.url, second.url);
+    let n = node(
+        stack,
+        &[("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", urls.as_str())],
+    )
+    .await;
+    (n, first, second)
+}
+
+/// Wallet 2 pays a 0.1 ETH stake (+7 %) by a plain transfer and posts it as
+/// the demo market's original; the node accepts it (202). The payment's
+/// hash.
+async fn plain_stake_accepted(stack: &Stack, n: &Node, text: &str) -> String {
+    let tx = pay_eth(stack, 2, milli_eth(107)).await.to_string();
+    let b = body(
+        &stack.signer(2),
+        DEMO_MARKET_UUID,
+        "original",
+        Some(text),
+        "0.1",
+        "ETH",
+        &tx,
+        Sig::PersonalSign,
+    );
+    let (s, accepted) = post(&format!("{}/v1/submissions", n.url), &b).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    tx
+}
+
 /// The markets' chain reads go through the API's failover RPC client
 /// (security-api.md F7): with the first endpoint failing every block,
 /// transaction, receipt and head request, `/v1/health` is healthy, the
@@ -1782,26 +1831,18 @@ async fn the_documents_javascript_example_runs_for_real() {
 /// by a plain transfer is verified, all read from the second.
 #[tokio::test]
 async fn markets_chain_reads_fail_over_to_the_next_endpoint() {
-    use crate::fault_proxy::{Fault, FaultProxy};
     let stack = Stack::start().await;
     let market = create_market(&stack, -10, 3_600, "Failover").await;
     submit_direct(&stack, 1, &market, 0, "an original", milli_eth(100)).await;
-    let (first, second) = (
-        FaultProxy::start(&stack.anvil.endpoint()).await,
-        FaultProxy::start(&stack.anvil.endpoint()).await,
-    );
-    for method in [
-        "eth_getBlockByNumber",
-        "eth_getTransactionByHash",
-        "eth_getTransactionReceipt",
-        "eth_blockNumber",
-    ] {
-        first.inject(Some(method), Fault::BadGateway, None);
-    }
-    let urls = format!("[\"{}\", \"{}\"]", first.url, second.url);
-    let n = node(
+    let (n, first, _second) = node_behind_two_endpoints(
         &stack,
-        &[("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", urls.as_str())],
+        &[
+            "eth_getBlockByNumber",
+            "eth_getTransactionByHash",
+            "eth_getTransactionReceipt",
+            "eth_blockNumber",
+        ],
+        crate::fault_proxy::Fault::BadGateway,
     )
     .await;
     // /v1/health probes the head through the same client.
@@ -1822,19 +1863,7 @@ async fn markets_chain_reads_fail_over_to_the_next_endpoint() {
     assert_eq!(subs["count"], 1, "{subs}");
     assert!(subs["submissions"][0]["created_at"].is_string(), "{subs}");
     // A plain-transfer stake: its receipt, transaction and the head.
-    let tx = pay_eth(&stack, 2, milli_eth(107)).await.to_string();
-    let b = body(
-        &stack.signer(2),
-        DEMO_MARKET_UUID,
-        "original",
-        Some("through the second endpoint"),
-        "0.1",
-        "ETH",
-        &tx,
-        Sig::PersonalSign,
-    );
-    let (s, accepted) = post(&format!("{}/v1/submissions", n.url), &b).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    plain_stake_accepted(&stack, &n, "through the second endpoint").await;
     assert!(
         first.injected("502") > 0,
         "the first endpoint was asked and failed"
@@ -1847,34 +1876,14 @@ async fn markets_chain_reads_fail_over_to_the_next_endpoint() {
 /// and a claimed one released as if a reorg had dropped it.
 #[tokio::test]
 async fn one_endpoints_null_receipt_is_not_taken_for_a_dropped_payment() {
-    use crate::fault_proxy::{Fault, FaultProxy};
     let stack = Stack::start().await;
-    let (first, second) = (
-        FaultProxy::start(&stack.anvil.endpoint()).await,
-        FaultProxy::start(&stack.anvil.endpoint()).await,
-    );
-    for method in ["eth_getTransactionReceipt", "eth_getTransactionByHash"] {
-        first.inject(Some(method), Fault::NullResult, None);
-    }
-    let urls = format!("[\"{}\", \"{}\"]", first.url, second.url);
-    let n = node(
+    let (n, first, _second) = node_behind_two_endpoints(
         &stack,
-        &[("CHAINFRONT_CHAINS__LOCAL__RPC_URLS", urls.as_str())],
+        &["eth_getTransactionReceipt", "eth_getTransactionByHash"],
+        crate::fault_proxy::Fault::NullResult,
     )
     .await;
-    let tx = pay_eth(&stack, 2, milli_eth(107)).await.to_string();
-    let b = body(
-        &stack.signer(2),
-        DEMO_MARKET_UUID,
-        "original",
-        Some("seen by the second endpoint"),
-        "0.1",
-        "ETH",
-        &tx,
-        Sig::PersonalSign,
-    );
-    let (s, accepted) = post(&format!("{}/v1/submissions", n.url), &b).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{accepted}");
+    let tx = plain_stake_accepted(&stack, &n, "seen by the second endpoint").await;
     // The status check asks for the receipt again: the claim stays.
     let (s, status) = get(&format!("{}/v1/submissions/{tx}", n.url)).await;
     assert!(
