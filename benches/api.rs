@@ -90,8 +90,24 @@ fn wrk_for(
     script: Option<&std::path::Path>,
     secs: u32,
 ) -> Res<(f64, f64)> {
+    wrk_with(url, header, script, secs, 32)
+}
+
+/// [`wrk`] for `secs` seconds over `connections` connections.
+fn wrk_with(
+    url: &str,
+    header: Option<&str>,
+    script: Option<&std::path::Path>,
+    secs: u32,
+    connections: u32,
+) -> Res<(f64, f64)> {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c32", &format!("-d{secs}s"), "--latency"]);
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }
@@ -186,22 +202,7 @@ async fn commands_processed(redis: &mut RedisConn) -> Res<u64> {
 /// hops (client → API → Redis → worker → Redis), so throughput on a shared
 /// machine is bound by how many are in flight, not by CPU.
 fn wrk_script(url: &str, header: &str, script: &std::path::Path) -> Res<(f64, f64)> {
-    let out = Command::new("wrk")
-        .args(["-t2", "-c128", "-d5s", "--latency", "-H", header, "-s"])
-        .arg(script)
-        .arg(url)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.contains("Non-2xx") {
-        return Err(format!("{url}: non-2xx answers under load:\n{text}").into());
-    }
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
-    Ok((rps, f64::NAN))
+    wrk_with(url, Some(header), Some(script), 5, 128)
 }
 
 /// The Compute API: `GET /v1/balance` against the baseline, and
