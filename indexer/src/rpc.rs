@@ -496,6 +496,34 @@ impl Rpc {
         }
     }
 
+    /// [`Rpc::call`] for a lookup that may answer `null` (a transaction, a
+    /// receipt): one endpoint's `null` (it lags, or has not seen the
+    /// transaction yet) sends the call on to the others, and the answer is
+    /// `None` only when every endpoint has none.
+    pub async fn call_found<T, F, Fut>(&self, what: &'static str, f: F) -> Result<Option<T>>
+    where
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = TransportResult<Option<T>>>,
+    {
+        let outcome = self
+            .call_with(what, CallOpts::default(), |l: Link| {
+                let asked = f(l.provider);
+                async move {
+                    match asked.await {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => Err(Fault::Missing(format!("{what}: null"))),
+                        Err(e) => Err(Fault::from(e)),
+                    }
+                }
+            })
+            .await?;
+        match outcome {
+            Outcome::Ok(v, _) => Ok(Some(v)),
+            Outcome::Missing(_) => Ok(None),
+            Outcome::Range(_, m) => Err(Error::Rpc(format!("{what}: {m}"))),
+        }
+    }
+
     /// Runs `f` against the best endpoint, with retries and failover (see the
     /// module documentation for how each [`Fault`] is handled).
     pub async fn call_with<T, F, Fut>(

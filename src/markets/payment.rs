@@ -68,34 +68,19 @@ fn unavailable(e: impl std::fmt::Display) -> MarketsError {
 impl Markets {
     /// A transaction or receipt through the API's failover client, within
     /// [`CHAIN_TIMEOUT`]: `None` only when every endpoint answers that it
-    /// has none. One endpoint's `null` (it lags, or has not seen the
-    /// transaction yet) sends the call on to the others, so it is never
-    /// taken for a payment a reorg dropped: that releases a claim.
+    /// has none ([`Rpc::call_found`]). One endpoint's `null` is never taken
+    /// for a payment a reorg dropped: that releases a claim.
+    ///
+    /// [`Rpc::call_found`]: chainfront_indexer::rpc::Rpc::call_found
     async fn on_any_endpoint<T, F, Fut>(&self, what: &'static str, f: F) -> Result<Option<T>>
     where
         F: Fn(alloy::providers::DynProvider) -> Fut,
         Fut: std::future::Future<Output = alloy::transports::TransportResult<Option<T>>>,
     {
-        use chainfront_indexer::rpc::{CallOpts, Fault, Link, Outcome};
-        let asked = self.rpc.call_with(what, CallOpts::default(), |l: Link| {
-            let asked = f(l.provider);
-            async move {
-                match asked.await {
-                    Ok(Some(v)) => Ok(v),
-                    Ok(None) => Err(Fault::Missing(format!("{what}: null"))),
-                    Err(e) => Err(Fault::from(e)),
-                }
-            }
-        });
-        match tokio::time::timeout(CHAIN_TIMEOUT, asked)
+        tokio::time::timeout(CHAIN_TIMEOUT, self.rpc.call_found(what, f))
             .await
             .map_err(unavailable)?
-            .map_err(unavailable)?
-        {
-            Outcome::Ok(v, _) => Ok(Some(v)),
-            Outcome::Missing(_) => Ok(None),
-            Outcome::Range(_, why) => Err(unavailable(why)),
-        }
+            .map_err(unavailable)
     }
 
     async fn transaction(&self, tx: B256) -> Result<Option<alloy::rpc::types::Transaction>> {
